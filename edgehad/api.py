@@ -1,0 +1,102 @@
+"""The Python API; the CLI commands are thin wrappers over these functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgehad.core.errors import UserInputError
+
+
+def convert(model, *, weights: str | None = None, input_shape: list[str] | str | None = None,
+            model_args: dict | None = None, recipe: str | None = None, formats: list[str] | str | None = None,
+            data: str | None = None, normalize: str | None = None, out: str | Path = "out",
+            keep_intermediate: bool = False, samples: int | None = None, progress=None) -> dict:
+    """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
+
+    Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
+    ``converters/float.toml``) with ``formats`` replacing its export stages.
+    Files land in ``out`` only when every stage, verification included, passed.
+    """
+    from edgehad.core.artifact import Artifact
+    from edgehad.core.pipeline import DEFAULT_SAMPLES, model_cost, run_pipeline, sample_inputs
+    from edgehad.core.recipe import build_stages, load_recipe
+    from edgehad.export.verify import torch_outputs
+    from edgehad.loading import load_model
+    from edgehad.report import write_report
+
+    progress = progress or (lambda msg: None)
+    if isinstance(input_shape, str):
+        input_shape = [input_shape]
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    rec = load_recipe(recipe) if recipe else None
+    stage_list = build_stages(rec, formats=formats)     # validate flags before any heavy work
+
+    if isinstance(model, str):
+        loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
+    else:
+        loaded = _from_module(model, input_shape, weights)
+
+    data_spec = data or (rec.data.get("spec") if rec else None)
+    normalize = normalize or (rec.data.get("normalize") if rec else None)
+    splits = None
+    if data_spec:
+        from edgehad.data import load_data
+
+        progress(f"loading data {data_spec}")
+        splits = load_data(data_spec, normalize=normalize)
+    elif normalize:
+        raise UserInputError("--normalize needs --data: it describes how the data is prepared")
+
+    params, macs = model_cost(loaded.module, loaded.example_inputs)
+    source = {
+        "spec": loaded.spec, "name": loaded.name, "params": params, "macs": macs,
+        "model_args": loaded.model_args, "weights": loaded.weights,
+        "inputs": [{"shape": list(t.shape), "shape_text": "x".join(map(str, t.shape)), "dtype": str(t.dtype).replace("torch.", "")}
+                   for t in loaded.example_inputs],
+        "exported_program": loaded.is_exported_program,
+    }
+    artifact = Artifact(model=loaded.module, example_inputs=loaded.example_inputs, source=source, data=splits,
+                        preprocessing=getattr(splits, "preprocessing", None),
+                        is_exported_program=loaded.is_exported_program)
+    artifact.sample_inputs = sample_inputs(loaded.example_inputs, splits, n=samples or DEFAULT_SAMPLES)
+    artifact.extra["original_outputs"] = torch_outputs(loaded.module, artifact.sample_inputs)
+    return run_pipeline(artifact, stage_list, out, keep_intermediate=keep_intermediate, progress=progress,
+                        write_report=write_report)
+
+
+def _from_module(module, input_shape, weights):
+    import torch
+
+    from edgehad.loading import LoadedModel, check_inputs_fit, load_weights, make_inputs
+
+    if not isinstance(module, torch.nn.Module):
+        raise UserInputError(f"model must be a MODEL spec string or a torch.nn.Module, not {type(module).__name__}")
+    if weights:
+        load_weights(module, weights)
+    example = make_inputs(input_shape) if input_shape else getattr(module, "example_inputs", None)
+    if example is None:
+        raise UserInputError("the module has no example_inputs attribute: pass input_shape=['1x3x224x224']")
+    example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    module.eval()
+    name = type(module).__name__
+    check_inputs_fit(module, example, name)
+    return LoadedModel(module, example, f"<module {name}>", name, weights=weights)
+
+
+def inspect(target, *, model_args: dict | None = None, weights: str | None = None,
+            input_shape: list[str] | None = None) -> dict:
+    """Describe a ``.onnx``/``.tflite`` file or a MODEL spec (keys: format, inputs, outputs, ops, params, macs, size_bytes, quantized)."""
+    from edgehad.inspect import inspect_file, inspect_torch
+
+    text = str(target)
+    if text.endswith((".onnx", ".tflite")):
+        return inspect_file(text)
+    if Path(text).is_file() and not text.endswith((".py", ".pt2")):
+        return inspect_file(text)  # an unknown extension gets inspect_file's error
+    from edgehad.loading import load_model
+
+    loaded = load_model(text, model_args=model_args, weights=weights, input_shapes=input_shape)
+    info = inspect_torch(loaded.module, loaded.example_inputs)
+    info["spec"] = loaded.spec
+    return info

@@ -1,0 +1,51 @@
+"""The ``edgehad`` command line: a click group whose commands load on demand.
+
+Each command is a small module in this folder and a thin wrapper over a
+function of the Python API. Commands are imported only when run, so
+``edgehad --help`` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from edgehad import __version__
+
+# command name -> (module, attribute, one-line help shown by `edgehad --help`)
+COMMANDS = {
+    "convert": ("edgehad.cli.convert", "convert", "Convert a PyTorch model to verified ONNX and TFLite files."),
+    "inspect": ("edgehad.cli.inspect", "inspect", "Describe a .onnx / .tflite file or a MODEL spec."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgehad")
+def main():
+    """edgehad: take a trained PyTorch model to an edge device.
+
+    Convert it to ONNX and TFLite files proven to compute what the model
+    computes, and inspect what came out.
+
+    \b
+    Quick start:
+      edgehad convert zoo:digits_cnn --data digits --out out/digits
+      edgehad inspect out/digits/model.tflite
+    """

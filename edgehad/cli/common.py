@@ -1,0 +1,65 @@
+"""What every command shares: --json/--debug, error handling, output streams."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+
+import click
+
+from edgehad.core.errors import EdgehadError
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print exactly one JSON document on stdout (progress goes to stderr).")(f)
+
+
+def debug_option(f):
+    return click.option("--debug", is_flag=True,
+                        help="Show tracebacks and third-party output (on stderr).")(f)
+
+
+def fail(message: str, code: int) -> None:
+    from edgehad.core.capture import console
+
+    console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def command_errors(f):
+    """Turn errors into one ``error: ...`` line and an exit code; tracebacks only with --debug."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        from edgehad.core.capture import set_passthrough
+
+        set_passthrough(debug)
+        try:
+            return f(*args, **kwargs)
+        except EdgehadError as exc:
+            if debug:
+                traceback.print_exc()
+            fail(_one_line(str(exc)), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted: nothing was written to the output folder", 130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a bug in edgehad or a library: say so, keep the traceback for --debug
+            if debug:
+                traceback.print_exc()
+            fail(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def emit_json(document) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()

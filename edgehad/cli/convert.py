@@ -1,0 +1,76 @@
+"""``edgehad convert``."""
+
+from __future__ import annotations
+
+import click
+
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+
+
+@click.command()
+@click.argument("model")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict: .pt/.pth (loaded with weights_only=True) or .safetensors.")
+@click.option("--input-shape", multiple=True, metavar="1x3x224x224[:int64]",
+              help="Example input shape (repeat for several inputs; optional dtype suffix). Default: the model's example_inputs.")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (value is a TOML literal).")
+@click.option("--recipe", metavar="NAME|PATH", help="Conversion recipe: a converters/NAME.toml name or a .toml path.")
+@click.option("--format", "formats", metavar="onnx,tflite", help="Formats to export (replaces the recipe's export stages).")
+@click.option("--data", metavar="SPEC", help="Data: 'digits[?size=32&channels=3&classes=0-5]', a .npz file or module:function.")
+@click.option("--normalize", metavar="MEAN,STD", help="Normalisation applied to --data, recorded as preprocessing.")
+@click.option("--samples", type=click.IntRange(1, 10000), default=None, help="Samples to verify on (default 16).")
+@click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")
+@json_option
+@debug_option
+@command_errors
+def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, out,
+            keep_intermediate, as_json, debug):
+    """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
+
+    MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
+    torch.export .pt2 file. Files land in --out only if every check passed.
+    """
+    from edgehad.api import convert as api_convert
+    from edgehad.core.capture import captured, console
+    from edgehad.loading import parse_model_args
+
+    con = console()
+    progress = (lambda msg: None) if as_json and not debug else (lambda msg: con.print(f"[dim]… {msg}[/]"))
+    with captured():
+        report = api_convert(model, weights=weights, input_shape=list(input_shape) or None,
+                             model_args=parse_model_args(model_arg), recipe=recipe,
+                             formats=formats.split(",") if formats else None, data=data, normalize=normalize,
+                             out=out, keep_intermediate=keep_intermediate, samples=samples, progress=progress)
+    if as_json:
+        emit_json(report)
+    else:
+        _print_summary(report)
+
+
+def _print_summary(report: dict) -> None:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    src = report["source"]
+    out.print(f"[bold]{src['name']}[/]: {_num(src['params'])} params, {_num(src['macs'])} MACs; "
+              f"verified on {report['samples']} samples from {report['data'] or 'seeded random inputs'}")
+    table = Table(show_edge=False)
+    for col in ("file", "size", "max abs err", "cosine", "top-1", "verified"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for a in report["artifacts"]:
+        p = a["parity"] or {}
+        top1 = p.get("top1_agreement")
+        table.add_row(str(Path(a["path"])), f"{a['size_bytes'] / 1024:.1f} KiB", f"{p.get('max_abs', float('nan')):.2e}",
+                      f"{p.get('cosine', float('nan')):.6f}", "n/a" if top1 is None else f"{top1:.0%}",
+                      "[green]yes[/]" if p.get("passed") else "[red]NO[/]")
+    out.print(table)
+    times = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"])
+    out.print(f"stages: {times}")
+    out.print(f"report: {Path(report['out']) / 'report.md'}")
+
+
+def _num(n) -> str:
+    return "n/a" if n is None else f"{n:,}"

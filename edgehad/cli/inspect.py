@@ -1,0 +1,52 @@
+"""``edgehad inspect``."""
+
+from __future__ import annotations
+
+import click
+
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+
+
+@click.command()
+@click.argument("target", metavar="FILE|MODEL")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for a MODEL spec.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for a MODEL spec.")
+@click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for a MODEL spec.")
+@json_option
+@debug_option
+@command_errors
+def inspect(target, model_arg, weights, input_shape, as_json, debug):
+    """Inputs, outputs, op histogram, params, MACs, size and quantization of FILE (.onnx, .tflite) or MODEL."""
+    from edgehad.api import inspect as api_inspect
+    from edgehad.core.capture import captured
+    from edgehad.loading import parse_model_args
+
+    with captured():
+        info = api_inspect(target, model_args=parse_model_args(model_arg), weights=weights,
+                           input_shape=list(input_shape) or None)
+    if as_json:
+        emit_json(info)
+    else:
+        _print(info)
+
+
+def _print(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    size = info.get("size_bytes")
+    out.print(f"[bold]{info.get('path') or info.get('spec')}[/] ({info['format']}): {info['params']:,} params, "
+              f"{(info.get('macs') or 0):,} MACs, {size / 1024:.1f} KiB, "
+              f"{'quantized' if info['quantized'] else 'float'}")
+    for kind in ("inputs", "outputs"):
+        table = Table(title=kind, show_edge=False, title_justify="left")
+        for col in ("name", "shape", "dtype", "quantization"):
+            table.add_column(col)
+        for t in info[kind]:
+            q = t.get("quantization")
+            table.add_row(str(t["name"]), "x".join(map(str, t["shape"])), str(t["dtype"]),
+                          f"scale={q['scale']}, zero_point={q['zero_point']}" if q else "")
+        out.print(table)
+    ops = ", ".join(f"{op} x{n}" for op, n in info["ops"].items())
+    out.print(f"ops: {ops}")

@@ -1,0 +1,1 @@
+"""The pipeline's core: errors, artifacts, stages, recipes, safe file writes."""

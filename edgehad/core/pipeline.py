@@ -1,0 +1,143 @@
+"""Run a list of stages over an artifact, in a staging folder, and report.
+
+Everything is written into a staging folder beside ``out``; only when every
+stage (verification included) passed do the files move into ``out``, each by
+an atomic rename. A failed run leaves ``out`` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgehad.core.artifact import Artifact
+from edgehad.core.errors import UserInputError
+from edgehad.core.files import staging_dir
+from edgehad.core.stage import Context, Stage
+from edgehad.export.verify import torch_outputs
+
+DEFAULT_SAMPLES = 16
+
+
+def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, seed: int = 0) -> list[tuple]:
+    """Inputs for verification: the first ``n`` validation samples, or seeded random like the example."""
+    import torch
+
+    if data is not None:
+        if len(example_inputs) != 1:
+            raise UserInputError(f"--data feeds one input, but the model takes {len(example_inputs)}: drop --data")
+        x_val = np.asarray(data.val[0])
+        want = tuple(example_inputs[0].shape)
+        got = (1, *x_val.shape[1:])
+        if got != want:
+            raise UserInputError(
+                f"--data {data.spec} gives inputs of shape {_shape(got)} but the model takes {_shape(want)}: "
+                "choose data options that match (e.g. digits?size=32&channels=3) or another --input-shape"
+            )
+        dtype = example_inputs[0].numpy().dtype
+        return [(x_val[i:i + 1].astype(dtype),) for i in range(min(n, len(x_val)))]
+    gen = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        args = []
+        for t in example_inputs:
+            if t.is_floating_point():
+                args.append(torch.randn(t.shape, generator=gen).to(t.dtype).numpy())
+            else:
+                high = max(2, int(t.max()) + 1) if t.numel() else 2
+                args.append(torch.randint(0, high, t.shape, generator=gen).to(t.dtype).numpy())
+        samples.append(tuple(args))
+    return samples
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def model_cost(model, example_inputs) -> tuple[int | None, int | None]:
+    """(params, MACs) of a torch model; None where it cannot be counted."""
+    try:
+        from edgehad import cost
+
+        params = cost.count_params(model)
+    except Exception:
+        params = None
+    try:
+        from edgehad import cost
+
+        macs = cost.count_macs(model, example_inputs)
+    except Exception:
+        macs = None
+    return params, macs
+
+
+def run_pipeline(artifact: Artifact, stage_list: list[Stage], out: str | Path, *, keep_intermediate=False,
+                 progress=lambda msg: None, write_report=None) -> dict:
+    """Run the stages; on success move the results into ``out`` and return the report."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file, not a folder: pick a folder path")
+    last_cost_key, cost_now = None, (None, None)
+    with staging_dir(out) as work:
+        ctx = Context(workdir=work, progress=progress, keep_intermediate=keep_intermediate)
+        for stage in stage_list:
+            progress(f"stage {stage.name}")
+            t0 = time.perf_counter()
+            artifact = stage.run(artifact, ctx)
+            seconds = time.perf_counter() - t0
+            key = (id(artifact.model), artifact.variant)
+            if key != last_cost_key:  # counting MACs traces the model: only when it changed
+                cost_now, last_cost_key = model_cost(artifact.model, artifact.example_inputs), key
+            entry = {"name": stage.name, "seconds": round(seconds, 3), "params": cost_now[0], "macs": cost_now[1]}
+            entry.update(artifact.extra.pop("stage_info", {}) or {})
+            artifact.stages.append(entry)
+        finals = _name_files(artifact, keep_intermediate)
+        report = build_report(artifact, out, finals)
+        if write_report is not None:
+            write_report(report, work)
+    return report
+
+
+def _name_files(artifact: Artifact, keep_intermediate: bool) -> list:
+    """The last file of each format becomes ``model.<ext>``; the others are dropped or kept as variants."""
+    last = {}
+    for f in artifact.files:
+        last[f.format] = f
+    finals = []
+    for f in artifact.files:
+        if last[f.format] is f:
+            f.final_name = f"model{f.path.suffix}"
+            finals.append(f)
+        elif keep_intermediate:
+            f.final_name = f.path.name
+            finals.append(f)
+        else:
+            f.path.unlink(missing_ok=True)
+    for f in finals:
+        if f.final_name != f.path.name:
+            target = f.path.with_name(f.final_name)
+            if target.exists():   # an intermediate of the same name: keep it under its variant name
+                continue
+            f.path.rename(target)
+            f.path = target
+    return finals
+
+
+def build_report(artifact: Artifact, out: Path, finals: list) -> dict:
+    import edgehad
+
+    source = dict(artifact.source)
+    return {
+        "edgehad_version": edgehad.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source,
+        "preprocessing": artifact.preprocessing,
+        "data": getattr(artifact.data, "spec", None),
+        "samples": len(artifact.sample_inputs or []),
+        "stages": artifact.stages,
+        "artifacts": [f.to_report(out) for f in finals],
+        "verified": all(f.parity is not None for f in finals),
+        "out": str(out),
+    }

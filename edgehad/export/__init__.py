@@ -1,0 +1,1 @@
+"""Exporters (torch.onnx dynamo, litert-torch) and the runtime parity check."""

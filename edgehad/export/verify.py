@@ -1,0 +1,105 @@
+"""Parity of an exported file against the torch model, in the file's real runtime.
+
+For reference outputs y (torch) and y' (runtime) over all sample inputs:
+
+    max_abs        = max |y - y'|
+    max_rel        = max_abs / max(1, max |y|)
+    cosine         = <y, y'> / (|y| |y'|)          (flattened over all samples)
+    top1_agreement = mean(argmax y == argmax y')  (for [1, C] outputs with C > 1)
+
+Float tolerance (DESIGN.md): max_abs <= 1e-4 * max(1, max|y|), and top-1 must
+agree on every sample whose reference top-2 gap exceeds that bound (a near tie
+may flip without the model being wrong).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FLOAT_RTOL = 1e-4
+
+
+@dataclass
+class Parity:
+    max_abs: float
+    max_rel: float
+    cosine: float
+    top1_agreement: float | None
+    samples: int
+    tolerance: float
+    top1_disagreements_outside_ties: int
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        top1 = "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.4f}"
+        return (f"max_abs={self.max_abs:.3g} (tolerance {self.tolerance:.3g}), max_rel={self.max_rel:.3g}, "
+                f"cosine={self.cosine:.6f}, top1_agreement={top1} over {self.samples} samples")
+
+
+def torch_outputs(model, inputs: list[tuple]) -> list[list[np.ndarray]]:
+    """Run ``model`` on each input tuple; outputs flattened to a list of arrays."""
+    import torch
+
+    results = []
+    with torch.no_grad():
+        for args in inputs:
+            out = model(*[torch.as_tensor(a) for a in args])
+            results.append([o.detach().cpu().numpy() for o in _flatten(out)])
+    return results
+
+
+def _flatten(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flatten(v)]
+    raise TypeError(f"model output of type {type(out).__name__} is not a tensor, tuple or dict")
+
+
+def compare(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]], rtol: float = FLOAT_RTOL) -> Parity:
+    """Parity metrics of ``actual`` against ``reference`` (per sample, per output)."""
+    ref_flat = np.concatenate([np.asarray(o, np.float64).ravel() for s in reference for o in s])
+    act_flat = np.concatenate([np.asarray(o, np.float64).ravel() for s in actual for o in s])
+    if ref_flat.shape != act_flat.shape:
+        raise ValueError(f"output sizes differ: {ref_flat.size} vs {act_flat.size}")
+    diff = np.abs(ref_flat - act_flat)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = max(1.0, float(np.abs(ref_flat).max()) if ref_flat.size else 1.0)
+    tol = rtol * scale
+    denom = float(np.linalg.norm(ref_flat) * np.linalg.norm(act_flat))
+    cosine = float(ref_flat @ act_flat / denom) if denom > 0 else float(np.array_equal(ref_flat, act_flat))
+
+    agree, total, bad = 0, 0, 0
+    for ref_s, act_s in zip(reference, actual):
+        y, y2 = np.asarray(ref_s[0], np.float64), np.asarray(act_s[0], np.float64)
+        if y.ndim < 1 or y.shape[-1] < 2 or y.size != y.shape[-1] * int(np.prod(y.shape[:-1])):
+            continue
+        for row, row2 in zip(y.reshape(-1, y.shape[-1]), y2.reshape(-1, y.shape[-1])):
+            total += 1
+            same = int(np.argmax(row) == np.argmax(row2))
+            agree += same
+            top2 = np.sort(row)[-2:]
+            if not same and (top2[1] - top2[0]) > tol:
+                bad += 1
+    top1 = agree / total if total else None
+    passed = max_abs <= tol and bad == 0
+    return Parity(max_abs, max_abs / scale, cosine, top1, len(reference), tol, bad, passed)
+
+
+def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None) -> list[list[np.ndarray]]:
+    """Run each input tuple through the file in its real runtime."""
+    from edgehad.core.capture import captured
+    from edgehad.runtime import Session
+
+    with captured():
+        session = Session(str(path), threads=threads)
+        return [session.run([np.asarray(a) for a in args], dequantize=True) for args in inputs]
