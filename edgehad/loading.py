@@ -177,7 +177,8 @@ def load_model(
     if isinstance(example, torch.Tensor):
         example = (example,)
     example = tuple(example)
-    module.eval()
+    if not is_ep:  # a torch.export program's module is already in inference form (and refuses .eval())
+        module.eval()
     check_inputs_fit(module, example, spec)
     return LoadedModel(module, example, spec, name, is_ep, model_args, weights)
 

@@ -241,7 +241,7 @@ class ResNet8(nn.Module):
 def resnet8(num_classes: int = 10) -> nn.Module:
     """ResNet-8, MLPerf Tiny image classification (CIFAR-10), input [1, 3, 32, 32].
 
-    Three ResNet v1 stacks of 16/32/64 filters (He et al. 2016). 78,666 params with 10 classes.
+    Three ResNet v1 stacks of 16/32/64 filters (He et al. 2016). 78,186 params with 10 classes.
     """
     _positive(num_classes=num_classes)
     return _finish(ResNet8(num_classes), (1, 3, 32, 32))
@@ -430,7 +430,7 @@ class EfficientNet(nn.Module):
         for t, k, s, _, c, n in self.STAGES:
             cout = adj(c)
             for i in range(int(math.ceil(n * depth_mult))):
-                hidden = adj(cin * t / width_mult) if t != 1 else cin
+                hidden = _make_divisible(cin * t)
                 # EfficientNet sizes the squeeze from the block's input channels
                 se = SqueezeExcite(hidden, squeeze_channels=max(1, cin // 4), gate="sigmoid", act="silu")
                 layers.append(MBConv(cin, k, hidden, cout, s if i == 0 else 1, "silu", se, 1e-5))

@@ -63,13 +63,13 @@ def _print_summary(report: dict) -> None:
     for a in report["artifacts"]:
         p = a["parity"] or {}
         top1 = p.get("top1_agreement")
-        table.add_row(str(Path(a["path"])), f"{a['size_bytes'] / 1024:.1f} KiB", f"{p.get('max_abs', float('nan')):.2e}",
+        table.add_row(Path(a["path"]).name, f"{a['size_bytes'] / 1024:.1f} KiB", f"{p.get('max_abs', float('nan')):.2e}",
                       f"{p.get('cosine', float('nan')):.6f}", "n/a" if top1 is None else f"{top1:.0%}",
                       "[green]yes[/]" if p.get("passed") else "[red]NO[/]")
     out.print(table)
     times = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"])
     out.print(f"stages: {times}")
-    out.print(f"report: {Path(report['out']) / 'report.md'}")
+    out.print(f"files in {report['out']}, report: {Path(report['out']) / 'report.md'}")
 
 
 def _num(n) -> str:
