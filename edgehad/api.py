@@ -87,7 +87,7 @@ def _from_module(module, input_shape, weights):
 def inspect(target, *, model_args: dict | None = None, weights: str | None = None,
             input_shape: list[str] | None = None) -> dict:
     """Describe a ``.onnx``/``.tflite`` file or a MODEL spec (keys: format, inputs, outputs, ops, params, macs, size_bytes, quantized)."""
-    from edgehad.inspect import inspect_file, inspect_torch
+    from edgehad.inspection import inspect_file, inspect_torch
 
     text = str(target)
     if text.endswith((".onnx", ".tflite")):

@@ -1,7 +1,7 @@
 """What a model costs: parameters and multiply-accumulates (MACs).
 
 Conventions, the same for torch modules, ONNX files and TFLite files
-(``edgehad.inspect`` computes the file side from the graph's tensor shapes):
+(``edgehad.inspection`` computes the file side from the graph's tensor shapes):
 
 - One MAC is one multiply-add, ``acc += a * b``; it is half a FLOP count as
   torch's ``FlopCounterMode`` reports it (which counts the multiply and the
@@ -20,7 +20,7 @@ Conventions, the same for torch modules, ONNX files and TFLite files
 ``count_params`` counts ``model.parameters()`` (shared parameters once), not
 buffers: BatchNorm running statistics are state, not weights. A graph from
 PT2E ``convert_pt2e`` keeps its int8 weights as buffers and so counts 0 here;
-``edgehad.inspect`` on the exported file counts them.
+``edgehad.inspection`` on the exported file counts them.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def _print(info: dict) -> None:
             table.add_column(col)
         for t in info[kind]:
             q = t.get("quantization")
-            table.add_row(str(t["name"]), "x".join(map(str, t["shape"])), str(t["dtype"]),
+            shape = "?" if t["shape"] is None else "x".join(map(str, t["shape"]))
+            table.add_row(str(t["name"]), shape, str(t["dtype"]),
                           f"scale={q['scale']}, zero_point={q['zero_point']}" if q else "")
         out.print(table)
     ops = ", ".join(f"{op} x{n}" for op, n in info["ops"].items())

@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from edgehad.inspect.report import MacTally, check_file, invalid, quantization, summary, tensor_entry
+from edgehad.inspection.report import MacTally, check_file, invalid, quantization, summary, tensor_entry
 
 _IDENTIFIER = b"TFL3"
 # Types that, held as constants, are weights; integers outside this set are shapes, axes, indices.
@@ -184,7 +184,7 @@ def _read(path):
     except _Broken as e:
         raise invalid(path, "TFLite", str(e)) from None
     except Exception as e:  # an accessor read out of range: a truncated or corrupt flatbuffer
-        raise invalid(path, "TFLite", f"broken flatbuffer: {type(e).__name__}: {e}") from None
+        raise invalid(path, "TFLite", f"truncated or corrupt flatbuffer: {type(e).__name__}: {e}") from None
 
 
 def _count_op(sub: _Subgraph, op, tally: MacTally) -> None:
@@ -245,7 +245,7 @@ def _entry(t: _Tensor) -> dict:
 
 
 def inspect_tflite(path) -> dict:
-    """Summary of a TFLite file (keys documented in edgehad.inspect.report)."""
+    """Summary of a TFLite file (keys documented in edgehad.inspection.report)."""
     _, data, (version, description, subgraphs, signatures) = _read(path)
 
     ops, tally = Counter(), MacTally()

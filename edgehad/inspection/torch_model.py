@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from edgehad.cost import count_forward
-from edgehad.inspect.report import quantization, summary, tensor_entry
+from edgehad.inspection.report import quantization, summary, tensor_entry
 
 # Op namespaces that only quantized graphs dispatch to: eager quantized modules
 # (quantized::conv2d ...) and PT2E's quantize/dequantize ops.
@@ -30,16 +30,16 @@ def _entry(name: str, t) -> dict:
 
 
 def inspect_torch(model, example_inputs) -> dict:
-    """Summary of a torch module run once on ``example_inputs`` (keys in edgehad.inspect.report).
+    """Summary of a torch module run once on ``example_inputs`` (keys in edgehad.inspection.report).
 
     ``params`` counts parameters only (not buffers), ``size_bytes`` their bytes;
     ``ops`` are the aten ops the forward pass dispatched; MACs as in edgehad.cost.
     """
     import torch
 
-    fwd = count_forward(model, example_inputs)
     if isinstance(model, torch.export.ExportedProgram):
         model = model.module()
+    fwd = count_forward(model, example_inputs)
 
     weight_dtypes, size = Counter(), 0
     for p in model.parameters():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from edgehad.inspect.report import MacTally, check_file, invalid, quantization, summary, tensor_entry
+from edgehad.inspection.report import MacTally, check_file, invalid, quantization, summary, tensor_entry
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _MS = "com.microsoft"
@@ -232,19 +232,31 @@ def _io_quantization(g: _Graph, name: str, consumers, producer):
 
 
 def inspect_onnx(path) -> dict:
-    """Summary of an ONNX file (keys documented in edgehad.inspect.report)."""
+    """Summary of an ONNX file (keys documented in edgehad.inspection.report)."""
     p = check_file(path)
     if p.stat().st_size == 0:
         raise invalid(path, "ONNX", "the file is empty")
     import onnx
-    from onnx import TensorProto
 
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: all mean "not an ONNX model"
         raise invalid(path, "ONNX", f"{type(e).__name__}: {e}") from None
-    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
-        raise invalid(path, "ONNX", "no ir_version or graph in it")
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output or not model.opset_import:
+        # An empty file parses as an empty ModelProto, and so can a file cut at a field boundary.
+        raise invalid(path, "ONNX", "no ir_version, graph or opset_import in it")
+    try:
+        return _summarize(p, path, model)
+    except Exception as e:
+        # protobuf parses some corrupt files "successfully": with upb, a string
+        # field holding invalid UTF-8 comes back as bytes, and a graph can
+        # refer to values or attributes that are not there. Reading such a
+        # graph fails somewhere in the walk; it is the file, not the user's code.
+        raise invalid(path, "ONNX", f"unreadable graph: {type(e).__name__}: {e}") from None
+
+
+def _summarize(p, path, model) -> dict:
+    from onnx import TensorProto
 
     notes: list[str] = []
     model = _prepare(model, notes)

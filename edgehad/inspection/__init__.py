@@ -2,7 +2,7 @@
 
 ``inspect_file(path)`` reads an ``.onnx`` or ``.tflite`` file without running
 it; ``inspect_torch(model, example_inputs)`` runs a torch module once. Both
-return the same dict; its keys are documented in ``edgehad.inspect.report``:
+return the same dict; its keys are documented in ``edgehad.inspection.report``:
 ``format, path, inputs, outputs, ops, params, macs, size_bytes, quantized,
 weight_dtypes, notes`` plus a few format-specific extras (ONNX ``opset``,
 ``ir_version``, ``producer``; TFLite ``schema_version``, ``subgraphs``,
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
-from edgehad.inspect.report import COMMON_KEYS, check_file
+from edgehad.inspection.report import COMMON_KEYS, check_file
 
 __all__ = ["COMMON_KEYS", "SUPPORTED_SUFFIXES", "inspect_file", "inspect_torch"]
 
@@ -35,16 +35,16 @@ def inspect_file(path: str | os.PathLike) -> dict:
         )
     check_file(path)
     if suffix == ".onnx":
-        from edgehad.inspect.onnx_file import inspect_onnx
+        from edgehad.inspection.onnx_file import inspect_onnx
 
         return inspect_onnx(path)
-    from edgehad.inspect.tflite_file import inspect_tflite
+    from edgehad.inspection.tflite_file import inspect_tflite
 
     return inspect_tflite(path)
 
 
 def inspect_torch(model, example_inputs) -> dict:
     """Summary of a torch module run once on ``example_inputs`` (a tensor, a tuple, or a dict)."""
-    from edgehad.inspect.torch_model import inspect_torch as _inspect_torch
+    from edgehad.inspection.torch_model import inspect_torch as _inspect_torch
 
     return _inspect_torch(model, example_inputs)

@@ -1,0 +1,386 @@
+"""Data specs: one string names a data set, every command reads it the same way.
+
+``load_data(spec, normalize=None)`` returns ``DataSplits`` with a ``train`` and a
+``val`` split, each ``(x, y)``: x float32 in the layout the source gives (NCHW
+for images), y int64. Specs:
+
+``digits[?OPTIONS]``
+    scikit-learn's handwritten digits (1,797 real 8x8 scans), pixels 0..16
+    scaled to [0, 1], shape [N, 1, 8, 8]; stratified 80/20 split, seed 0
+    (1,437 train / 360 val). Options, as a query string, applied after the split:
+
+    - ``size=32``: bilinear resize to 32x32 (``interpolate``, align_corners=False);
+    - ``channels=3``: replicate the gray channel 3 times;
+    - ``classes=0-5`` or ``classes=0,3,7``: keep only those digits and relabel
+      them 0..k-1 in the order given (``classes=7,3`` makes 7 -> 0 and 3 -> 1);
+      ``preprocessing["classes"]`` keeps the original digits. Selecting after the
+      split keeps every val sample a val sample of the full set.
+
+``FILE.npz``
+    arrays ``x_train, y_train, x_val, y_val``, or ``x, y`` split as above
+    (stratified 80/20, seed 0). Loaded with ``allow_pickle=False``: object
+    arrays are refused. x is cast to float32 as is (no scaling).
+
+``MODULE:FUNCTION`` or ``FILE.py:FUNCTION``
+    the function, called without arguments, returns ``(train, val)``. Each is an
+    iterable of ``(x, y)`` pairs, either single samples (y a scalar) or batches
+    (y one-dimensional), e.g. a torch ``DataLoader``; or simply a pair of arrays
+    ``(x, y)``. numpy arrays and torch tensors are both accepted.
+
+``normalize``: ``x = (x - mean) / std``, given as the string ``"MEAN,STD"``
+(one value for all channels, e.g. ``"0.5,0.25"``) or ``"M1/M2/M3,S1/S2/S3"``
+(one value per channel, along dim 1), or as a tuple ``(mean, std)`` of numbers
+or sequences. It is recorded in ``preprocessing`` (``mean``, ``std``), which is
+``[0.0]``, ``[1.0]`` when no normalization was asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from edgehad.core.errors import UserInputError
+
+SEED = 0
+VAL_FRACTION = 0.2
+DIGITS_OPTIONS = ("size", "channels", "classes")
+
+
+@dataclass
+class DataSplits:
+    """Two splits, ``(x, y)`` each, and how the inputs were prepared."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    preprocessing: dict = field(default_factory=dict)
+    spec: str = ""
+
+
+def load_data(spec: str, normalize: str | tuple | None = None) -> DataSplits:
+    """Load the data set named by ``spec`` (see the module docstring) and normalize it."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserInputError("empty data spec; use 'digits', FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION")
+    spec = spec.strip()
+    if spec == "digits" or spec.startswith("digits?"):
+        train, val, prep = _load_digits(spec.partition("?")[2])
+    elif spec.endswith(".npz"):
+        train, val, prep = _load_npz(spec)
+    elif ":" in spec:
+        train, val, prep = _load_function(spec)
+    else:
+        raise UserInputError(
+            f"data spec {spec!r} not understood; use 'digits[?size=..&channels=..&classes=..]', "
+            "FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION"
+        )
+    for name, (x, y) in (("train", train), ("val", val)):
+        if len(x) == 0:
+            raise UserInputError(f"data spec {spec!r}: the {name} split is empty")
+    mean, std = _parse_normalize(normalize)
+    if normalize is not None:
+        train = (_apply_normalize(train[0], mean, std, spec), train[1])
+        val = (_apply_normalize(val[0], mean, std, spec), val[1])
+    preprocessing = {"source": spec, **prep, "mean": mean, "std": std}
+    return DataSplits(train=train, val=val, preprocessing=preprocessing, spec=spec)
+
+
+def sample_inputs(splits: DataSplits, n: int, split: str = "val") -> np.ndarray:
+    """The first ``n`` inputs of ``split`` (fewer if the split is smaller), float32."""
+    if split not in ("train", "val"):
+        raise UserInputError(f"unknown split {split!r}; use 'train' or 'val'")
+    if n < 1:
+        raise UserInputError(f"need at least one sample input, got n={n}")
+    x = getattr(splits, split)[0]
+    return np.ascontiguousarray(x[:n], dtype=np.float32)
+
+
+# --- digits -------------------------------------------------------------------
+
+
+def _load_digits(query: str):
+    from sklearn.datasets import load_digits
+
+    opts = _parse_digits_options(query)
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = d.target.astype(np.int64)
+    (xt, yt), (xv, yv) = _split(x, y, "digits")
+    prep: dict = {"input_scale": "pixel / 16 (pixels 0..16 -> [0, 1])", "layout": "NCHW"}
+    if "classes" in opts:
+        keep = opts["classes"]
+        (xt, yt), (xv, yv) = (_select_classes(xt, yt, keep), _select_classes(xv, yv, keep))
+        prep["classes"] = keep
+    if "size" in opts:
+        xt, xv = _resize(xt, opts["size"]), _resize(xv, opts["size"])
+        prep["size"] = opts["size"]
+    if "channels" in opts:
+        c = opts["channels"]
+        xt, xv = np.repeat(xt, c, axis=1), np.repeat(xv, c, axis=1)
+        prep["channels"] = c
+    return (xt, yt), (xv, yv), prep
+
+
+def _parse_digits_options(query: str) -> dict:
+    opts: dict = {}
+    if not query:
+        return opts
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise UserInputError(
+            f"digits options {query!r} are malformed; write them as digits?size=32&channels=3&classes=0-5"
+        ) from None
+    for key, value in pairs:
+        if key not in DIGITS_OPTIONS:
+            raise UserInputError(f"unknown digits option {key!r}; valid options: {', '.join(DIGITS_OPTIONS)}")
+        if key == "classes":
+            opts[key] = _parse_classes(value)
+        else:
+            opts[key] = _positive_int(key, value, limit=1024 if key == "size" else 64)
+    return opts
+
+
+def _positive_int(key: str, value: str, limit: int) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= limit:
+        raise UserInputError(f"digits option {key}={value!r}: expected an integer from 1 to {limit}")
+    return v
+
+
+def _parse_classes(value: str) -> list[int]:
+    try:
+        if "-" in value:
+            lo, hi = (int(p) for p in value.split("-"))
+            classes = list(range(lo, hi + 1))
+        else:
+            classes = [int(p) for p in value.split(",")]
+    except ValueError:
+        classes = []
+    if not classes or any(not 0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+        raise UserInputError(
+            f"digits option classes={value!r}: expected a range like 0-5 or distinct digits like 0,3,7 (0..9)"
+        )
+    return classes
+
+
+def _select_classes(x: np.ndarray, y: np.ndarray, classes: list[int]):
+    keep = np.isin(y, classes)
+    relabel = np.full(10, -1, dtype=np.int64)
+    relabel[classes] = np.arange(len(classes))
+    return x[keep], relabel[y[keep]]
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    t = F.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear", align_corners=False)
+    return t.numpy().astype(np.float32)
+
+
+# --- split ----------------------------------------------------------------------
+
+
+def _split(x: np.ndarray, y: np.ndarray, source: str):
+    """Stratified 80/20 split with seed 0."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.unique(y, return_counts=True)
+    if counts[1].min() < 2:
+        rare = counts[0][counts[1].argmin()]
+        raise UserInputError(
+            f"{source}: class {rare} has a single sample; a stratified 80/20 split needs at least 2 per class "
+            "(or provide x_train, y_train, x_val, y_val)"
+        )
+    try:
+        xt, xv, yt, yv = train_test_split(x, y, test_size=VAL_FRACTION, stratify=y, random_state=SEED)
+    except ValueError as e:
+        raise UserInputError(f"{source}: cannot split 80/20 stratified: {e}") from None
+    return (xt, yt), (xv, yv)
+
+
+# --- npz --------------------------------------------------------------------------
+
+
+def _load_npz(path_str: str):
+    path = Path(path_str)
+    if not path.is_file():
+        raise UserInputError(f"data file {path_str} not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UserInputError(f"{path_str} is not a readable .npz archive ({e})") from None
+    with archive:
+        names = set(archive.files)
+        four = ("x_train", "y_train", "x_val", "y_val")
+        if set(four) <= names:
+            arrays = {k: _npz_array(archive, k, path_str) for k in four}
+            train = _as_xy(arrays["x_train"], arrays["y_train"], f"{path_str} (train)")
+            val = _as_xy(arrays["x_val"], arrays["y_val"], f"{path_str} (val)")
+            layout = "x_train, y_train, x_val, y_val"
+        elif {"x", "y"} <= names:
+            x, y = _as_xy(_npz_array(archive, "x", path_str), _npz_array(archive, "y", path_str), path_str)
+            train, val = _split(x, y, path_str)
+            layout = "x, y split 80/20 stratified, seed 0"
+        else:
+            raise UserInputError(
+                f"{path_str} holds arrays {sorted(names)}; expected x_train, y_train, x_val, y_val or x, y"
+            )
+    return train, val, {"npz_layout": layout}
+
+
+def _npz_array(archive, name: str, path_str: str) -> np.ndarray:
+    try:
+        return archive[name]
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise UserInputError(
+                f"{path_str}: array {name!r} is an object array; edgehad loads .npz files without pickle "
+                "for safety, so save plain numeric arrays (e.g. np.stack the samples)"
+            ) from None
+        raise UserInputError(f"{path_str}: cannot read array {name!r} ({e})") from None
+
+
+# --- module:function --------------------------------------------------------------
+
+
+def _load_function(spec: str):
+    target, _, func_name = spec.rpartition(":")
+    if not target or not func_name.isidentifier():
+        raise UserInputError(f"data spec {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise UserInputError(f"data spec {spec!r}: file {target} not found")
+        mod_name = f"_edgehad_data_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module  # dataclasses and pickling look a class's module up here
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            sys.modules.pop(mod_name, None)
+            raise UserInputError(f"data spec {spec!r}: importing {target} failed: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise UserInputError(f"data spec {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise UserInputError(f"data spec {spec!r}: {target} has no function {func_name!r}")
+    try:
+        result = fn()
+    except Exception as e:
+        raise UserInputError(f"data spec {spec!r}: {func_name}() raised {type(e).__name__}: {e}") from None
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise UserInputError(f"data spec {spec!r}: {func_name}() must return (train, val), got {type(result).__name__}")
+    train = _materialize(result[0], f"{spec} (train)")
+    val = _materialize(result[1], f"{spec} (val)")
+    return train, val, {}
+
+
+def _to_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):  # a torch tensor; no need to import torch to recognise it
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _is_array(a) -> bool:
+    return isinstance(a, np.ndarray) or hasattr(a, "detach")
+
+
+def _materialize(data, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Turn an iterable of (x, y) samples or batches, or one (x, y) pair of arrays, into arrays."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(a) for a in data):
+        if np.ndim(_to_numpy(data[1])) == 1:
+            return _as_xy(_to_numpy(data[0]), _to_numpy(data[1]), source)
+    xs, ys, kinds = [], [], set()
+    try:
+        for item in data:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise UserInputError(f"{source}: each item must be an (x, y) pair, got {type(item).__name__}")
+            x, y = _to_numpy(item[0]), _to_numpy(item[1])
+            kinds.add("batch" if y.ndim == 1 else "sample" if y.ndim == 0 else "bad")
+            xs.append(x)
+            ys.append(y)
+    except UserInputError:
+        raise
+    except Exception as e:
+        raise UserInputError(f"{source}: iterating the data failed: {type(e).__name__}: {e}") from None
+    if not xs:
+        raise UserInputError(f"{source}: the data is empty")
+    if "bad" in kinds or len(kinds) > 1:
+        raise UserInputError(
+            f"{source}: labels must be all scalars (samples) or all 1-D (batches); found {sorted(kinds)}"
+        )
+    try:
+        if kinds == {"batch"}:
+            x, y = np.concatenate(xs), np.concatenate(ys)
+        else:
+            x, y = np.stack(xs), np.stack(ys)
+    except ValueError as e:
+        raise UserInputError(f"{source}: samples differ in shape ({e})") from None
+    return _as_xy(x, y, source)
+
+
+def _as_xy(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check and cast: x float32, y int64 with one label per sample."""
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise UserInputError(f"{source}: x and y must be numeric arrays (x is {x.dtype}, y is {y.dtype})")
+    if y.ndim != 1:
+        raise UserInputError(f"{source}: y must be one label per sample (1-D), got shape {list(y.shape)}")
+    if len(x) != len(y):
+        raise UserInputError(f"{source}: x has {len(x)} samples but y has {len(y)} labels")
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise UserInputError(f"{source}: y must hold integer class labels, found fractional values")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+
+
+# --- normalize ----------------------------------------------------------------------
+
+
+def _parse_normalize(normalize) -> tuple[list[float], list[float]]:
+    if normalize is None:
+        return [0.0], [1.0]
+    usage = "give normalize as 'MEAN,STD' (e.g. '0.5,0.25') or per channel 'M1/M2/M3,S1/S2/S3'"
+    try:
+        if isinstance(normalize, str):
+            mean_s, std_s = normalize.split(",")
+            mean = [float(v) for v in mean_s.split("/")]
+            std = [float(v) for v in std_s.split("/")]
+        else:
+            m, s = normalize
+            mean = [float(v) for v in np.atleast_1d(m)]
+            std = [float(v) for v in np.atleast_1d(s)]
+    except (ValueError, TypeError):
+        raise UserInputError(f"normalize {normalize!r} not understood; {usage}") from None
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise UserInputError(f"normalize {normalize!r}: {len(mean)} means but {len(std)} stds; {usage}")
+    if any(not np.isfinite(v) for v in mean + std) or any(s <= 0 for s in std):
+        raise UserInputError(f"normalize {normalize!r}: std must be positive and all values finite")
+    return mean, std
+
+
+def _apply_normalize(x: np.ndarray, mean: list[float], std: list[float], spec: str) -> np.ndarray:
+    n = max(len(mean), len(std))
+    if n > 1 and (x.ndim < 2 or x.shape[1] != n):
+        raise UserInputError(
+            f"normalize has {n} per-channel values but the inputs of {spec!r} have shape "
+            f"{list(x.shape[1:])} (channels along dim 1)"
+        )
+    shape = (1, n) + (1,) * (x.ndim - 2) if n > 1 else ()
+    m = np.broadcast_to(np.asarray(mean, dtype=np.float32), (n,)).reshape(shape)
+    s = np.broadcast_to(np.asarray(std, dtype=np.float32), (n,)).reshape(shape)
+    return ((x - m) / s).astype(np.float32)
+
+
+__all__ = ["DataSplits", "load_data", "sample_inputs"]
