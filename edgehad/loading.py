@@ -13,16 +13,14 @@ from plain pickle.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.imports import import_attr
 
 _DTYPES = {
     "float32": "float32", "float": "float32", "fp32": "float32", "float16": "float16",
@@ -109,33 +107,7 @@ def _import_factory(spec: str):
         from edgehad import zoo
 
         return lambda **kw: zoo.get_model(attr, **kw), attr
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UserInputError(f"model file {target} does not exist: check the path in {spec!r}")
-        mod_name = f"edgehad_user_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.path.insert(0, str(path.parent.resolve()))
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:  # the user's file failed to import
-            raise UserInputError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            sys.path.pop(0)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as exc:
-            raise UserInputError(
-                f"module {target!r} in model spec {spec!r} cannot be imported ({exc}): check the name or install it"
-            ) from exc
-        except Exception as exc:
-            raise UserInputError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise UserInputError(f"{target} has no factory {attr!r}: check the name after ':' in {spec!r}")
-    return factory, attr
+    return import_attr(spec, "factory"), attr
 
 
 def load_model(

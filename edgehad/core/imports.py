@@ -1,0 +1,57 @@
+"""Import a user's ``module:attr`` or ``path/to/file.py:attr`` (model factories, data functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from edgehad.core.errors import UserInputError
+
+
+def import_attr(spec: str, what: str = "factory"):
+    """Return the callable named by ``spec`` (``pkg.mod:name`` or ``file.py:name``).
+
+    A file is imported under a stable private module name (registered in
+    ``sys.modules``, which dataclasses and pickling need) with its folder on
+    ``sys.path`` while it runs, so it can import its neighbours.
+    """
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise UserInputError(f"{spec!r} is not MODULE:NAME or path/to/file.py:NAME")
+    if target.endswith(".py"):
+        module = _import_file(Path(target), spec)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise UserInputError(f"module {target!r} in {spec!r} cannot be imported ({exc}): check the name or install it") from exc
+        except Exception as exc:
+            raise UserInputError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
+    found = getattr(module, attr, None)
+    if found is None or not callable(found):
+        raise UserInputError(f"{target} has no {what} {attr!r}: check the name after ':' in {spec!r}")
+    return found
+
+
+def _import_file(path: Path, spec: str):
+    if not path.is_file():
+        raise UserInputError(f"file {path} does not exist: check the path in {spec!r}")
+    resolved = path.resolve()
+    name = f"_edgehad_user_{path.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, resolved)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(resolved.parent))
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file failed to import
+        sys.modules.pop(name, None)
+        raise UserInputError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(str(resolved.parent))
+    return module
