@@ -75,7 +75,7 @@ def _finish(model: nn.Module, *shapes: tuple[int, ...], kind: str = "image", tra
     draw = torch.rand if kind == "image" else torch.randn
     model.example_inputs = tuple(draw(*s, generator=g) for s in shapes)
     if not trained:
-        batch = tuple(draw(16, *s[1:], generator=g) for s in shapes)
+        batch = tuple(draw(8, *s[1:], generator=g) for s in shapes)
         _calibrate_batchnorm(model, batch)
     return model.eval()
 
@@ -102,6 +102,10 @@ def _calibrate_batchnorm(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> N
     model(*batch)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
+        # A channel that is nearly constant over a small batch (late 1x1 feature maps) would get a
+        # variance near 0 and amplify float rounding by 1/sqrt(var + eps) ~ 300x: an ill-conditioned
+        # network no trained model resembles. Floor it at 1% of the layer's median variance.
+        bn.running_var.clamp_(min=float(bn.running_var.median()) * 1e-2)
     model.eval()
 
 
@@ -187,7 +191,9 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expansion t, channels c, repeats n, first stride s), Table 2 of the paper
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
+    ]
 
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
@@ -425,7 +431,9 @@ class MobileNetV3Small(nn.Module):
         layers: list[nn.Module] = [_conv_bn(3, cin, 3, 2, act="hardswish", eps=eps)]
         for k, exp, out, use_se, act, s in self.CONFIG:
             hidden, cout = adj(exp), adj(out)
-            se = SqueezeExcite(hidden, squeeze_channels=_make_divisible(hidden // 4), gate="hardsigmoid") if use_se else None
+            se = None
+            if use_se:
+                se = SqueezeExcite(hidden, squeeze_channels=_make_divisible(hidden // 4), gate="hardsigmoid")
             layers.append(MBConv(cin, k, hidden, cout, s, act, se, eps))
             cin = cout
         layers.append(_conv_bn(cin, 6 * cin, 1, act="hardswish", eps=eps))

@@ -2,8 +2,8 @@
 
 Each module states its formula and paper in its docstring, records which dims
 of its product broadcast (``broadcast_dims``; pruning needs it), and has a cost
-function beside it returning ``{"params": int, "macs": int}`` (convention in
-``edgehad.blocks.activations``).
+function beside it returning ``{"params": int, "macs": int, "hadamard_mults": int}``
+(convention in ``edgehad.blocks.activations``; ``macs`` agree with ``edgehad.cost``).
 """
 
 from edgehad.blocks.activations import HardSigmoid, HardSwish, SiLU, activation_cost, make_activation

@@ -12,10 +12,13 @@ The modules call torch.nn.functional; each was checked to export with builtin
 ops only: ONNX ``HardSwish`` / ``HardSigmoid`` / ``Sigmoid``+``Mul`` and TFLite
 ``HARD_SWISH`` / ``MUL``+``ADD`` / ``LOGISTIC``+``MUL``.
 
-Cost convention (shared by every block in this package): ``params`` counts
-learned scalars; ``macs`` counts the multiply-adds of linear layers plus one
-per element of every Hadamard product. Additions, pooling sums, scaling by a
-constant and the evaluation of σ are not counted.
+Cost convention (shared by every block in this package, and the same as
+``edgehad.cost``): ``params`` counts learned scalars; ``macs`` counts the
+multiply-adds of convolutions, linear layers and matmuls only, so a block's
+``macs`` equals ``edgehad.cost.count_macs`` on it. Element-wise products are
+reported apart, as ``hadamard_mults``: one per element of every product of two
+tensors (a gate times its input, or x·σ(x) inside SiLU / hard-swish).
+Additions, pooling sums, scaling by a constant and σ itself are not counted.
 """
 
 from __future__ import annotations
@@ -58,13 +61,13 @@ def activation_cost(shape: tuple[int, ...] | torch.Size, kind: str = "hardswish"
     """Cost of one activation over a tensor of ``shape``.
 
     ``hardswish`` and ``silu`` are a Hadamard product (x times its gate): one
-    MAC per element. ``hardsigmoid``, ``sigmoid``, ``relu`` and ``relu6`` form
-    no product of two tensors: zero.
+    multiply per element. ``hardsigmoid``, ``sigmoid``, ``relu`` and ``relu6``
+    form no product of two tensors: zero. No activation has MACs.
     """
     kinds = {"hardswish": 1, "silu": 1, "hardsigmoid": 0, "sigmoid": 0, "relu": 0, "relu6": 0}
     if kind not in kinds:
         raise UserInputError(f"unknown activation {kind!r}; expected one of {sorted(kinds)}")
-    return {"params": 0, "macs": kinds[kind] * math.prod(shape)}
+    return {"params": 0, "macs": 0, "hadamard_mults": kinds[kind] * math.prod(shape)}
 
 
 _BY_NAME = {

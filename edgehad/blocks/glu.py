@@ -30,7 +30,7 @@ from torch import nn
 from edgehad.blocks.activations import make_activation
 from edgehad.core.errors import UserInputError
 
-# variant -> (activation of the gate branch, MACs per hidden unit of that activation)
+# variant -> (activation of the gate branch, element-wise products inside it per unit)
 _VARIANTS = {
     "glu": ("sigmoid", 0),
     "reglu": ("relu", 0),
@@ -83,7 +83,7 @@ class GLUFeedForward(nn.Module):
         return self.w2(self.act(self.w(x)) * self.v(x))
 
     def cost(self, tokens: int = 1) -> dict:
-        """Params and MACs for ``tokens`` positions (sequence length, or H·W in channels form)."""
+        """Params, MACs and element-wise multiplies for ``tokens`` positions (sequence length, or H·W)."""
         return glu_cost(self.dim, self.hidden, self.variant, self.out_dim, self.bias, tokens)
 
 
@@ -95,19 +95,19 @@ def glu_cost(
     bias: bool = False,
     tokens: int = 1,
 ) -> dict:
-    """Params and MACs of one GLUFeedForward.
+    """Params, MACs and element-wise multiplies of one GLUFeedForward.
 
-    params = 2·dim·hidden + hidden·out_dim  (+ 2·hidden + out_dim biases)
-    macs   = tokens · (2·dim·hidden + hidden·out_dim   projections
-                       + hidden                         the Hadamard product
-                       + hidden · [geglu/swiglu])       the product inside GELU/SiLU
+    params         = 2·dim·hidden + hidden·out_dim  (+ 2·hidden + out_dim with bias)
+    macs           = tokens · (2·dim·hidden + hidden·out_dim)    the three projections
+    hadamard_mults = tokens · hidden · (1 + [geglu/swiglu])      the gate product, and
+                                                                 z·Φ(z) / z·σ(z) inside GELU / SiLU
     """
     if variant not in _VARIANTS:
         raise UserInputError(f"unknown GLU variant {variant!r}; expected one of {list(_VARIANTS)}")
     out_dim = dim if out_dim is None else out_dim
     params = 2 * dim * hidden + hidden * out_dim + ((2 * hidden + out_dim) if bias else 0)
-    per_token = 2 * dim * hidden + hidden * out_dim + hidden + _VARIANTS[variant][1] * hidden
-    return {"params": params, "macs": tokens * per_token}
+    macs = tokens * (2 * dim * hidden + hidden * out_dim)
+    return {"params": params, "macs": macs, "hadamard_mults": tokens * hidden * (1 + _VARIANTS[variant][1])}
 
 
 def glu_hidden_for_mlp(mlp_hidden: int, multiple_of: int = 1) -> int:

@@ -70,16 +70,16 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(s)
 
     def cost(self, height: int, width: int) -> dict:
-        """Params and MACs of this block on a C x height x width input."""
+        """Params, MACs and element-wise multiplies of this block on a C x height x width input."""
         return squeeze_excite_cost(self.channels, self.squeeze_channels, height, width)
 
 
 def squeeze_excite_cost(channels: int, squeeze_channels: int, height: int, width: int) -> dict:
-    """Params and MACs of one SqueezeExcite (both 1x1 convs carry a bias).
+    """Params, MACs and element-wise multiplies of one SqueezeExcite per sample.
 
-    params = C·S + S + S·C + C
-    macs   = C·S + S·C      (the two 1x1 convs on the pooled [C, 1, 1] vector)
-           + C·H·W          (the Hadamard product x ⊙ g)
+    params         = C·S + S + S·C + C   (both 1x1 convs carry a bias)
+    macs           = C·S + S·C           (the two 1x1 convs on the pooled [C, 1, 1] vector)
+    hadamard_mults = C·H·W               (the product x ⊙ g)
     """
     c, s = channels, squeeze_channels
-    return {"params": 2 * c * s + s + c, "macs": 2 * c * s + c * height * width}
+    return {"params": 2 * c * s + s + c, "macs": 2 * c * s, "hadamard_mults": c * height * width}

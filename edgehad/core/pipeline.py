@@ -44,7 +44,11 @@ def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, se
         args = []
         for t in example_inputs:
             if t.is_floating_point():
-                args.append(torch.randn(t.shape, generator=gen).to(t.dtype).numpy())
+                # the example's own mean and spread: an image model fed N(0, 1) instead of
+                # [0, 1) pixels is tested off the inputs it will see
+                mean, std = float(t.float().mean()), float(t.float().std()) if t.numel() > 1 else 1.0
+                noise = torch.randn(t.shape, generator=gen) * (std or 1.0) + mean
+                args.append(noise.to(t.dtype).numpy())
             else:
                 high = max(2, int(t.max()) + 1) if t.numel() else 2
                 args.append(torch.randint(0, high, t.shape, generator=gen).to(t.dtype).numpy())
