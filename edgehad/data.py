@@ -36,9 +36,6 @@ or sequences. It is recorded in ``preprocessing`` (``mean``, ``std``), which is
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -46,6 +43,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.imports import import_attr
 
 SEED = 0
 VAL_FRACTION = 0.2
@@ -256,27 +254,10 @@ def _load_function(spec: str):
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name.isidentifier():
         raise UserInputError(f"data spec {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UserInputError(f"data spec {spec!r}: file {target} not found")
-        mod_name = f"_edgehad_data_{path.stem}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module  # dataclasses and pickling look a class's module up here
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as e:
-            sys.modules.pop(mod_name, None)
-            raise UserInputError(f"data spec {spec!r}: importing {target} failed: {type(e).__name__}: {e}") from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise UserInputError(f"data spec {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from None
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise UserInputError(f"data spec {spec!r}: {target} has no function {func_name!r}")
+    try:
+        fn = import_attr(spec, "function")
+    except UserInputError as exc:
+        raise UserInputError(f"data spec {spec!r}: {exc}") from None
     try:
         result = fn()
     except Exception as e:
