@@ -10,7 +10,9 @@ from edgehad.core.errors import UserInputError
 def convert(model, *, weights: str | None = None, input_shape: list[str] | str | None = None,
             model_args: dict | None = None, recipe: str | None = None, formats: list[str] | str | None = None,
             data: str | None = None, normalize: str | None = None, out: str | Path = "out",
-            keep_intermediate: bool = False, samples: int | None = None, progress=None) -> dict:
+            keep_intermediate: bool = False, samples: int | None = None, quantize: str | None = None,
+            calib: str | None = None, calib_samples: int | None = None, int8_io: bool | None = None,
+            progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -30,7 +32,11 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     rec = load_recipe(recipe) if recipe else None
-    stage_list = build_stages(rec, formats=formats)     # validate flags before any heavy work
+    overrides = {}
+    if quantize is not None or calib is not None or calib_samples is not None or int8_io:
+        overrides["quantize"] = {"scheme": quantize, "calib": calib, "calib_samples": calib_samples,
+                                 "int8_io": int8_io or None}
+    stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
 
     if isinstance(model, str):
         loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)

@@ -18,13 +18,18 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--data", metavar="SPEC", help="Data: 'digits[?size=32&channels=3&classes=0-5]', a .npz file or module:function.")
 @click.option("--normalize", metavar="MEAN,STD", help="Normalisation applied to --data, recorded as preprocessing.")
 @click.option("--samples", type=click.IntRange(1, 10000), default=None, help="Samples to verify on (default 16).")
+@click.option("--quantize", type=click.Choice(["int8", "int8-dynamic", "fp16", "none"]),
+              help="Quantize: int8 static (PT2E, calibrated on --data), int8-dynamic or fp16 weights.")
+@click.option("--calib", type=click.Choice(["data", "random"]), help="Calibration source; 'random' must be asked for explicitly.")
+@click.option("--calib-samples", type=int, help="Calibration samples from the train split (default 256).")
+@click.option("--int8-io", is_flag=True, default=None, help="TFLite int8: int8 inputs/outputs instead of float.")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")
 @json_option
 @debug_option
 @command_errors
-def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, out,
-            keep_intermediate, as_json, debug):
+def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
+            calib_samples, int8_io, out, keep_intermediate, as_json, debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
     MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
@@ -40,7 +45,8 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
         report = api_convert(model, weights=weights, input_shape=list(input_shape) or None,
                              model_args=parse_model_args(model_arg), recipe=recipe,
                              formats=formats.split(",") if formats else None, data=data, normalize=normalize,
-                             out=out, keep_intermediate=keep_intermediate, samples=samples, progress=progress)
+                             out=out, keep_intermediate=keep_intermediate, samples=samples, quantize=quantize,
+                             calib=calib, calib_samples=calib_samples, int8_io=int8_io, progress=progress)
     if as_json:
         emit_json(report)
     else:

@@ -12,8 +12,13 @@ from edgehad.export.lowering import unsupported_op_error
 DEFAULT_OPSET = 18
 
 
-def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``model`` to ``path`` as ONNX; raises UnsupportedOpError naming the op and module."""
+def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEFAULT_OPSET,
+                postprocess=None) -> Path:
+    """Write ``model`` to ``path`` as ONNX; raises UnsupportedOpError naming the op and module.
+
+    ``postprocess(model_proto)`` may rewrite the graph in place before it is
+    saved (the int8 path uses it to reach onnxruntime's fused kernels).
+    """
     import torch
 
     path = Path(path)
@@ -21,8 +26,14 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
                                         optimize=True, verbose=False)
-            # save with the real name so external-data references (for >2 GB models) match
-            program.save(str(tmp))
+            if postprocess is None:
+                program.save(str(tmp))
+            else:
+                import onnx
+
+                proto = program.model_proto
+                postprocess(proto)
+                onnx.save(proto, str(tmp))
         except Exception as exc:
             err = unsupported_op_error("torch.onnx", exc, model, example_inputs)
             if err is not None:

@@ -6,6 +6,10 @@ For reference outputs y (torch) and y' (runtime) over all sample inputs:
     max_rel        = max_abs / max(1, max |y|)
     cosine         = <y, y'> / (|y| |y'|)          (flattened over all samples)
     top1_agreement = mean(argmax y == argmax y')  (for [1, C] outputs with C > 1)
+    sqnr_db        = 10 log10(sum y^2 / sum (y - y')^2)   (signal-to-quantization-noise ratio)
+
+Quantized files are judged by cosine against the quantized torch model they
+came from (``quantized_passed``); the float rule below would always fail them.
 
 Float tolerance (DESIGN.md): max_abs <= 1e-4 * max(1, max|y|), and top-1 must
 agree on every sample whose reference top-2 gap exceeds that bound (a near tie
@@ -27,6 +31,7 @@ class Parity:
     max_rel: float
     cosine: float
     top1_agreement: float | None
+    sqnr_db: float
     samples: int
     tolerance: float
     top1_disagreements_outside_ties: int
@@ -92,7 +97,11 @@ def compare(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]], r
                 bad += 1
     top1 = agree / total if total else None
     passed = max_abs <= tol and bad == 0
-    return Parity(max_abs, max_abs / scale, cosine, top1, len(reference), tol, bad, passed)
+    noise = float(((ref_flat - act_flat) ** 2).sum())
+    signal = float((ref_flat ** 2).sum())
+    sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    sqnr = min(sqnr, 999.0)  # JSON has no infinity; 999 dB means "identical"
+    return Parity(max_abs, max_abs / scale, cosine, top1, sqnr, len(reference), tol, bad, passed)
 
 
 def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None) -> list[list[np.ndarray]]:

@@ -1,4 +1,4 @@
-"""What both export stages share: file naming and recording the reference outputs."""
+"""What both export stages share: file naming, the quantization scheme, reference outputs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from edgehad.core.artifact import ExportedFile
 from edgehad.export.verify import torch_outputs
 
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+def quant_scheme(artifact) -> str:
+    return (artifact.extra.get("quant") or {}).get("scheme", "none")
 
 
 def add_export(artifact, ctx, fmt: str, stage: str, write):

@@ -1,0 +1,76 @@
+"""Stage ``quantize``: int8 static (PT2E), int8-dynamic, fp16.
+
+int8 static replaces the torch model by its PT2E-quantized graph (the variant
+becomes "int8"): both exporters then export that one graph, and verification
+compares each file with it. int8-dynamic and fp16 have no PT2E scheme: the
+model stays float and each exporter applies its format's own tool
+(edgehad.quantize.dynamic / fp16); their files are checked against the float model.
+"""
+
+from __future__ import annotations
+
+from edgehad.core.capture import captured
+from edgehad.core.stage import Context, Option, Stage, register
+
+SCHEMES = ("int8", "int8-dynamic", "fp16", "none")
+
+
+@register
+class Quantize(Stage):
+    name = "quantize"
+    order = 40
+    summary = "quantize: int8 static (PT2E, calibrated), int8-dynamic or fp16"
+    options = {
+        "scheme": Option(str, "int8", f"one of {', '.join(SCHEMES)}"),
+        "calib": Option(str, "data", "'data' (the train split of --data) or 'random' (explicit, reported)"),
+        "calib_samples": Option(int, 256, "calibration samples"),
+        "int8_io": Option(bool, False, "TFLite: int8 inputs/outputs instead of float"),
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        from edgehad.core.errors import UserInputError
+
+        if self.config["scheme"] not in SCHEMES:
+            raise UserInputError(f"unknown quantization scheme {self.config['scheme']!r}: use one of {', '.join(SCHEMES)}")
+        if self.config["calib"] not in ("data", "random"):
+            raise UserInputError(f"--calib {self.config['calib']!r}: use 'data' or 'random'")
+
+    def run(self, artifact, ctx: Context):
+        scheme = self.config["scheme"]
+        if scheme == "none":
+            return artifact
+        info = {"scheme": scheme}
+        if scheme == "int8":
+            info.update(self._int8_static(artifact, ctx))
+        else:
+            artifact.variant = scheme
+        artifact.extra["quant"] = {"scheme": scheme, "int8_io": self.config["int8_io"]}
+        artifact.extra["stage_info"] = {"quantization": info}
+        return artifact
+
+    def _int8_static(self, artifact, ctx) -> dict:
+        from edgehad.quantize.calibration import calibration_inputs
+        from edgehad.quantize.pt2e import degenerate_ranges, quantize_int8
+
+        random = self.config["calib"] == "random"
+        calib = calibration_inputs(artifact.example_inputs, None if random else artifact.data,
+                                   n=self.config["calib_samples"], random=random)
+        step = max(1, len(calib) // 4)
+        progress = lambda i, n: ctx.progress(f"quantize: calibrated {i}/{n}") if i % step == 0 or i == n else None
+        with captured():
+            quantized, quantizer = quantize_int8(artifact.model, artifact.example_inputs, calib, progress=progress)
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        artifact.model = quantized
+        artifact.variant = "int8"
+        artifact.extra["tflite_quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        constant = degenerate_ranges(quantized)
+        for where in constant:
+            ctx.progress(f"warning: activation after {where} was constant during calibration (degenerate range)")
+        return {
+            "calibration": {"source": "random inputs (NOT representative: ranges may not match real data)"
+                            if random else f"{artifact.data.spec} train split", "samples": len(calib)},
+            "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor affine",
+            "degenerate_ranges": constant,
+        }
