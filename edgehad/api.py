@@ -67,6 +67,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
                         is_exported_program=loaded.is_exported_program)
     artifact.sample_inputs = sample_inputs(loaded.example_inputs, splits, n=samples or DEFAULT_SAMPLES)
     artifact.extra["original_outputs"] = torch_outputs(loaded.module, artifact.sample_inputs)
+    artifact.extra["original_model"] = loaded.module
     return run_pipeline(artifact, stage_list, out, keep_intermediate=keep_intermediate, progress=progress,
                         write_report=write_report)
 

@@ -44,6 +44,16 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Stages", "", "| stage | seconds | params | MACs |", "|---|---:|---:|---:|"]
     for s in report["stages"]:
         lines.append(f"| {s['name']} | {s['seconds']:.2f} | {_num(s['params'])} | {_num(s['macs'])} |")
+    for s in report["stages"]:
+        metric = s.get("task_metric")
+        if metric:
+            lines += ["", f"## Task metric: {metric['name']} on {metric['samples']} {metric['split']} samples", "",
+                      "| model | value |", "|---|---:|"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in metric.items() if k not in ("name", "split", "samples")]
+        quant = s.get("quantization")
+        if quant:
+            lines += ["", f"## Quantization: {quant['scheme']}", ""]
+            lines += [f"- {k}: {v}" for k, v in quant.items() if k != "scheme"]
     lines += ["", "## Files", "",
               "| file | format | variant | size | max abs err | cosine | top-1 agreement | verified |",
               "|---|---|---|---:|---:|---:|---:|---|"]

@@ -62,7 +62,7 @@ def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
     if not src.is_file():
         raise ConversionError(f"{src}: no such ONNX file; export the float model first")
     path = Path(path)
-    with captured() as log, atomic_path(path) as tmp:
+    with captured(), atomic_path(path) as tmp:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         try:
@@ -70,9 +70,8 @@ def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
             # pre-processing's onnxruntime fusions would put com.microsoft ops into a portable file.
             quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
         except Exception as exc:
-            raise ConversionError(f"ONNX dynamic int8 quantization failed (onnxruntime): "
-                                  f"{_first_line(exc)}\n{log.tail()}") from exc
-        _require(tmp, "onnx", "dynamic int8", lambda info: info["quantized"])
+            raise ConversionError(f"ONNX dynamic int8 quantization failed (onnxruntime): {first_line(exc)}") from exc
+        check_applied(tmp, "onnx", "dynamic int8")
     return path
 
 
@@ -92,30 +91,32 @@ def apply_tflite_recipe(model, example_inputs: tuple, path: str | Path, recipe, 
     # the float file goes beside the destination, not to /tmp: a large model may not fit there
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
         float_file = export_tflite(model, example_inputs, Path(work) / "float.tflite")
-        with captured() as log, atomic_path(path) as tmp:
+        with captured(), atomic_path(path) as tmp:
             from ai_edge_quantizer import quantizer
 
             try:
                 result = quantizer.Quantizer(str(float_file), recipe).quantize(enable_progress_report=False)
             except Exception as exc:
-                raise ConversionError(f"TFLite {scheme} quantization failed (ai-edge-quantizer): "
-                                      f"{_first_line(exc)}\n{log.tail()}") from exc
+                raise ConversionError(
+                    f"TFLite {scheme} quantization failed (ai-edge-quantizer): {first_line(exc)}") from exc
             tmp.write_bytes(bytes(result.quantized_model))
-            if scheme == "fp16":
-                _require(tmp, "tflite", scheme, lambda info: "float16" in info["weight_dtypes"])
-            else:
-                _require(tmp, "tflite", scheme, lambda info: info["quantized"])
+            check_applied(tmp, "tflite", scheme)
     return path
 
 
-def _require(tmp: Path, fmt: str, scheme: str, ok) -> None:
-    """Fail when the tool wrote the model back unchanged (it had no weight the scheme covers)."""
+def check_applied(file: Path, fmt: str, scheme: str) -> None:
+    """Fail when the tool wrote the model back unchanged (it had no weight the scheme covers).
+
+    ``fmt`` is "onnx" or "tflite" (``file`` is a temporary name without the suffix);
+    ``scheme`` "fp16" needs float16 weights, any other scheme quantized ones.
+    """
     if fmt == "onnx":
         from edgehad.inspection.onnx_file import inspect_onnx as inspect
     else:
         from edgehad.inspection.tflite_file import inspect_tflite as inspect
-    info = inspect(tmp)
-    if not ok(info):
+    info = inspect(file)
+    ok = "float16" in info["weight_dtypes"] if scheme == "fp16" else info["quantized"]
+    if not ok:
         raise ConversionError(
             f"{scheme}: the model has no weights this scheme quantizes (ops: "
             f"{', '.join(info['ops']) or 'none'}); nothing would change, so no file was written. "
@@ -123,5 +124,6 @@ def _require(tmp: Path, fmt: str, scheme: str, ok) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (a tool's multi-page error, in short)."""
     return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]

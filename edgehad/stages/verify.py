@@ -19,6 +19,7 @@ class Verify(Stage):
         "rtol": Option(float, FLOAT_RTOL, "float tolerance: max_abs <= rtol * max(1, max|y|)"),
         "threads": Option(int, 1, "runtime threads while verifying"),
         "min_cosine": Option(float, 0.99, "quantized files: least output cosine against the quantized torch model"),
+        "metric_samples": Option(int, 1000, "with --data: validation samples for the task metric"),
     }
 
     def run(self, artifact, ctx: Context):
@@ -41,4 +42,40 @@ class Verify(Stage):
                 failures.append(f"{f.format} ({f.variant}): {parity.describe()}")
         if failures:
             raise ConversionError("verification failed: " + "; ".join(failures))
+        metric = task_metric(artifact, self.config["metric_samples"], self.config["threads"])
+        if metric:
+            artifact.extra["stage_info"] = {"task_metric": metric}
         return artifact
+
+
+def task_metric(artifact, limit: int, threads: int) -> dict | None:
+    """Top-1 accuracy on the validation split of the original model, the current torch model and each file.
+
+    Only for classifiers fed by --data: one input, a [1, C] first output and labels below C.
+    """
+    import numpy as np
+
+    from edgehad.export.verify import runtime_outputs, torch_outputs
+
+    if artifact.data is None or len(artifact.example_inputs) != 1:
+        return None
+    x, y = artifact.data.val
+    x, y = np.asarray(x)[:limit], np.asarray(y)[:limit]
+    inputs = [(x[i:i + 1].astype(artifact.example_inputs[0].numpy().dtype),) for i in range(len(x))]
+    first = torch_outputs(artifact.model, inputs[:1])[0][0]
+    if first.ndim != 2 or first.shape[0] != 1 or first.shape[1] <= int(y.max()):
+        return None
+
+    def accuracy(outputs) -> float:
+        return round(float(np.mean([int(np.argmax(o[0])) == int(t) for o, t in zip(outputs, y)])), 6)
+
+    result = {"name": "top1_accuracy", "split": "val", "samples": len(inputs)}
+    original = artifact.extra.get("original_model")
+    if original is not None:
+        result["original"] = accuracy(torch_outputs(original, inputs))
+    result[f"torch_{artifact.variant}"] = accuracy(torch_outputs(artifact.model, inputs))
+    for f in artifact.files:
+        acc = accuracy(runtime_outputs(str(f.path), inputs, threads=threads))
+        result[f"{f.format}_{f.variant}"] = acc
+        f.parity["task_accuracy"] = acc
+    return result

@@ -45,6 +45,9 @@ def test_json_stdout_is_exactly_one_document(converted):
         assert stage["seconds"] >= 0
     assert report["preprocessing"]["mean"] == [0.5] and report["preprocessing"]["std"] == [0.25]
     assert report["data"] == "digits" and report["samples"] == 16
+    metric = report["stages"][-1]["task_metric"]
+    assert metric["name"] == "top1_accuracy" and metric["samples"] == 360
+    assert metric["onnx_float"] == metric["tflite_float"] == metric["original"] == metric["torch_float"]
 
 
 def test_files_and_parity(converted):

@@ -1,0 +1,69 @@
+"""Float16 weights, float32 inputs and outputs.
+
+Each float32 weight is rounded to the nearest float16 (IEEE 754 binary16,
+round to nearest even; 10 stored mantissa bits):
+
+    w16 = fp16(w),    |w16 - w| <= 2^-11 * |w|   for 6.1e-5 <= |w| <= 65504
+
+so the file is about half the size and each weight moves by at most ~0.05%.
+Magnitudes beyond 65504 are clamped to it and those below 6e-8 flush to zero.
+No data is needed.
+
+What runs in float16 differs by format:
+- TFLite: weights are stored float16 and a DEQUANTIZE op turns them back into
+  float32 when the interpreter prepares; the arithmetic is float32 on CPU
+  (same latency as fp32), float16 on LiteRT's GPU delegate.
+- ONNX: the graph computes in float16 (Cast nodes at the float32 inputs and
+  outputs). onnxruntime's CUDA / TensorRT providers run it in float16; its
+  CPU provider puts Casts to float32 around ops it has no float16 kernel for.
+  So a check on CPU does not show float16 overflow of intermediate values
+  (|x| > 65504) that a GPU run would have: verify on the target, too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgehad.core.capture import captured
+from edgehad.core.errors import ConversionError
+from edgehad.core.files import atomic_path
+from edgehad.quantize.dynamic import apply_tflite_recipe, check_applied, first_line
+
+
+def tflite_fp16(model, example_inputs: tuple, path: str | Path) -> Path:
+    """Write ``model`` as a .tflite with float16 weights and float32 I/O.
+
+    litert-torch converts to float TFLite; ai-edge-quantizer's weight-only
+    ``FLOAT_CASTING`` at 16 bits casts the weights of every op it supports.
+    """
+    from ai_edge_quantizer import qtyping, recipe, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                   num_bits=16, algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
+    return apply_tflite_recipe(model, example_inputs, path, manager.get_quantization_recipe(), "fp16")
+
+
+def onnx_fp16(float_onnx_path: str | Path, path: str | Path) -> Path:
+    """Write a float16 copy of the float ONNX file ``float_onnx_path`` to ``path`` (float32 I/O kept).
+
+    Uses ``onnxruntime.transformers.float16.convert_float_to_float16`` with
+    ``keep_io_types=True``; its default block list keeps ops without float16
+    support (TopK, Range, CumSum, Min, Max, ...) in float32 behind Casts.
+    """
+    src = Path(float_onnx_path)
+    if not src.is_file():
+        raise ConversionError(f"{src}: no such ONNX file; export the float model first")
+    path = Path(path)
+    with captured(), atomic_path(path) as tmp:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        try:
+            # a path (not a ModelProto) lets it run shape inference on files over 2 GB
+            model = convert_float_to_float16(str(src), keep_io_types=True)
+            onnx.save(model, str(tmp))
+        except Exception as exc:
+            raise ConversionError(f"ONNX fp16 conversion failed (onnxruntime): {first_line(exc)}") from exc
+        check_applied(tmp, "onnx", "fp16")
+    return path
