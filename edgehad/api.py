@@ -12,7 +12,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             data: str | None = None, normalize: str | None = None, out: str | Path = "out",
             keep_intermediate: bool = False, samples: int | None = None, quantize: str | None = None,
             calib: str | None = None, calib_samples: int | None = None, int8_io: bool | None = None,
-            progress=None) -> dict:
+            keep_float: str | None = None, progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -33,9 +33,9 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     rec = load_recipe(recipe) if recipe else None
     overrides = {}
-    if quantize is not None or calib is not None or calib_samples is not None or int8_io:
+    if quantize is not None or calib is not None or calib_samples is not None or int8_io or keep_float:
         overrides["quantize"] = {"scheme": quantize, "calib": calib, "calib_samples": calib_samples,
-                                 "int8_io": int8_io or None}
+                                 "int8_io": int8_io or None, "keep_float": keep_float}
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
 
     if isinstance(model, str):

@@ -23,13 +23,14 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--calib", type=click.Choice(["data", "random"]), help="Calibration source; 'random' must be asked for explicitly.")
 @click.option("--calib-samples", type=int, help="Calibration samples from the train split (default 256).")
 @click.option("--int8-io", is_flag=True, default=None, help="TFLite int8: int8 inputs/outputs instead of float.")
+@click.option("--keep-float", metavar="auto|LAYER,...", help="int8: keep these modules float, or 'auto' by per-layer sensitivity.")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")
 @json_option
 @debug_option
 @command_errors
 def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
-            calib_samples, int8_io, out, keep_intermediate, as_json, debug):
+            calib_samples, int8_io, keep_float, out, keep_intermediate, as_json, debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
     MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
@@ -46,7 +47,8 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
                              model_args=parse_model_args(model_arg), recipe=recipe,
                              formats=formats.split(",") if formats else None, data=data, normalize=normalize,
                              out=out, keep_intermediate=keep_intermediate, samples=samples, quantize=quantize,
-                             calib=calib, calib_samples=calib_samples, int8_io=int8_io, progress=progress)
+                             calib=calib, calib_samples=calib_samples, int8_io=int8_io, keep_float=keep_float,
+                             progress=progress)
     if as_json:
         emit_json(report)
     else:

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError
+from edgehad.core.errors import ConversionError, UserInputError
 from edgehad.core.files import atomic_path
 
 
@@ -60,7 +60,7 @@ def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
     """
     src = Path(float_onnx_path)
     if not src.is_file():
-        raise ConversionError(f"{src}: no such ONNX file; export the float model first")
+        raise UserInputError(f"{src}: no such ONNX file; export the float model first")
     path = Path(path)
     with captured(), atomic_path(path) as tmp:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -82,7 +82,8 @@ def apply_tflite_recipe(model, example_inputs: tuple, path: str | Path, recipe, 
     dynamic config or its ``quant_recipes``: it starts from the same float
     flatbuffer edgehad exports and verifies, needs no strict ``torch.export``,
     and the ``quant_recipes`` are documented for Edge Generative API models only.
-    All three gave bit-identical outputs on every zoo model.
+    On every zoo model the three gave the same ops and the same cosine to the
+    float model within 2e-4.
     """
     from edgehad.export.tflite import export_tflite
 
@@ -118,7 +119,7 @@ def check_applied(file: Path, fmt: str, scheme: str) -> None:
     ok = "float16" in info["weight_dtypes"] if scheme == "fp16" else info["quantized"]
     if not ok:
         raise ConversionError(
-            f"{scheme}: the model has no weights this scheme quantizes (ops: "
+            f"{scheme}: the model has no weights this scheme applies to (ops: "
             f"{', '.join(info['ops']) or 'none'}); nothing would change, so no file was written. "
             "Use the float export for this model."
         )

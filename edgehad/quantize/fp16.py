@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError
+from edgehad.core.errors import ConversionError, UserInputError
 from edgehad.core.files import atomic_path
 from edgehad.quantize.dynamic import apply_tflite_recipe, check_applied, first_line
 
@@ -53,7 +53,7 @@ def onnx_fp16(float_onnx_path: str | Path, path: str | Path) -> Path:
     """
     src = Path(float_onnx_path)
     if not src.is_file():
-        raise ConversionError(f"{src}: no such ONNX file; export the float model first")
+        raise UserInputError(f"{src}: no such ONNX file; export the float model first")
     path = Path(path)
     with captured(), atomic_path(path) as tmp:
         import onnx

@@ -25,8 +25,10 @@ def strip_eval_dropout(gm) -> int:
     return removed
 
 
-def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progress=None):
+def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progress=None, keep_float=(), only=None):
     """Quantize ``model`` once: returns ``(quantized GraphModule, quantizer)``.
+
+    ``keep_float`` names modules to leave in float; ``only`` quantizes one module alone.
 
     Strict ``torch.export`` is used: the non-strict default leaves the
     ``source_fn_stack`` metadata empty and litert-torch's add/mul/cat
@@ -37,7 +39,7 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
 
     from edgehad.quantize.quantizer import make_quantizer
 
-    quantizer = make_quantizer()
+    quantizer = make_quantizer(keep_float=tuple(keep_float), only=only)
     try:
         graph = torch.export.export(model, tuple(example_inputs), strict=True).module()
     except Exception as exc:

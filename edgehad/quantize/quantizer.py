@@ -31,8 +31,20 @@ def _is(node, names) -> bool:
         and str(node.target).startswith("aten.")
 
 
-def make_quantizer(per_channel: bool = True):
-    """A litert-torch PT2E quantizer with the fixes above, for static int8."""
+def _in_modules(node, names) -> bool:
+    """Whether ``node`` came from one of the modules ``names`` (or their children)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values()]
+    return any(p == n or p.startswith(n + ".") for p in paths for n in names)
+
+
+def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
+    """A litert-torch PT2E quantizer with the fixes above, for static int8.
+
+    ``keep_float``: module names left in float (their ops get no observers).
+    ``only``: quantize just this module (everything else float): the
+    per-layer sensitivity probe.
+    """
     import torch
     from litert_torch.quantize import pt2e_quantizer_utils as qutils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -77,12 +89,25 @@ def make_quantizer(per_channel: bool = True):
                     continue
                 ann.input_qspec_map[arg] = produced
 
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
+
+    def stays_float(node) -> bool:
+        return _in_modules(node, keep_float) or (only is not None and not _in_modules(node, [only]))
+
+    def drop_float_annotations(gm):
+        # litert-torch's set_module_name() cannot say "float"; instead we annotate everything and
+        # then take the annotations off the nodes that must stay float (no observers, no Q/DQ).
+        for node in gm.graph.nodes:
+            if "quantization_annotation" in node.meta and stays_float(node):
+                del node.meta["quantization_annotation"]
+
     class EdgehadQuantizer(PT2EQuantizer):
         def annotate(self, model):
-            if self.global_config is not None and self.global_config.input_activation is not None:
-                annotate_weighted_then_relu(model, self.global_config)
+            annotate_weighted_then_relu(model, config)
             model = super().annotate(model)
+            if keep_float or only is not None:
+                drop_float_annotations(model)
             share_producer_specs(model)
             return model
 
-    return EdgehadQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    return EdgehadQuantizer().set_global(config)

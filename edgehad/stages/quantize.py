@@ -25,6 +25,8 @@ class Quantize(Stage):
         "calib": Option(str, "data", "'data' (the train split of --data) or 'random' (explicit, reported)"),
         "calib_samples": Option(int, 256, "calibration samples"),
         "int8_io": Option(bool, False, "TFLite: int8 inputs/outputs instead of float"),
+        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated"),
+        "target_cosine": Option(float, 0.995, "keep-float auto: least output cosine against float"),
     }
 
     def __init__(self, **options):
@@ -58,8 +60,25 @@ class Quantize(Stage):
                                    n=self.config["calib_samples"], random=random)
         step = max(1, len(calib) // 4)
         progress = lambda i, n: ctx.progress(f"quantize: calibrated {i}/{n}") if i % step == 0 or i == n else None
-        with captured():
-            quantized, quantizer = quantize_int8(artifact.model, artifact.example_inputs, calib, progress=progress)
+        keep = [k.strip() for k in (self.config["keep_float"] or "").split(",") if k.strip()]
+        kept, ranking = [], None
+        if keep == ["auto"]:
+            from edgehad.quantize.sensitivity import choose_keep_float, probe_subset
+
+            ctx.progress("quantize: measuring per-layer int8 sensitivity")
+            with captured():
+                kept, ranking, quantized, quantizer = choose_keep_float(
+                    artifact.model, artifact.example_inputs, calib, probe_subset(calib),
+                    self.config["target_cosine"])
+        else:
+            if keep:
+                from edgehad.quantize.sensitivity import check_layers
+
+                check_layers(artifact.model, keep)
+                kept = [{"layer": k, "reason": "asked for with --keep-float"} for k in keep]
+            with captured():
+                quantized, quantizer = quantize_int8(artifact.model, artifact.example_inputs, calib,
+                                                     progress=progress, keep_float=keep)
         from litert_torch.quantize.quant_config import QuantConfig
 
         artifact.model = quantized
@@ -73,4 +92,6 @@ class Quantize(Stage):
                             if random else f"{artifact.data.spec} train split", "samples": len(calib)},
             "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor affine",
             "degenerate_ranges": constant,
+            "kept_float": kept,
+            **({"sensitivity": ranking} if ranking is not None else {}),
         }

@@ -180,3 +180,51 @@ def test_bad_calibration_data(data, extra, message, model_file, bad_npz, tmp_pat
     result = cli("convert", f"{model_file}:net", "--quantize", "int8", "--data", spec, *extra, "--out", tmp_path / "o")
     assert_clean_error(result, message.format(dir=bad_npz))
     assert not (tmp_path / "o").exists()
+
+
+def test_keep_float_named_layers_stay_float_in_both_files(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="classifier.1", out=tmp_path)
+    quant = report["stages"][0]["quantization"]
+    assert quant["kept_float"] == [{"layer": "classifier.1", "reason": "asked for with --keep-float"}]
+    for a in report["artifacts"]:
+        dtypes = edgehad.inspect(a["path"])["weight_dtypes"]
+        assert dtypes["float32"] >= 640 + 10, (a["format"], dtypes)   # the classifier's weight and bias
+        assert a["parity"]["passed"]
+
+
+def test_keep_float_auto_ranks_layers_and_meets_the_target(tmp_path):
+    import edgehad
+    from edgehad.core.recipe import parse_recipe  # noqa: F401  (the option also works from a recipe)
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[stages.quantize]\nscheme = "int8"\nkeep_float = "auto"\ntarget_cosine = 0.99999\n'
+                      "[stages.export-tflite]\n[stages.verify]\n")
+    report = edgehad.convert("zoo:digits_cnn", data=DIGITS, recipe=str(recipe), out=tmp_path / "o")
+    quant = report["stages"][0]["quantization"]
+    ranking = quant["sensitivity"]
+    assert sorted(r["layer"] for r in ranking) == ["classifier.1", "features.0.0", "features.1.0", "features.3.0"]
+    assert [r["sqnr_db"] for r in ranking] == sorted(r["sqnr_db"] for r in ranking)
+    kept = [k["layer"] for k in quant["kept_float"]]
+    assert kept == [r["layer"] for r in ranking[:len(kept)]]
+    assert all("output cosine" in k["reason"] for k in quant["kept_float"])
+
+
+def test_keep_float_unknown_layer(model_file, tmp_path, cli):
+    result = cli("convert", f"{model_file}:net", "--quantize", "int8", "--data", "digits", "--keep-float", "body.9",
+                 "--out", tmp_path / "o")
+    assert_clean_error(result, "--keep-float: no module named 'body.9' in the model; layers are e.g. body.0, body.3")
+
+
+@pytest.mark.parametrize("scheme", ["int8-dynamic", "fp16"])
+def test_dynamic_and_fp16_schemes_through_the_pipeline(scheme, tmp_path, cli):
+    result = cli("convert", "zoo:digits_cnn", "--data", "digits", "--quantize", scheme, "--out", tmp_path / "o", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["stages"][0]["quantization"] == {"scheme": scheme}
+    metric = report["stages"][-1]["task_metric"]
+    for a in report["artifacts"]:
+        assert a["variant"] == scheme and a["parity"]["passed"]
+        assert a["parity"]["cosine"] >= (0.99 if scheme == "int8-dynamic" else 0.9999)
+        assert metric[f"{a['format']}_{scheme}"] >= metric["original"] - 0.01
