@@ -43,6 +43,26 @@ TINY_MODEL = textwrap.dedent('''
     def not_a_module():
         return 42
 
+    class Dead(torch.nn.Module):
+        """A branch whose conv has zero weights: its activation is constant during calibration."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.dead = torch.nn.Conv2d(4, 4, 1)
+            torch.nn.init.zeros_(self.dead.weight)
+            torch.nn.init.zeros_(self.dead.bias)
+            self.fc = torch.nn.Linear(4 * 64, 10)
+            self.example_inputs = (torch.rand(1, 1, 8, 8),)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return self.fc((y + self.dead(y)).flatten(1))
+
+    def dead():
+        torch.manual_seed(0)
+        return Dead()
+
     def unsupported():
         torch.manual_seed(0)
         m = Net()

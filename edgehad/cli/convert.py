@@ -41,7 +41,11 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
     from edgehad.loading import parse_model_args
 
     con = console()
-    progress = (lambda msg: None) if as_json and not debug else (lambda msg: con.print(f"[dim]… {msg}[/]"))
+    def progress(msg: str) -> None:
+        if msg.startswith("warning:"):  # warnings always reach stderr, --json or not
+            con.print(f"[yellow]{msg}[/]")
+        elif debug or not as_json:
+            con.print(f"[dim]… {msg}[/]")
     with captured():
         report = api_convert(model, weights=weights, input_shape=list(input_shape) or None,
                              model_args=parse_model_args(model_arg), recipe=recipe,

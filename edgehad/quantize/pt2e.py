@@ -55,22 +55,30 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
             prepared(*[torch.as_tensor(a) for a in args])
             if progress:
                 progress(i + 1, len(calibration))
+    constant = _constant_activations(prepared)
     quantized = convert_pt2e(prepared, fold_quantize=False)
+    quantized.edgehad_degenerate_ranges = constant
     return quantized, quantizer
 
 
-def degenerate_ranges(quantized) -> list[str]:
-    """Names of activation quantizers whose calibrated range collapsed to a point (a constant tensor)."""
-    import torch
-
-    names = []
-    for node in quantized.graph.nodes:
-        if node.op != "call_function" or "quantize_per_tensor" not in str(node.target):
+def _constant_activations(prepared) -> list[str]:
+    """Where an observer saw one value only (min == max): a constant activation, whose scale is clamped to eps."""
+    found = []
+    modules = dict(prepared.named_modules())
+    for node in prepared.graph.nodes:
+        if node.op != "call_module":
             continue
-        scale = node.args[1]
-        if isinstance(scale, float) and scale <= torch.finfo(torch.float32).eps:
-            src = node.args[0]
-            stack = src.meta.get("nn_module_stack") if hasattr(src, "meta") else None
-            where = list(stack.values())[-1][0] if stack else getattr(src, "name", str(src))
-            names.append(where or getattr(src, "name", "?"))
-    return names
+        observer = modules.get(node.target)
+        lo, hi = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
+        if lo is None or hi is None or lo.numel() != 1 or not bool(hi == lo):
+            continue
+        src = node.args[0]
+        stack = src.meta.get("nn_module_stack") if hasattr(src, "meta") else None
+        where = list(stack.values())[-1][0] if stack else ""
+        found.append(f"{where or '<top level>'} ({getattr(src, 'name', src)})")
+    return found
+
+
+def degenerate_ranges(quantized) -> list[str]:
+    """The constant activations found during calibration (module path and graph node)."""
+    return list(getattr(quantized, "edgehad_degenerate_ranges", []))

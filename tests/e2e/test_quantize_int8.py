@@ -228,3 +228,12 @@ def test_dynamic_and_fp16_schemes_through_the_pipeline(scheme, tmp_path, cli):
         assert a["variant"] == scheme and a["parity"]["passed"]
         assert a["parity"]["cosine"] >= (0.99 if scheme == "int8-dynamic" else 0.9999)
         assert metric[f"{a['format']}_{scheme}"] >= metric["original"] - 0.01
+
+
+def test_constant_activation_gets_a_warning_naming_the_layer(model_file, tmp_path, cli):
+    result = cli("convert", f"{model_file}:dead", "--quantize", "int8", "--data", "digits", "--calib-samples", "32",
+                 "--out", tmp_path / "o", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: activation after dead (conv2d_1) was constant during calibration" in result.stderr
+    quant = json.loads(result.stdout)["stages"][0]["quantization"]
+    assert quant["degenerate_ranges"] == ["dead (conv2d_1)"]
