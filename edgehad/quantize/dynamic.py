@@ -58,20 +58,28 @@ def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
     constant weight are quantized (``MatMulConstBOnly``, its default): attention's
     activation x activation products stay float.
     """
+    def quantize(src, dst):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # No quant_pre_process: the dynamo exporter's graph is already optimized, and the
+        # pre-processing's onnxruntime fusions would put com.microsoft ops into a portable file.
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+
+    return rewrite_onnx_file(float_onnx_path, path, quantize, "dynamic int8", "ONNX dynamic int8 quantization")
+
+
+def rewrite_onnx_file(float_onnx_path, path, convert, scheme: str, what: str) -> Path:
+    """Run ``convert(src, tmp)`` (an onnxruntime tool) into a temporary file; keep it only if it applied."""
     src = Path(float_onnx_path)
     if not src.is_file():
         raise UserInputError(f"{src}: no such ONNX file; export the float model first")
     path = Path(path)
     with captured(), atomic_path(path) as tmp:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         try:
-            # No quant_pre_process: the dynamo exporter's graph is already optimized, and the
-            # pre-processing's onnxruntime fusions would put com.microsoft ops into a portable file.
-            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True)
+            convert(src, tmp)
         except Exception as exc:
-            raise ConversionError(f"ONNX dynamic int8 quantization failed (onnxruntime): {first_line(exc)}") from exc
-        check_applied(tmp, "onnx", "dynamic int8")
+            raise ConversionError(f"{what} failed (onnxruntime): {first_line(exc)}") from exc
+        check_applied(tmp, "onnx", scheme)
     return path
 
 

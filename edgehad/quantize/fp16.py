@@ -24,10 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError, UserInputError
-from edgehad.core.files import atomic_path
-from edgehad.quantize.dynamic import apply_tflite_recipe, check_applied, first_line
+from edgehad.quantize.dynamic import apply_tflite_recipe, rewrite_onnx_file
 
 
 def tflite_fp16(model, example_inputs: tuple, path: str | Path) -> Path:
@@ -51,19 +48,11 @@ def onnx_fp16(float_onnx_path: str | Path, path: str | Path) -> Path:
     ``keep_io_types=True``; its default block list keeps ops without float16
     support (TopK, Range, CumSum, Min, Max, ...) in float32 behind Casts.
     """
-    src = Path(float_onnx_path)
-    if not src.is_file():
-        raise UserInputError(f"{src}: no such ONNX file; export the float model first")
-    path = Path(path)
-    with captured(), atomic_path(path) as tmp:
+    def convert(src, dst):
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        try:
-            # a path (not a ModelProto) lets it run shape inference on files over 2 GB
-            model = convert_float_to_float16(str(src), keep_io_types=True)
-            onnx.save(model, str(tmp))
-        except Exception as exc:
-            raise ConversionError(f"ONNX fp16 conversion failed (onnxruntime): {first_line(exc)}") from exc
-        check_applied(tmp, "onnx", "fp16")
-    return path
+        # a path (not a ModelProto) lets it run shape inference on files over 2 GB
+        onnx.save(convert_float_to_float16(str(src), keep_io_types=True), str(dst))
+
+    return rewrite_onnx_file(float_onnx_path, path, convert, "fp16", "ONNX fp16 conversion")
