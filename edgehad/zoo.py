@@ -17,6 +17,7 @@ back to float32 on load.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -34,11 +35,24 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model builder under its function name."""
+    """Register a model builder under its function name.
+
+    The builder runs with the global RNG seeded to 0 (and restored after), so a
+    random-weight zoo model is the same in every process and test order: files
+    exported in two runs can be compared, and parity results do not depend on
+    what ran before.
+    """
     if fn.__name__ in _REGISTRY:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+
+    @functools.wraps(fn)
+    def seeded(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return fn(*args, **kwargs)
+
+    _REGISTRY[fn.__name__] = seeded
+    return seeded
 
 
 def list_models() -> list[str]:

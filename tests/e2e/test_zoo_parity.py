@@ -16,7 +16,7 @@ SMALL = {
     "mobilenet_v1_025": {"input_size": 64},
     "fc_autoencoder": {},
     "mobilenet_v3_small": {"width_mult": 0.5, "num_classes": 10, "input_size": 32},
-    "efficientnet_b0": {"width_mult": 0.25, "num_classes": 10, "input_size": 32},
+    "efficientnet_b0": {"width_mult": 0.25, "num_classes": 10, "input_size": 64},
     "transformer_encoder": {"seq_len": 16, "dim": 32, "heads": 4, "depth": 1},
     "digits_cnn": {"pretrained": False},
 }
