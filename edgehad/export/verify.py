@@ -9,7 +9,8 @@ For reference outputs y (torch) and y' (runtime) over all sample inputs:
     sqnr_db        = 10 log10(sum y^2 / sum (y - y')^2)   (signal-to-quantization-noise ratio)
 
 Quantized files are judged by cosine against the quantized torch model they
-came from (``quantized_passed``); the float rule below would always fail them.
+came from (the verify stage's ``min_cosine``); the float rule below would
+always fail them.
 
 Float tolerance (DESIGN.md): max_abs <= 1e-4 * max(1, max|y|), and top-1 must
 agree on every sample whose reference top-2 gap exceeds that bound (a near tie

@@ -13,8 +13,6 @@ int8 model's output cosine against float reaches the target.
 
 from __future__ import annotations
 
-import numpy as np
-
 from edgehad.core.errors import UserInputError
 from edgehad.export.verify import compare, torch_outputs
 
@@ -79,4 +77,4 @@ def probe_subset(calibration: list[tuple], n: int = 32) -> list[tuple]:
     return calibration[::step][:n] if calibration else calibration
 
 
-__all__ = ["weighted_layers", "layer_sensitivity", "choose_keep_float", "probe_subset", "check_layers", "np"]
+__all__ = ["weighted_layers", "layer_sensitivity", "choose_keep_float", "probe_subset", "check_layers"]

@@ -62,21 +62,20 @@ class Quantize(Stage):
         progress = lambda i, n: ctx.progress(f"quantize: calibrated {i}/{n}") if i % step == 0 or i == n else None
         keep = [k.strip() for k in (self.config["keep_float"] or "").split(",") if k.strip()]
         kept, ranking = [], None
-        if keep == ["auto"]:
-            from edgehad.quantize.sensitivity import choose_keep_float, probe_subset
+        if keep and keep != ["auto"]:
+            from edgehad.quantize.sensitivity import check_layers
 
-            ctx.progress("quantize: measuring per-layer int8 sensitivity")
-            with captured():
+            check_layers(artifact.model, keep)
+            kept = [{"layer": k, "reason": "asked for with --keep-float"} for k in keep]
+        with captured():
+            if keep == ["auto"]:
+                from edgehad.quantize.sensitivity import choose_keep_float, probe_subset
+
+                ctx.progress("quantize: measuring per-layer int8 sensitivity")
                 kept, ranking, quantized, quantizer = choose_keep_float(
                     artifact.model, artifact.example_inputs, calib, probe_subset(calib),
                     self.config["target_cosine"])
-        else:
-            if keep:
-                from edgehad.quantize.sensitivity import check_layers
-
-                check_layers(artifact.model, keep)
-                kept = [{"layer": k, "reason": "asked for with --keep-float"} for k in keep]
-            with captured():
+            else:
                 quantized, quantizer = quantize_int8(artifact.model, artifact.example_inputs, calib,
                                                      progress=progress, keep_float=keep)
         from litert_torch.quantize.quant_config import QuantConfig

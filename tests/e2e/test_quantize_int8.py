@@ -196,7 +196,6 @@ def test_keep_float_named_layers_stay_float_in_both_files(tmp_path):
 
 def test_keep_float_auto_ranks_layers_and_meets_the_target(tmp_path):
     import edgehad
-    from edgehad.core.recipe import parse_recipe  # noqa: F401  (the option also works from a recipe)
 
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.quantize]\nscheme = "int8"\nkeep_float = "auto"\ntarget_cosine = 0.99999\n'
