@@ -25,6 +25,98 @@ def strip_eval_dropout(gm) -> int:
     return removed
 
 
+def fold_gate_affine(gm) -> int:
+    """Rewrite ``conv/linear -> hardsigmoid`` as ``conv/linear' -> clamp(0, 1)``, exactly.
+
+    hardsigmoid(y) = clamp(y / 6 + 1/2, 0, 1), and y = W x + b is affine, so the
+    scale and shift fold into the layer: W' = W / 6, b' = b / 6 + 1/2. The gate is
+    then a clamp whose int8 output range is fixed ([0, 1], scale 1/256): it
+    becomes the layer's requantization, and the gate runs int8 in both formats
+    instead of as a DEQUANTIZE -> ADD -> MUL -> QUANTIZE float island.
+    Only layers whose parameters feed nothing else are folded.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    weighted = (aten.conv2d.default, aten.conv1d.default, aten.linear.default)
+    folded = 0
+    for gate in list(gm.graph.nodes):
+        if gate.op != "call_function" or gate.target not in (aten.hardsigmoid.default, aten.hardsigmoid_.default):
+            continue
+        layer = gate.args[0]
+        if not isinstance(layer, torch.fx.Node) or layer.target not in weighted or len(layer.users) != 1:
+            continue
+        weight = layer.args[1]
+        bias = layer.args[2] if len(layer.args) > 2 else None
+        params = [weight] + ([bias] if bias is not None else [])
+        if any(not isinstance(p, torch.fx.Node) or p.op != "get_attr" or len(p.users) != 1 for p in params):
+            continue
+        # New tensors, never in-place: the exported graph shares its parameters with the user's model.
+        w = _attr(gm, weight.target).detach() / 6.0
+        _set_attr(gm, weight.target, torch.nn.Parameter(w, requires_grad=False))
+        if bias is not None:
+            b = _attr(gm, bias.target).detach() / 6.0 + 0.5
+            _set_attr(gm, bias.target, torch.nn.Parameter(b, requires_grad=False))
+        else:
+            name = f"_edgehad_gate_bias_{folded}"
+            gm.register_buffer(name, torch.full((w.shape[0],), 0.5, dtype=w.dtype))
+            with gm.graph.inserting_before(layer):
+                new_bias = gm.graph.get_attr(name)
+            args = list(layer.args) + [None] * (3 - len(layer.args))
+            args[2] = new_bias
+            layer.args = tuple(args)
+        with gm.graph.inserting_after(gate):
+            clamp = gm.graph.call_function(aten.hardtanh.default, (layer, 0.0, 1.0))
+        clamp.meta = dict(gate.meta)
+        gate.replace_all_uses_with(clamp)
+        gm.graph.erase_node(gate)
+        folded += 1
+    gm.graph.lint()
+    gm.recompile()
+    return folded
+
+
+def decompose_silu(gm) -> int:
+    """Rewrite ``silu(x)`` as ``x * sigmoid(x)`` (the same function) so that it quantizes.
+
+    litert-torch has no int8 annotation for silu; the converter lowers it to
+    LOGISTIC + MUL anyway, and left unannotated they run in float between a
+    DEQUANTIZE and a QUANTIZE. Split, the sigmoid takes the fixed gate range and
+    the product its own observed range: the Hadamard form of the activation.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.silu.default, aten.silu_.default):
+            continue
+        x = node.args[0]
+        with gm.graph.inserting_before(node):
+            gate = gm.graph.call_function(aten.sigmoid.default, (x,))
+            product = gm.graph.call_function(aten.mul.Tensor, (x, gate))
+        for new in (gate, product):
+            new.meta = {k: v for k, v in node.meta.items() if k != "source_fn_stack"}
+        node.replace_all_uses_with(product)
+        gm.graph.erase_node(node)
+        count += 1
+    gm.graph.lint()
+    gm.recompile()
+    return count
+
+
+def _set_attr(gm, target: str, value) -> None:
+    owner, _, name = target.rpartition(".")
+    setattr(_attr(gm, owner) if owner else gm, name, value)
+
+
+def _attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progress=None, keep_float=(), only=None):
     """Quantize ``model`` once: returns ``(quantized GraphModule, quantizer)``.
 
@@ -49,6 +141,8 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
             "use --quantize int8-dynamic or fp16, or make the model exportable"
         ) from exc
     strip_eval_dropout(graph)
+    fold_gate_affine(graph)
+    decompose_silu(graph)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for i, args in enumerate(calibration):

@@ -14,15 +14,22 @@
    files then disagree with each other and with the PT2E graph. Reusing the
    producer's spec leaves one observer, honoured by both.
 
-Gates: litert-torch annotates sigmoid with the fixed output range TFLite's
-LOGISTIC requires (scale 1/256, zero point -128), so a sigmoid gate followed by
-a multiply (SE, GLU) is int8 end to end with the product requantized on its own
-observed range.
+3. Gates get a fixed output range. litert-torch annotates sigmoid with the
+   range TFLite's LOGISTIC requires (scale 1/256, zero point -128) but leaves
+   hardsigmoid unannotated, so every hard-sigmoid gate (MobileNetV3's SE)
+   became a float island: DEQUANTIZE -> float ops -> QUANTIZE. A gate's output
+   lies in [0, 1] whatever the data, so it gets the same fixed range (no
+   observer; calibration cannot make it worse), and the product that follows
+   is requantized on its own observed range.
 """
 
 from __future__ import annotations
 
 _RELU_LIKE = ("relu.default", "relu_.default", "hardtanh.default", "hardtanh_.default", "clamp.default")
+_GATES = ("hardsigmoid.default", "hardsigmoid_.default", "sigmoid.default")
+_PRODUCTS = ("mul.Tensor",)
+_SAME_RANGE = ("max_pool2d.default", "max_pool1d.default")
+_UNARY = ("hardswish.default", "hardswish_.default", "mean.dim", "adaptive_avg_pool2d.default")
 _WEIGHTED = ("conv1d.default", "conv2d.default", "convolution.default", "linear.default")
 
 
@@ -49,7 +56,13 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
     from litert_torch.quantize import pt2e_quantizer_utils as qutils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torch.fx import Node
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec, QuantizationAnnotation, SharedQuantizationSpec)
+
+    # [0, 1] in 256 steps: the range TFLite's LOGISTIC output is defined with.
+    gate_range = FixedQParamsQuantizationSpec(
+        dtype=torch.int8, scale=1.0 / 256.0, zero_point=-128, quant_min=-128, quant_max=127,
+        qscheme=torch.per_tensor_affine)
 
     def annotate_weighted_then_relu(gm, config):
         for act in gm.graph.nodes:
@@ -70,9 +83,53 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
             if qutils._is_annotated(partition):
                 continue
             op.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qspecs, _annotated=True)
+            if "hardtanh" in str(act.target) and tuple(act.args[1:3]) == (0.0, 1.0):
+                # A folded gate (see pt2e.fold_gate_affine): the layer itself requantizes to the
+                # fixed [0, 1] range, which saturates exactly like the clamp, so both formats
+                # keep an int8 layer (TFLite cannot fuse RELU_0_TO_1 into CONV_2D).
+                op.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qspecs, output_qspec=gate_range, _annotated=True)
+                act.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={op: gate_range}, output_qspec=gate_range, _annotated=True)
+                qutils._mark_nodes_as_annotated(partition)
+                continue
             act.meta["quantization_annotation"] = QuantizationAnnotation(
                 output_qspec=qutils.get_output_act_qspec(config), _annotated=True)
             qutils._mark_nodes_as_annotated(partition)
+
+    def annotate_gates(gm, config):
+        for gate in gm.graph.nodes:
+            if not _is(gate, _GATES) or qutils._is_annotated([gate]):
+                continue
+            gate.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={gate.args[0]: qutils.get_input_act_qspec(config)},
+                output_qspec=gate_range, _annotated=True)
+
+    def annotate_leftover_unary(gm, config):
+        # litert-torch annotates hardswish and mean by module partition and misses some of them
+        # (in MobileNetV3 every hardswish whose output also feeds an SE mean): each one left
+        # out is a DEQUANTIZE -> float op -> QUANTIZE island in the TFLite file.
+        for node in gm.graph.nodes:
+            if not _is(node, _UNARY) or qutils._is_annotated([node]) or not isinstance(node.args[0], Node):
+                continue
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={node.args[0]: qutils.get_input_act_qspec(config)},
+                output_qspec=qutils.get_output_act_qspec(config), _annotated=True)
+        for node in gm.graph.nodes:  # max-pool picks input values: output range = input range
+            if not _is(node, _SAME_RANGE) or qutils._is_annotated([node]) or not isinstance(node.args[0], Node):
+                continue
+            edge = (node.args[0], node)
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={node.args[0]: qutils.get_input_act_qspec(config)},
+                output_qspec=SharedQuantizationSpec(edge), _annotated=True)
+        for node in gm.graph.nodes:  # Hadamard products of two activations (silu split by pt2e)
+            if not _is(node, _PRODUCTS) or qutils._is_annotated([node]):
+                continue
+            if not all(isinstance(a, Node) for a in node.args[:2]):
+                continue
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={a: qutils.get_input_act_qspec(config) for a in node.args[:2]},
+                output_qspec=qutils.get_output_act_qspec(config), _annotated=True)
 
     def share_producer_specs(gm):
         for node in gm.graph.nodes:
@@ -85,6 +142,9 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
                 if getattr(spec, "qscheme", None) not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
                     continue  # weights are per-channel: never shared
                 produced = getattr(arg.meta.get("quantization_annotation"), "output_qspec", None)
+                if isinstance(produced, SharedQuantizationSpec):  # e.g. max-pool: same range as its input
+                    ann.input_qspec_map[arg] = SharedQuantizationSpec(arg)
+                    continue
                 if produced is None or produced == spec or getattr(produced, "dtype", None) != spec.dtype:
                     continue
                 ann.input_qspec_map[arg] = produced
@@ -105,6 +165,8 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
         def annotate(self, model):
             annotate_weighted_then_relu(model, config)
             model = super().annotate(model)
+            annotate_gates(model, config)
+            annotate_leftover_unary(model, config)
             if keep_float or only is not None:
                 drop_float_annotations(model)
             share_producer_specs(model)

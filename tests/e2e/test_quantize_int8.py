@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from edgehad.data import load_data
+from edgehad.inspection import inspect_file
 from edgehad.runtime import Session
 from tests.e2e.test_cli_convert import assert_clean_error
 
@@ -147,6 +148,9 @@ def test_gated_models_quantize_within_one_point(name, args, data, tmp_path):
         acc = accuracy_file(a["path"], x, y)
         assert acc >= float_acc - 0.01, (a["format"], acc, float_acc)
         assert a["parity"]["vs_original"]["cosine"] >= 0.99
+    # Gates included, the TFLite file is int8 end to end: the only (de)quantize ops are the float I/O.
+    ops = inspect_file(tmp_path / "model.tflite")["ops"]
+    assert (ops.get("QUANTIZE"), ops.get("DEQUANTIZE")) == (1, 1), ops
 
 
 def test_quantize_needs_data_or_explicit_random(model_file, tmp_path, cli):
