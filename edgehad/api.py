@@ -12,7 +12,10 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             data: str | None = None, normalize: str | None = None, out: str | Path = "out",
             keep_intermediate: bool = False, samples: int | None = None, quantize: str | None = None,
             calib: str | None = None, calib_samples: int | None = None, int8_io: bool | None = None,
-            keep_float: str | None = None, progress=None) -> dict:
+            keep_float: str | None = None, prune: float | None = None, prune_criterion: str | None = None,
+            prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
+            prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
+            progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -36,6 +39,16 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     if quantize is not None or calib is not None or calib_samples is not None or int8_io or keep_float:
         overrides["quantize"] = {"scheme": quantize, "calib": calib, "calib_samples": calib_samples,
                                  "int8_io": int8_io or None, "keep_float": keep_float}
+    prune_opts = {"ratio": None if prune is None else float(prune), "criterion": prune_criterion,
+                  "scope": prune_scope, "target": prune_target, "round_to": prune_round_to, "unsafe": prune_unsafe}
+    if any(v is not None for v in prune_opts.values()):
+        if prune is None and not (rec and "prune" in rec.stages):
+            raise UserInputError("--prune-* options need --prune RATIO (or a recipe with a prune stage)")
+        overrides["prune"] = prune_opts
+    if finetune_epochs is not None or distill is not None:
+        if finetune_epochs is None and not (rec and "finetune" in rec.stages):
+            raise UserInputError("--no-distill needs --finetune-epochs N (or a recipe with a finetune stage)")
+        overrides["finetune"] = {"epochs": finetune_epochs, "distill": distill}
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
 
     if isinstance(model, str):
@@ -53,6 +66,11 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
         splits = load_data(data_spec, normalize=normalize)
     elif normalize:
         raise UserInputError("--normalize needs --data: it describes how the data is prepared")
+    for stage in stage_list:
+        if stage.needs_data and splits is None:
+            what = {"finetune": "--finetune-epochs trains on its train split",
+                    "prune": f"--prune-criterion {getattr(stage, 'config', {}).get('criterion')} scores channels on it"}
+            raise UserInputError(f"{stage.name} needs --data: {what.get(stage.name, 'it uses real samples')}")
 
     params, macs = model_cost(loaded.module, loaded.example_inputs)
     source = {

@@ -1,0 +1,243 @@
+"""Structured pruning with Hadamard masks, ending in physically smaller layers.
+
+    groups   = coupled channel groups (groups.py, torch-pruning's DepGraph + fixes)
+    scores   = a criterion per channel (criteria/)
+    keep     = how many channels each group keeps (plan.py: scope, target, rounding)
+    masked   = W ⊙ m on every producer of each group (masks.py)
+    compact  = remove the masked channels (compaction.py), outputs equal to the masked model's
+
+``prune_model`` runs them in that order on a copy of the model and returns
+the compacted copy with a report of exactly what was removed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from edgehad.core.errors import UserInputError
+
+TARGETS = ("channels", "macs", "params")
+SCOPES = ("global", "layer")
+EXACT_TOLERANCE = 1e-5
+
+
+@dataclass
+class PruneSettings:
+    ratio: float
+    criterion: str = "magnitude"
+    scope: str = "layer"
+    target: str = "channels"
+    round_to: int = 8
+    samples: int = 256
+    seed: int = 0
+    unsafe: str = "skip"          # a group whose removal breaks the model: "skip" it or "stop"
+
+    def check(self) -> None:
+        from edgehad.prune.criteria import get_criterion
+
+        if not 0.0 <= self.ratio < 1.0:
+            raise UserInputError(f"--prune {self.ratio}: the ratio must be in [0, 1) (0.5 removes half)")
+        if self.scope not in SCOPES:
+            raise UserInputError(f"--prune-scope {self.scope!r}: use one of {', '.join(SCOPES)}")
+        if self.target not in TARGETS:
+            raise UserInputError(f"--prune-target {self.target!r}: use one of {', '.join(TARGETS)}")
+        if self.unsafe not in ("skip", "stop"):
+            raise UserInputError(f"--prune-unsafe {self.unsafe!r}: use skip or stop")
+        if self.round_to < 1:
+            raise UserInputError(f"--prune-round-to must be >= 1, got {self.round_to}")
+        get_criterion(self.criterion)
+
+
+@dataclass
+class PruneResult:
+    model: object
+    groups: list = field(default_factory=list)       # describe() of every group, with kept/removed
+    before: dict = field(default_factory=dict)       # params, macs
+    after: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)       # per layer: weight shape before/after, params
+    masked_max_abs_error: float = 0.0
+    masked_outputs: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def find_groups(model, example_inputs):
+    from edgehad.prune.groups import build_graph, channel_groups
+
+    graph = build_graph(model, example_inputs)
+    return graph, channel_groups(model, graph)
+
+
+def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs: list, data=None, teacher=None,
+                progress=None) -> PruneResult:
+    """Prune a copy of ``model``; ``model`` itself is left untouched."""
+    from edgehad.cost import count_macs, count_params
+    from edgehad.prune.compaction import compact, max_abs_error, outputs
+    from edgehad.prune.criteria import ScoreContext, get_criterion
+    from edgehad.prune.masks import apply_channel_mask, remove_masks
+    from edgehad.prune.plan import kept_channels
+
+    progress = progress or (lambda msg: None)
+    settings.check()
+    crit = get_criterion(settings.criterion)
+    if crit.needs_data and data is None:
+        raise UserInputError(f"--prune-criterion {crit.name} needs --data: it scores channels on real samples")
+    work = copy.deepcopy(model).eval()
+    _, groups = find_groups(work, example_inputs)
+    prunable = [g for g in groups if g.prunable]
+    if not prunable:
+        reasons = "; ".join(f"{g.name}: {g.reason}" for g in groups[:3]) or "no conv/linear layers found"
+        raise UserInputError(f"nothing in this model can be pruned ({reasons})")
+    for g in groups:
+        if not g.prunable:
+            progress(f"prune: not pruning {g.name} ({g.size} channels): {g.reason}")
+    ctx = ScoreContext(example_inputs, data=data, teacher=teacher, samples=settings.samples, seed=settings.seed,
+                       progress=progress)
+    scores = crit.score(prunable, work, ctx)
+    counts = _counts_for_target(work, example_inputs, prunable, scores, settings, progress)
+    keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in prunable}
+    for name, why in _unsafe_groups(work, example_inputs, prunable, keep).items():
+        group = next(g for g in prunable if g.name == name)
+        group.reason = f"removing its channels breaks the model ({why})"
+        if settings.unsafe == "stop":
+            raise UserInputError(f"group {name} ({group.size} channels, layers "
+                                 f"{', '.join(group.describe()['layers'])}) cannot be pruned safely: {group.reason}; "
+                                 "use --prune-unsafe skip to prune the rest")
+        progress(f"warning: prune: skipping {name}: {group.reason}")
+        keep[name] = list(range(group.size))
+    prunable = [g for g in prunable if g.prunable]
+    if all(len(keep[g.name]) == g.size for g in prunable):
+        raise UserInputError(f"--prune {settings.ratio} removes no channel here (every group has at most "
+                             f"--prune-round-to {settings.round_to} channels or the ratio is too small): "
+                             "lower --prune-round-to or raise the ratio")
+
+    before = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
+    shapes_before = _layer_shapes(work)
+    for g in prunable:  # the Hadamard form: W ⊙ m, m[c] = 0 for the channels that go
+        import torch
+
+        mask = torch.zeros(g.size)
+        mask[keep[g.name]] = 1.0
+        apply_channel_mask(g.producers + g.norms, mask)
+    masked = outputs(work, sample_inputs)
+    remove_masks(work)  # back to the original weights; compaction removes the masked channels for real
+    compact(prunable, keep)
+    err = max_abs_error(masked, outputs(work, sample_inputs))
+    inexact = [g for g in prunable if g.inexact and len(keep[g.name]) < g.size]
+    if err > EXACT_TOLERANCE * max(1.0, _scale(masked)) and not inexact:
+        from edgehad.core.errors import ConversionError
+
+        raise ConversionError(f"compaction is not exact: max abs error {err:.3g} between the masked and the "
+                              f"compacted model (limit {EXACT_TOLERANCE}); please report this model")
+    after = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
+    described = []
+    for g in groups:
+        d = g.describe()
+        if g.prunable:
+            d.update(kept=len(keep[g.name]), removed=g.size - len(keep[g.name]))
+        described.append(d)
+    notes = [f"group {g.name}: {g.inexact}" for g in inexact]
+    return PruneResult(work, described, before, after, _layer_table(shapes_before, _layer_shapes(work)), err,
+                       masked, notes)
+
+
+def _counts_for_target(model, example_inputs, groups, scores, settings, progress) -> dict[str, int]:
+    """Keep counts for the ratio, read as a fraction of channels, MACs or parameters."""
+    from edgehad.prune.plan import keep_counts
+
+    if settings.target == "channels" or settings.ratio == 0:
+        return keep_counts(groups, scores, settings.ratio, settings.scope, settings.round_to)
+    # MACs/params: bisect the channel ratio until that much cost is gone, measured on compacted copies.
+    full = _cost(model, example_inputs, groups, scores, {g.name: g.size for g in groups}, settings.target)
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        counts = keep_counts(groups, scores, mid, settings.scope, settings.round_to)
+        removed = 1.0 - _cost(model, example_inputs, groups, scores, counts, settings.target) / full
+        if removed >= settings.ratio:
+            hi, best = mid, counts
+        else:
+            lo = mid
+    if best is None:
+        best = keep_counts(groups, scores, 0.95, settings.scope, settings.round_to)
+        progress(f"warning: prune: cannot remove {settings.ratio:.0%} of {settings.target}; removing as much as "
+                 "channel rounding allows")
+    return best
+
+
+def _unsafe_groups(model, example_inputs, groups, keep) -> dict[str, str]:
+    """Groups whose compaction breaks the forward pass or an output's shape, with the error.
+
+    torch-pruning follows channels through reshapes into Linear layers but not
+    through every split (q/k/v chunks reshaped into attention heads, say). One
+    trial compaction of a copy finds out; only when it fails is each group tried
+    alone, to name the culprits.
+    """
+    import torch
+
+    def trial(names) -> str:
+        copy_ = copy.deepcopy(model)
+        _, trial_groups = find_groups(copy_, example_inputs)
+        chosen = [g for g in trial_groups if g.name in names]
+        try:
+            from edgehad.prune.compaction import compact
+
+            compact(chosen, {g.name: keep[g.name] for g in chosen})
+            with torch.no_grad():
+                got, ref = copy_(*example_inputs), reference
+            from edgehad.prune.compaction import _flat
+
+            if [tuple(t.shape) for t in _flat(got)] != [tuple(t.shape) for t in _flat(ref)]:
+                return "the output shape changes"
+        except Exception as exc:  # any failure of the surgery means: not safe
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        return ""
+
+    with torch.no_grad():
+        reference = model(*example_inputs)
+    names = {g.name for g in groups if len(keep[g.name]) < g.size}
+    if not trial(names):
+        return {}
+    found = {}
+    for name in sorted(names):
+        why = trial({name})
+        if why:
+            found[name] = why
+    return found
+
+
+def _cost(model, example_inputs, groups, scores, counts, target) -> int:
+    from edgehad.cost import count_macs, count_params
+    from edgehad.prune.compaction import compact
+    from edgehad.prune.plan import kept_channels
+
+    trial = copy.deepcopy(model)
+    _, trial_groups = find_groups(trial, example_inputs)
+    by_name = {g.name: g for g in trial_groups}
+    compact([by_name[g.name] for g in groups if g.name in by_name],
+            {g.name: kept_channels(scores[g.name], counts[g.name]) for g in groups})
+    return count_params(trial) if target == "params" else count_macs(trial, example_inputs)
+
+
+def _scale(outs) -> float:
+    from edgehad.prune.compaction import _flat
+
+    return max((float(t.abs().max()) for t in _flat(outs) if t.numel()), default=1.0)
+
+
+def _layer_shapes(model) -> dict[str, tuple]:
+    from torch import nn
+
+    return {name: tuple(m.weight.shape) for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and getattr(m, "weight", None) is not None}
+
+
+def _layer_table(before: dict, after: dict) -> list[dict]:
+    import math
+
+    rows = []
+    for name, shape in before.items():
+        new = after.get(name, shape)
+        rows.append({"layer": name, "out": [shape[0], new[0]], "in": [shape[1], new[1]],
+                     "params": [math.prod(shape), math.prod(new)]})
+    return rows

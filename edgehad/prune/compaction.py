@@ -1,0 +1,55 @@
+"""Compaction: physically remove masked channels, then prove nothing else changed.
+
+After masking (masks.py) the model computes with some channels at exactly 0;
+compaction deletes those channels from every layer of their group (output
+rows of producers, BatchNorm entries, input columns of readers: torch-pruning
+does the surgery) so that the exported file is smaller and faster. The
+compacted model must compute what the masked model computed: ``check_exact``
+compares them on sample inputs (max abs error <= 1e-5 unless a group was
+flagged inexact) and the stage fails loudly otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgehad.core.errors import ConversionError
+
+
+def compact(groups, keep: dict[str, list[int]]) -> dict[str, int]:
+    """Remove every channel not in ``keep[group]`` from its group; returns channels removed per group."""
+    removed = {}
+    for g in groups:
+        kept = set(keep.get(g.name, range(g.size)))
+        drop = [i for i in range(g.size) if i not in kept]
+        if not drop:
+            continue
+        g._group.prune(idxs=drop)
+        removed[g.name] = len(drop)
+    return removed
+
+
+def max_abs_error(a, b) -> float:
+    worst = 0.0
+    for x, y in zip(_flat(a), _flat(b)):
+        if x.shape != y.shape:
+            raise ConversionError(f"compaction changed an output's shape: {tuple(x.shape)} -> {tuple(y.shape)} "
+                                  "(a group reaching the model output was pruned)")
+        worst = max(worst, float((x.double() - y.double()).abs().max()) if x.numel() else 0.0)
+    return worst
+
+
+def outputs(model, inputs: list[tuple]) -> list:
+    model.eval()
+    with torch.no_grad():
+        return [model(*[torch.as_tensor(t) for t in args]) for args in inputs]
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flat(o)]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flat(v)]
+    return []

@@ -1,0 +1,48 @@
+"""Stage ``finetune``: recover accuracy after rewrite/prune with distillation (edgehad.finetune).
+
+It runs once, after every stage that changed the function (rewrite, prune),
+and before quantization. The teacher is the original model as loaded.
+"""
+
+from __future__ import annotations
+
+from edgehad.core.stage import Context, Option, Stage, register
+
+
+@register
+class Finetune(Stage):
+    name = "finetune"
+    order = 30
+    summary = "finetune: recover accuracy on --data with knowledge distillation from the original"
+    needs_data = True
+    options = {
+        "epochs": Option(int, 5, "training epochs (the best validation epoch is kept)"),
+        "distill": Option(bool, True, "distil from the original model's logits (else labels only)"),
+        "lr": Option(float, 1e-3, "Adam learning rate (cosine decay)"),
+        "batch_size": Option(int, 64, "batch size"),
+        "temperature": Option(float, 4.0, "distillation temperature T"),
+        "alpha": Option(float, 0.7, "weight of the distillation term against cross-entropy"),
+        "patience": Option(int, 5, "stop after this many epochs without a better validation score"),
+        "seed": Option(int, 0, "seed for initialisation order and shuffling"),
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        from edgehad.core.errors import UserInputError
+
+        if self.config["epochs"] < 1:
+            raise UserInputError(f"--finetune-epochs must be >= 1, got {self.config['epochs']}")
+
+    def run(self, artifact, ctx: Context):
+        from edgehad.core.errors import UserInputError
+        from edgehad.finetune import finetune
+
+        if artifact.data is None:
+            raise UserInputError("--finetune-epochs needs --data: fine-tuning trains on its train split")
+        c = self.config
+        result = finetune(artifact.model, artifact.data, artifact.extra.get("original_model"), epochs=c["epochs"],
+                          lr=c["lr"], batch_size=c["batch_size"], distill=c["distill"],
+                          temperature=c["temperature"], alpha=c["alpha"], patience=c["patience"], seed=c["seed"],
+                          progress=ctx.progress)
+        artifact.extra["stage_info"] = {"finetune": {"distill": c["distill"], **result.as_dict()}}
+        return artifact

@@ -1,0 +1,88 @@
+"""Stage ``prune``: structured channel pruning with masks, then compaction (edgehad.prune).
+
+The torch model is replaced by a physically smaller copy whose outputs equal
+the masked model's; the report states exactly what was removed, the cost
+before/after and, with --data, the accuracy right after pruning (before any
+fine-tuning).
+"""
+
+from __future__ import annotations
+
+from edgehad.core.stage import Context, Option, Stage, register
+
+
+@register
+class Prune(Stage):
+    name = "prune"
+    order = 20
+    summary = "prune: remove output channels of coupled layer groups (masks, then compaction)"
+    options = {
+        "ratio": Option(float, 0.5, "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
+        "criterion": Option(str, "magnitude", "magnitude, bn-scale, taylor (needs --data)"),
+        "scope": Option(str, "layer", "layer: the same ratio in every group; global: rank all channels together"),
+        "target": Option(str, "channels", "what the ratio counts: channels, macs or params"),
+        "round_to": Option(int, 8, "kept channels per group: a multiple of this"),
+        "unsafe": Option(str, "skip", "a group whose removal breaks the model: skip it (warning) or stop"),
+        "samples": Option(int, 256, "train samples a data-driven criterion uses"),
+        "seed": Option(int, 0, "seed for the samples a criterion draws"),
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.settings().check()  # bad ratios and names fail before any model is loaded
+
+    @property
+    def needs_data(self) -> bool:
+        from edgehad.prune.criteria import get_criterion
+
+        return get_criterion(self.config["criterion"]).needs_data
+
+    def settings(self):
+        from edgehad.prune import PruneSettings
+
+        c = self.config
+        return PruneSettings(ratio=c["ratio"], criterion=c["criterion"], scope=c["scope"], target=c["target"],
+                             round_to=c["round_to"], samples=c["samples"], seed=c["seed"], unsafe=c["unsafe"])
+
+    def run(self, artifact, ctx: Context):
+        from edgehad.prune import prune_model
+
+        settings = self.settings()
+        ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({settings.scope})")
+        result = prune_model(artifact.model, artifact.example_inputs, settings, sample_inputs=artifact.sample_inputs,
+                             data=artifact.data, teacher=artifact.extra.get("original_model"), progress=ctx.progress)
+        artifact.model = result.model
+        info = {
+            "settings": {k: getattr(settings, k) for k in ("ratio", "criterion", "scope", "target", "round_to")},
+            "params": [result.before["params"], result.after["params"]],
+            "macs": [result.before["macs"], result.after["macs"]],
+            "params_ratio": round(result.after["params"] / max(result.before["params"], 1), 4),
+            "macs_ratio": round(result.after["macs"] / max(result.before["macs"], 1), 4),
+            "compaction_max_abs_error": result.masked_max_abs_error,
+            "groups": result.groups,
+            "layers": result.layers,
+            "notes": result.notes,
+        }
+        accuracy = _val_accuracy(artifact, result.model)
+        if accuracy is not None:
+            info["val_accuracy_after_prune"] = accuracy
+        ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
+        artifact.extra["stage_info"] = {"pruning": info}
+        return artifact
+
+
+def _val_accuracy(artifact, model) -> float | None:
+    """Top-1 on the val split (classifiers with --data), right after pruning: before any recovery."""
+    import numpy as np
+    import torch
+
+    from edgehad.finetune import _first, is_classifier
+
+    if artifact.data is None or len(artifact.example_inputs) != 1:
+        return None
+    x, y = (np.asarray(a) for a in artifact.data.val)
+    with torch.no_grad():
+        out = _first(model.eval()(torch.from_numpy(x).float()))
+    if not isinstance(out, torch.Tensor) or not is_classifier(out.numpy(), y):
+        return None
+    return round(float((out.argmax(1).numpy() == y).mean()), 6)
