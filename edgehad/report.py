@@ -50,6 +50,13 @@ def render_markdown(report: dict) -> str:
             lines += ["", f"## Task metric: {metric['name']} on {metric['samples']} {metric['split']} samples", "",
                       "| model | value |", "|---|---:|"]
             lines += [f"| {k} | {v:.4f} |" for k, v in metric.items() if k not in ("name", "split", "samples")]
+        if s.get("pruning"):
+            lines += _pruning_lines(s["pruning"])
+        if s.get("finetune"):
+            f = s["finetune"]
+            lines += ["", f"## Fine-tuning ({'distillation from the original' if f['distill'] else 'labels only'})", "",
+                      f"- {f['epochs_run']} epochs run, best epoch {f['best_epoch']} kept; validation {f['metric']}: "
+                      f"{f['start']:.4f} before, {f['best']:.4f} after (the best epoch is chosen on this split)"]
         quant = s.get("quantization")
         if quant:
             lines += ["", f"## Quantization: {quant['scheme']}", ""]
@@ -66,3 +73,25 @@ def render_markdown(report: dict) -> str:
             f"{'yes' if p.get('passed') else 'NO'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _pruning_lines(info: dict) -> list[str]:
+    st = info["settings"]
+    (p0, p1), (m0, m1) = info["params"], info["macs"]
+    lines = ["", f"## Pruning: {st['ratio']:.0%} of {st['target']} by {st['criterion']} ({st['scope']} scope, "
+             f"multiples of {st['round_to']})", "",
+             f"- params {_num(p0)} -> {_num(p1)} ({info['params_ratio']:.3f}x); MACs {_num(m0)} -> {_num(m1)} "
+             f"({info['macs_ratio']:.3f}x)",
+             f"- compacted model vs masked model: max abs error {info['compaction_max_abs_error']:.2g}"]
+    if "val_accuracy_after_prune" in info:
+        lines.append(f"- val top-1 right after pruning (before recovery): {info['val_accuracy_after_prune']:.4f}")
+    lines += [f"- note: {n}" for n in info.get("notes", [])]
+    lines += ["", "| group | channels | kept | layers | not pruned because |", "|---|---:|---:|---|---|"]
+    for g in info["groups"]:
+        lines.append(f"| {g['group']} | {g['channels']} | {g.get('kept', g['channels'])} | "
+                     f"{', '.join(g['layers'])} | {g.get('skipped', '')} |")
+    lines += ["", "| layer | out channels | in channels | params |", "|---|---:|---:|---:|"]
+    for row in info["layers"]:
+        lines.append(f"| {row['layer']} | {row['out'][0]} -> {row['out'][1]} | {row['in'][0]} -> {row['in'][1]} | "
+                     f"{_num(row['params'][0])} -> {_num(row['params'][1])} |")
+    return lines

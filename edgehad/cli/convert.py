@@ -80,6 +80,15 @@ def _print_summary(report: dict) -> None:
     src = report["source"]
     out.print(f"[bold]{src['name']}[/]: {_num(src['params'])} params, {_num(src['macs'])} MACs; "
               f"verified on {report['samples']} samples from {report['data'] or 'seeded random inputs'}")
+    for s in report["stages"]:
+        if s.get("pruning"):
+            p = s["pruning"]
+            acc = p.get("val_accuracy_after_prune")
+            out.print(f"pruned: params {_num(p['params'][0])} -> {_num(p['params'][1])} ({p['params_ratio']:.3f}x), "
+                      f"MACs {p['macs_ratio']:.3f}x" + ("" if acc is None else f"; val top-1 after pruning {acc:.4f}"))
+        if s.get("finetune"):
+            f = s["finetune"]
+            out.print(f"fine-tuned: {f['epochs_run']} epochs, val {f['metric']} {f['start']:.4f} -> {f['best']:.4f}")
     table = Table(show_edge=False)
     for col in ("file", "size", "max abs err", "cosine", "top-1", "verified"):
         table.add_column(col, justify="left" if col == "file" else "right")

@@ -1,0 +1,106 @@
+"""edgehad convert --prune: real models pruned, recovered, exported and run in both runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.e2e.test_cli_convert import assert_clean_error
+from tests.e2e.test_zoo_parity import SMALL
+
+
+def _stage(report, name):
+    return next(s for s in report["stages"] if s["name"] == name)
+
+
+@pytest.fixture(scope="module")
+def digits_pruned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned") / "out"
+    result = run_cli("convert", "zoo:digits_cnn", "--data", "digits", "--prune", "0.5", "--finetune-epochs", "15",
+                     "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout), out
+
+
+def test_recovery_brings_digits_cnn_back_within_one_point(digits_pruned):
+    report, out = digits_pruned
+    pruning = _stage(report, "prune")["pruning"]
+    assert pruning["macs_ratio"] <= 0.5                       # >= 50% of MACs removed
+    assert pruning["compaction_max_abs_error"] <= 1e-5
+    tuned = _stage(report, "finetune")["finetune"]
+    metric = _stage(report, "verify")["task_metric"]
+    assert tuned["best"] > pruning["val_accuracy_after_prune"] + 0.2   # recovery raised accuracy
+    for key in ("onnx_float", "tflite_float"):
+        assert metric[key] >= metric["original"] - 0.01, (key, metric)
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.tflite", "report.json", "report.md"}
+
+
+def test_report_says_exactly_what_was_pruned(digits_pruned):
+    report, out = digits_pruned
+    pruning = _stage(report, "prune")["pruning"]
+    groups = {g["group"]: g for g in pruning["groups"]}
+    assert groups["classifier.1"]["skipped"].startswith("no layer reads these channels")
+    pruned = [g for g in pruning["groups"] if "kept" in g]
+    assert pruned and all(g["kept"] + g["removed"] == g["channels"] for g in pruned)
+    layers = {row["layer"]: row for row in pruning["layers"]}
+    assert layers["classifier.1"]["out"] == [10, 10] and layers["classifier.1"]["in"][1] < layers["classifier.1"]["in"][0]
+    md = (out / "report.md").read_text()
+    assert "prune" in md and "finetune" in md
+
+
+@pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v3_small", "efficientnet_b0"])
+def test_mlperf_tiny_and_se_models_prune_export_and_verify(name, tmp_path):
+    import edgehad
+
+    report = edgehad.convert(f"zoo:{name}", model_args=SMALL[name], prune=0.5, out=tmp_path, samples=4)
+    pruning = _stage(report, "prune")["pruning"]
+    assert pruning["params"][1] < pruning["params"][0] and pruning["macs_ratio"] < 0.6
+    assert sorted(a["format"] for a in report["artifacts"]) == ["onnx", "tflite"]
+    assert all(a["parity"]["passed"] for a in report["artifacts"])
+
+
+def test_prune_then_int8(tmp_path):
+    import edgehad
+    from edgehad.inspection import inspect_file
+
+    report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, finetune_epochs=3, quantize="int8",
+                             out=tmp_path)
+    names = [s["name"] for s in report["stages"]]
+    assert names.index("prune") < names.index("finetune") < names.index("quantize")
+    for a in report["artifacts"]:
+        assert a["variant"] == "int8" and a["parity"]["passed"]
+    assert inspect_file(tmp_path / "model.tflite")["quantized"]
+
+
+BAD = [
+    (["--prune", "1.0"], "must be in [0, 1)"),
+    (["--prune", "-0.2"], "must be in [0, 1)"),
+    (["--prune", "0.5", "--prune-criterion", "size"], "unknown pruning criterion 'size'"),
+    (["--prune", "0.5", "--prune-criterion", "taylor"], "prune needs --data"),
+    (["--prune", "0.5", "--finetune-epochs", "3"], "finetune needs --data"),
+    (["--prune", "0.5", "--finetune-epochs", "0", "--data", "digits"], "--finetune-epochs must be >= 1"),
+    (["--prune-criterion", "taylor"], "--prune-* options need --prune RATIO"),
+    (["--no-distill"], "--no-distill needs --finetune-epochs"),
+    (["--prune", "0.5", "--prune-round-to", "0"], "--prune-round-to must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_prune_flags(args, message, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("convert", "zoo:digits_cnn", *args, "--out", str(out))
+    assert_clean_error(result, message)
+    assert not out.exists()
+
+
+def test_nothing_prunable_and_unsafe_stop(model_file, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("convert", f"{model_file}:no_inputs", "--input-shape", "1x4", "--prune", "0.5", "--out", str(out))
+    assert_clean_error(result, "nothing in this model can be pruned")
+    args = ",".join(f"{k}={v}" for k, v in SMALL["transformer_encoder"].items()).split(",")
+    result = run_cli("convert", "zoo:transformer_encoder", *[x for a in args for x in ("--model-arg", a)],
+                     "--prune", "0.5", "--prune-unsafe", "stop", "--out", str(out))
+    assert_clean_error(result, "cannot be pruned safely")
+    assert not out.exists()
