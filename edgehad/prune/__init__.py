@@ -92,7 +92,7 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
         if not g.prunable:
             progress(f"prune: not pruning {g.name} ({g.size} channels): {g.reason}")
     ctx = ScoreContext(example_inputs, data=data, teacher=teacher, samples=settings.samples, seed=settings.seed,
-                       progress=progress)
+                       ratio=settings.ratio, progress=progress)
     scores = crit.score(prunable, work, ctx)
     counts = _counts_for_target(work, example_inputs, prunable, scores, settings, progress)
     keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in prunable}

@@ -33,7 +33,7 @@ class ChannelMask(nn.Module):
     """``W ⊙ m`` along dim 0 (output channels).
 
     ``mask`` is the group's vector, shared by all its layers (a Parameter when
-    a criterion needs its gradient); ``idxs`` are this layer's channels that
+    a criterion needs its gradient, or a module computing it: learned gates); ``idxs`` are this layer's channels that
     belong to the group and ``root_idxs`` their positions in ``mask`` (they
     differ after a concatenation). Channels outside the group are kept.
     """
@@ -46,8 +46,9 @@ class ChannelMask(nn.Module):
         self.channels = channels
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        mask = self.mask() if isinstance(self.mask, nn.Module) else self.mask  # a module: learned gates
         full = torch.ones(self.channels, dtype=w.dtype, device=w.device)
-        full = full.index_put((self.idxs,), self.mask[self.root_idxs].to(w.dtype))
+        full = full.index_put((self.idxs,), mask[self.root_idxs].to(w.dtype))
         return w * full.view(-1, *([1] * (w.dim() - 1)))
 
 

@@ -32,6 +32,7 @@ class ScoreContext:
     data: object = None          # edgehad.data.DataSplits or None
     teacher: object = None       # the original model
     samples: int = 256           # data samples a data-driven criterion may use
+    ratio: float = 0.5           # the fraction of channels that will go
     seed: int = 0
     progress: Callable = lambda msg: None
 
