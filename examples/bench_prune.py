@@ -90,7 +90,7 @@ def main() -> None:
     print(f"\n## digits_cnn, --prune 0.5, recovery {args.epochs} epochs (distillation), digits val split\n")
     print("| criterion | MACs kept | val top-1 original | after prune | after recovery: ONNX | TFLite | drop (points) | bar |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for criterion in ("magnitude", "bn-scale", "taylor"):
+    for criterion in ("magnitude", "bn-scale", "taylor", "learned"):
         with tempfile.TemporaryDirectory() as tmp, captured():
             rep = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, prune_criterion=criterion,
                                   finetune_epochs=args.epochs, out=tmp)

@@ -118,7 +118,10 @@ def test_channel_mean_gate_is_pruned_and_reported_inexact():
 
 
 class Readout(nn.Module):
-    """conv(1->4); the next layer reads only channels 0 and 1 although 2 and 3 have the largest filters."""
+    """conv(1->4); the next layer reads only channels 0 and 1 although 2 and 3 have the largest filters.
+
+    Channel c's filter has its weight at tap c only, so a kept channel is recognised by where that weight is.
+    """
 
     def __init__(self):
         super().__init__()
@@ -126,7 +129,8 @@ class Readout(nn.Module):
         self.fc = nn.Linear(4, 2)
         with torch.no_grad():
             for c, scale in enumerate((0.5, 0.6, 3.0, 4.0)):
-                self.conv.weight[c] = scale * torch.linspace(-1, 1, 9).view(1, 3, 3)
+                self.conv.weight[c].zero_()
+                self.conv.weight[c, 0, c // 3, c % 3] = scale
             self.fc.weight.zero_()
             self.fc.weight[0, 0], self.fc.weight[1, 1] = 2.0, -2.0
         self.example_inputs = (torch.randn(1, 1, 8, 8),)
@@ -145,14 +149,15 @@ def test_criteria_disagree_where_they_should():
     model = Readout().eval()
     ex = _inputs(model)
     kept = {}
-    for crit in ("magnitude", "bn-scale", "taylor"):
+    for crit in ("magnitude", "bn-scale", "taylor", "learned"):
         r = prune_model(model, ex, PruneSettings(0.5, criterion=crit, round_to=1),
                         sample_inputs=sample_inputs(ex, None, n=2), data=data)
-        w = r.model.conv.weight.detach()
-        kept[crit] = sorted(round(float(w[c].abs().max()), 3) for c in range(w.shape[0]))
-    assert kept["magnitude"] == [3.0, 4.0]       # largest filters
-    assert kept["bn-scale"] == [3.0, 4.0]        # no BatchNorm: falls back to magnitude
-    assert kept["taylor"] == [0.5, 0.6]          # the only channels the loss depends on
+        w = r.model.conv.weight.detach().flatten(1).abs()
+        kept[crit] = sorted(int(w[c].argmax()) for c in range(w.shape[0]))  # tap index = original channel
+    assert kept["magnitude"] == [2, 3]       # largest filters
+    assert kept["bn-scale"] == [2, 3]        # no BatchNorm: falls back to magnitude
+    assert kept["taylor"] == [0, 1]          # the only channels the loss depends on
+    assert kept["learned"] == [0, 1]         # the gates of unread channels are free to close
 
 
 def test_bn_scale_keeps_the_largest_gammas():
