@@ -59,6 +59,7 @@ class PruneResult:
     masked_max_abs_error: float = 0.0
     masked_outputs: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)       # gradual schedule: params/MACs/accuracy per round
 
 
 def find_groups(model, example_inputs):

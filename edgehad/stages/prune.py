@@ -18,11 +18,13 @@ class Prune(Stage):
     summary = "prune: remove output channels of coupled layer groups (masks, then compaction)"
     options = {
         "ratio": Option(float, 0.5, "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
-        "criterion": Option(str, "magnitude", "magnitude, bn-scale, taylor (needs --data)"),
+        "criterion": Option(str, "magnitude", "magnitude, bn-scale, taylor or learned (the last two need --data)"),
         "scope": Option(str, "layer", "layer: the same ratio in every group; global: rank all channels together"),
         "target": Option(str, "channels", "what the ratio counts: channels, macs or params"),
         "round_to": Option(int, 8, "kept channels per group: a multiple of this"),
         "unsafe": Option(str, "skip", "a group whose removal breaks the model: skip it (warning) or stop"),
+        "steps": Option(int, 1, "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
+        "step_epochs": Option(int, 2, "gradual: fine-tuning epochs after each round but the last (needs --data)"),
         "samples": Option(int, 256, "train samples a data-driven criterion uses"),
         "seed": Option(int, 0, "seed for the samples a criterion draws"),
     }
@@ -30,6 +32,10 @@ class Prune(Stage):
     def __init__(self, **options):
         super().__init__(**options)
         self.settings().check()  # bad ratios and names fail before any model is loaded
+        from edgehad.core.errors import UserInputError
+
+        if self.config["steps"] < 1:
+            raise UserInputError(f"--prune-steps must be >= 1, got {self.config['steps']}")
 
     @property
     def needs_data(self) -> bool:
@@ -45,15 +51,19 @@ class Prune(Stage):
                              round_to=c["round_to"], samples=c["samples"], seed=c["seed"], unsafe=c["unsafe"])
 
     def run(self, artifact, ctx: Context):
-        from edgehad.prune import prune_model
+        from edgehad.prune.schedule import prune_gradually
 
         settings = self.settings()
         ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({settings.scope})")
-        result = prune_model(artifact.model, artifact.example_inputs, settings, sample_inputs=artifact.sample_inputs,
-                             data=artifact.data, teacher=artifact.extra.get("original_model"), progress=ctx.progress)
+        result = prune_gradually(artifact.model, artifact.example_inputs, settings, steps=self.config["steps"],
+                                 step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
+                                 data=artifact.data, teacher=artifact.extra.get("original_model"),
+                                 progress=ctx.progress)
         artifact.model = result.model
         info = {
-            "settings": {k: getattr(settings, k) for k in ("ratio", "criterion", "scope", "target", "round_to")},
+            "settings": {**{k: getattr(settings, k) for k in ("ratio", "criterion", "scope", "target", "round_to")},
+                         "steps": self.config["steps"]},
+            **({"rounds": result.rounds} if result.rounds else {}),
             "params": [result.before["params"], result.after["params"]],
             "macs": [result.before["macs"], result.after["macs"]],
             "params_ratio": round(result.after["params"] / max(result.before["params"], 1), 4),

@@ -104,3 +104,17 @@ def test_nothing_prunable_and_unsafe_stop(model_file, tmp_path):
                      "--prune", "0.5", "--prune-unsafe", "stop", "--out", str(out))
     assert_clean_error(result, "cannot be pruned safely")
     assert not out.exists()
+
+
+def test_gradual_schedule_reaches_the_same_size_in_rounds(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, prune_steps=3, finetune_epochs=2,
+                             formats="onnx", out=tmp_path)
+    pruning = _stage(report, "prune")["pruning"]
+    assert [r["round"] for r in pruning["rounds"]] == [1, 2, 3]
+    macs = [r["macs"] for r in pruning["rounds"]]
+    assert macs == sorted(macs, reverse=True) and pruning["macs"][1] == macs[-1]
+    assert all("val_top1_accuracy" in r for r in pruning["rounds"][:-1])
+    layers = {row["layer"]: row for row in pruning["layers"]}
+    assert layers["features.0.0"]["out"] == [32, 16]  # same end point as one-shot: half, multiple of 8
