@@ -14,7 +14,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             calib: str | None = None, calib_samples: int | None = None, int8_io: bool | None = None,
             keep_float: str | None = None, prune: float | None = None, prune_criterion: str | None = None,
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
-            prune_steps: int | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
+            prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
             progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
@@ -41,7 +41,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
                                  "int8_io": int8_io or None, "keep_float": keep_float}
     prune_opts = {"ratio": None if prune is None else float(prune), "criterion": prune_criterion,
                   "scope": prune_scope, "target": prune_target, "round_to": prune_round_to, "unsafe": prune_unsafe,
-                  "steps": prune_steps}
+                  "steps": prune_steps, "structure": prune_structure}
     if any(v is not None for v in prune_opts.values()):
         if prune is None and not (rec and "prune" in rec.stages):
             raise UserInputError("--prune-* options need --prune RATIO (or a recipe with a prune stage)")

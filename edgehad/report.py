@@ -64,6 +64,7 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Files", "",
               "| file | format | variant | size | max abs err | cosine | top-1 agreement | verified |",
               "|---|---|---|---:|---:|---:|---:|---|"]
+    zipped = [a for a in report["artifacts"] if "size_zipped_bytes" in a]
     for a in report["artifacts"]:
         p = a.get("parity") or {}
         top1 = p.get("top1_agreement")
@@ -72,6 +73,9 @@ def render_markdown(report: dict) -> str:
             f"{_num(p.get('max_abs'))} | {_num(p.get('cosine'))} | {'n/a' if top1 is None else f'{top1:.2%}'} | "
             f"{'yes' if p.get('passed') else 'NO'} |"
         )
+    if zipped:
+        lines += ["", "Zipped (zlib level 6): " + ", ".join(
+            f"{Path(a['path']).name} {_size(a['size_zipped_bytes'])}" for a in zipped)]
     return "\n".join(lines) + "\n"
 
 
@@ -86,6 +90,10 @@ def _pruning_lines(info: dict) -> list[str]:
     if "val_accuracy_after_prune" in info:
         lines.append(f"- val top-1 right after pruning (before recovery): {info['val_accuracy_after_prune']:.4f}")
     lines += [f"- note: {n}" for n in info.get("notes", [])]
+    if info.get("unstructured"):
+        lines += ["", "| layer | nonzero weights |", "|---|---:|"]
+        lines += [f"| {r['layer']} | {_num(r['params'][0])} -> {_num(r['params'][1])} |" for r in info["layers"]]
+        return lines
     lines += ["", "| group | channels | kept | layers | not pruned because |", "|---|---:|---:|---|---|"]
     for g in info["groups"]:
         lines.append(f"| {g['group']} | {g['channels']} | {g.get('kept', g['channels'])} | "

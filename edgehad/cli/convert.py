@@ -29,6 +29,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per group (layer) or ranked across groups (global).")
 @click.option("--prune-target", type=click.Choice(["channels", "macs", "params"]), help="What --prune's ratio counts (default channels).")
 @click.option("--prune-round-to", type=int, metavar="N", help="Kept channels per group: a multiple of N (default 8).")
+@click.option("--prune-structure", type=click.Choice(["channels", "elements"]), help="channels (default): smaller, faster layers; elements: zeroed weights (size only, once compressed).")
 @click.option("--prune-steps", type=int, metavar="N", help="Gradual pruning: N rounds with fine-tuning between them (default 1: one-shot).")
 @click.option("--prune-unsafe", type=click.Choice(["skip", "stop"]), help="A group whose removal breaks the model: skip it (default) or stop.")
 @click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after pruning: N epochs on --data, best epoch kept.")
@@ -40,7 +41,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @command_errors
 def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
             calib_samples, int8_io, keep_float, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
-            prune_steps, prune_unsafe, finetune_epochs, distill, out, keep_intermediate, as_json, debug):
+            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, out, keep_intermediate, as_json, debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
     MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
@@ -64,7 +65,7 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
                              calib=calib, calib_samples=calib_samples, int8_io=int8_io, keep_float=keep_float,
                              prune=prune, prune_criterion=prune_criterion, prune_scope=prune_scope,
                              prune_target=prune_target, prune_round_to=prune_round_to, prune_steps=prune_steps,
-                             prune_unsafe=prune_unsafe,
+                             prune_structure=prune_structure, prune_unsafe=prune_unsafe,
                              finetune_epochs=finetune_epochs, distill=distill, progress=progress)
     if as_json:
         emit_json(report)

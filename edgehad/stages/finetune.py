@@ -40,9 +40,20 @@ class Finetune(Stage):
         if artifact.data is None:
             raise UserInputError("--finetune-epochs needs --data: fine-tuning trains on its train split")
         c = self.config
+        sparse = artifact.extra.get("sparse_layers") or []
+        if sparse:  # unstructured pruning ran: train under W ⊙ (W != 0) so the zeros stay zeros
+            from edgehad.prune.masks import apply_element_mask
+
+            modules = dict(artifact.model.named_modules())
+            for name in sparse:
+                apply_element_mask(modules[name], (modules[name].weight.detach() != 0).float())
         result = finetune(artifact.model, artifact.data, artifact.extra.get("original_model"), epochs=c["epochs"],
                           lr=c["lr"], batch_size=c["batch_size"], distill=c["distill"],
                           temperature=c["temperature"], alpha=c["alpha"], patience=c["patience"], seed=c["seed"],
                           progress=ctx.progress)
+        if sparse:
+            from edgehad.prune.masks import remove_masks
+
+            remove_masks(artifact.model, keep_masked=True)
         artifact.extra["stage_info"] = {"finetune": {"distill": c["distill"], **result.as_dict()}}
         return artifact

@@ -23,6 +23,7 @@ class Prune(Stage):
         "target": Option(str, "channels", "what the ratio counts: channels, macs or params"),
         "round_to": Option(int, 8, "kept channels per group: a multiple of this"),
         "unsafe": Option(str, "skip", "a group whose removal breaks the model: skip it (warning) or stop"),
+        "structure": Option(str, "channels", "channels (smaller, faster layers) or elements (zeros: size only)"),
         "steps": Option(int, 1, "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
         "step_epochs": Option(int, 2, "gradual: fine-tuning epochs after each round but the last (needs --data)"),
         "samples": Option(int, 256, "train samples a data-driven criterion uses"),
@@ -34,6 +35,11 @@ class Prune(Stage):
         self.settings().check()  # bad ratios and names fail before any model is loaded
         from edgehad.core.errors import UserInputError
 
+        if self.config["structure"] not in ("channels", "elements"):
+            raise UserInputError(f"--prune-structure {self.config['structure']!r}: use channels or elements")
+        if self.config["structure"] == "elements" and self.config["criterion"] != "magnitude":
+            raise UserInputError("--prune-structure elements ranks weights by magnitude only: "
+                                 "drop --prune-criterion or use channels")
         if self.config["steps"] < 1:
             raise UserInputError(f"--prune-steps must be >= 1, got {self.config['steps']}")
 
@@ -54,6 +60,8 @@ class Prune(Stage):
         from edgehad.prune.schedule import prune_gradually
 
         settings = self.settings()
+        if self.config["structure"] == "elements":
+            return self._elements(artifact, ctx, settings)
         ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({settings.scope})")
         result = prune_gradually(artifact.model, artifact.example_inputs, settings, steps=self.config["steps"],
                                  step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
@@ -78,6 +86,34 @@ class Prune(Stage):
             info["val_accuracy_after_prune"] = accuracy
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
         artifact.extra["stage_info"] = {"pruning": info}
+        return artifact
+
+
+    def _elements(self, artifact, ctx, settings):
+        from edgehad.cost import count_macs, count_params
+        from edgehad.prune.unstructured import prune_elements
+
+        ctx.progress(f"prune: zeroing {settings.ratio:.0%} of the weights by magnitude ({settings.scope})")
+        result = prune_elements(artifact.model, settings.ratio, settings.scope)
+        artifact.model = result.model
+        params = count_params(result.model)
+        macs = count_macs(result.model, artifact.example_inputs)
+        zero = sum(r["zero"] for r in result.layers)
+        info = {"settings": {"ratio": settings.ratio, "structure": "elements", "criterion": "magnitude",
+                             "scope": settings.scope, "target": "params", "round_to": 1, "steps": 1},
+                "params": [params, params - zero], "macs": [macs, macs],
+                "params_ratio": round((params - zero) / max(params, 1), 4), "macs_ratio": 1.0,
+                "compaction_max_abs_error": 0.0, "groups": [], "layers": [
+                    {"layer": r["layer"], "params": [r["weights"], r["weights"] - r["zero"]]} for r in result.layers],
+                "notes": result.notes, "unstructured": True}
+        accuracy = _val_accuracy(artifact, result.model)
+        if accuracy is not None:
+            info["val_accuracy_after_prune"] = accuracy
+        for note in result.notes:
+            ctx.progress(f"prune: {note}")
+        artifact.extra["stage_info"] = {"pruning": info}
+        artifact.extra["zipped_sizes"] = True
+        artifact.extra["sparse_layers"] = [r["layer"] for r in result.layers]  # fine-tuning keeps their zeros
         return artifact
 
 

@@ -118,3 +118,22 @@ def test_gradual_schedule_reaches_the_same_size_in_rounds(tmp_path):
     assert all("val_top1_accuracy" in r for r in pruning["rounds"][:-1])
     layers = {row["layer"]: row for row in pruning["layers"]}
     assert layers["features.0.0"]["out"] == [32, 16]  # same end point as one-shot: half, multiple of 8
+
+
+def test_unstructured_zeros_survive_fine_tuning_and_shrink_only_the_zipped_file(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.7, prune_structure="elements",
+                             finetune_epochs=3, out=tmp_path)
+    pruning = _stage(report, "prune")["pruning"]
+    assert pruning["unstructured"] and pruning["macs_ratio"] == 1.0
+    assert "dense runtimes run the same kernels" in pruning["notes"][0]
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "model.onnx")).graph.initializer]
+    big = np.concatenate([w.ravel() for w in weights if w.ndim >= 2])
+    assert (big == 0).mean() >= 0.69  # still 70% zeros after 3 epochs of training
+    for a in report["artifacts"]:
+        assert a["size_zipped_bytes"] < 0.5 * a["size_bytes"]
