@@ -90,6 +90,11 @@ def _pruning_lines(info: dict) -> list[str]:
     if "val_accuracy_after_prune" in info:
         lines.append(f"- val top-1 right after pruning (before recovery): {info['val_accuracy_after_prune']:.4f}")
     lines += [f"- note: {n}" for n in info.get("notes", [])]
+    lat = info.get("latency")
+    if lat:
+        lines += [f"- latency ({lat['method']}): " + "; ".join(
+            f"{fmt} {v['original_ms']:.3f} -> {v['pruned_ms']:.3f} ms ({v['ratio']:.3f}x)"
+            for fmt, v in lat.items() if fmt != "method")]
     if info.get("unstructured"):
         lines += ["", "| layer | nonzero weights |", "|---|---:|"]
         lines += [f"| {r['layer']} | {_num(r['params'][0])} -> {_num(r['params'][1])} |" for r in info["layers"]]

@@ -89,6 +89,9 @@ def _print_summary(report: dict) -> None:
             acc = p.get("val_accuracy_after_prune")
             out.print(f"pruned: params {_num(p['params'][0])} -> {_num(p['params'][1])} ({p['params_ratio']:.3f}x), "
                       f"MACs {p['macs_ratio']:.3f}x" + ("" if acc is None else f"; val top-1 after pruning {acc:.4f}"))
+            for fmt, v in (p.get("latency") or {}).items():
+                if fmt != "method":
+                    out.print(f"  {fmt} latency {v['original_ms']:.3f} -> {v['pruned_ms']:.3f} ms ({v['ratio']:.3f}x, 1 thread)")
         if s.get("finetune"):
             f = s["finetune"]
             out.print(f"fine-tuned: {f['epochs_run']} epochs, val {f['metric']} {f['start']:.4f} -> {f['best']:.4f}")

@@ -26,6 +26,7 @@ class Prune(Stage):
         "structure": Option(str, "channels", "channels (smaller, faster layers) or elements (zeros: size only)"),
         "steps": Option(int, 1, "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
         "step_epochs": Option(int, 2, "gradual: fine-tuning epochs after each round but the last (needs --data)"),
+        "latency": Option(bool, True, "measure original vs pruned exports (fp32) in onnxruntime and LiteRT"),
         "samples": Option(int, 256, "train samples a data-driven criterion uses"),
         "seed": Option(int, 0, "seed for the samples a criterion draws"),
     }
@@ -84,6 +85,12 @@ class Prune(Stage):
         accuracy = _val_accuracy(artifact, result.model)
         if accuracy is not None:
             info["val_accuracy_after_prune"] = accuracy
+        if self.config["latency"] and not artifact.is_exported_program:
+            from edgehad.prune.latency import compare_latency
+
+            ctx.progress("prune: timing the original and the pruned model in onnxruntime and LiteRT")
+            info["latency"] = compare_latency(artifact.extra.get("original_model", artifact.model), result.model,
+                                              artifact.example_inputs, ctx.workdir / "prune-latency")
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
         artifact.extra["stage_info"] = {"pruning": info}
         return artifact

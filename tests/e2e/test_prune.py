@@ -46,8 +46,11 @@ def test_report_says_exactly_what_was_pruned(digits_pruned):
     assert pruned and all(g["kept"] + g["removed"] == g["channels"] for g in pruned)
     layers = {row["layer"]: row for row in pruning["layers"]}
     assert layers["classifier.1"]["out"] == [10, 10] and layers["classifier.1"]["in"][1] < layers["classifier.1"]["in"][0]
+    for fmt in ("onnx", "tflite"):  # measured, not asserted: only that both were timed
+        lat = pruning["latency"][fmt]
+        assert lat["original_ms"] > 0 and lat["pruned_ms"] > 0
     md = (out / "report.md").read_text()
-    assert "prune" in md and "finetune" in md
+    assert "## Pruning: 50% of channels by magnitude" in md and "## Fine-tuning" in md and "latency" in md
 
 
 @pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v3_small", "efficientnet_b0"])
