@@ -88,3 +88,16 @@ def make_activation(name: str) -> nn.Module:
         return _BY_NAME[name]()
     except KeyError:
         raise UserInputError(f"unknown activation {name!r}; expected one of {sorted(_BY_NAME)}") from None
+
+
+def _example(name: str, formula: str, paper: str):
+    from edgehad.blocks.catalogue import block
+
+    @block(name, "adaptive modulation and masking", formula, paper)
+    def example():
+        torch.manual_seed(0)
+        return make_activation(name.split("-")[0]).eval(), (torch.randn(1, 8, 6, 6) * 4,)
+
+
+_example("silu-activation", "y = x ⊙ σ(x)", "Elfwing et al. 2018; Ramachandran et al. 2017")
+_example("hardswish-activation", "y = x ⊙ relu6(x + 3) / 6", "Howard et al. 2019, Searching for MobileNetV3")

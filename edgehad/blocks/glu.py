@@ -121,3 +121,23 @@ def glu_hidden_for_mlp(mlp_hidden: int, multiple_of: int = 1) -> int:
         raise UserInputError("mlp_hidden and multiple_of must be positive integers")
     h = max(1, round(2 * mlp_hidden / 3))
     return -(-h // multiple_of) * multiple_of
+
+
+def _example(variant: str, form: str):
+    import torch
+
+    from edgehad.blocks.catalogue import block
+
+    act = {"glu": "σ", "reglu": "relu", "geglu": "GELU", "swiglu": "SiLU"}[variant]
+    name = f"{variant}-ffn" + ("-conv" if form == "channels" else "")
+    shape = (1, 16, 6, 6) if form == "channels" else (1, 8, 16)
+
+    @block(name, "efficient operators", f"y = ({act}(xW) ⊙ xV) W2", "Shazeer 2020, GLU Variants Improve Transformer")
+    def example():
+        torch.manual_seed(0)
+        return GLUFeedForward(16, 24, variant, form=form, bias=True).eval(), (torch.randn(*shape),)
+
+
+for _variant in _VARIANTS:
+    _example(_variant, "linear")
+_example("glu", "channels")

@@ -83,3 +83,20 @@ def squeeze_excite_cost(channels: int, squeeze_channels: int, height: int, width
     """
     c, s = channels, squeeze_channels
     return {"params": 2 * c * s + s + c, "macs": 2 * c * s, "hadamard_mults": c * height * width}
+
+
+def _example(gate: str):
+    import torch
+
+    from edgehad.blocks.catalogue import block
+
+    @block(f"squeeze-excite-{gate}", "adaptive modulation and masking",
+           "y = x ⊙ " + ("σ" if gate == "sigmoid" else "hardσ") + "(W2 act(W1 mean_hw(x)))",
+           "Hu et al. 2018 (SENet); Howard et al. 2019 (MobileNetV3) for the hard-sigmoid gate")
+    def example():
+        torch.manual_seed(0)
+        return SqueezeExcite(16, reduction=4, gate=gate).eval(), (torch.randn(1, 16, 8, 8),)
+
+
+for _gate in _GATES:
+    _example(_gate)
