@@ -15,7 +15,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             keep_float: str | None = None, prune: float | None = None, prune_criterion: str | None = None,
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
             prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
-            progress=None) -> dict:
+            rewrite: str | list | None = None, strict: bool | None = None, progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -46,6 +46,11 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
         if prune is None and not (rec and "prune" in rec.stages):
             raise UserInputError("--prune-* options need --prune RATIO (or a recipe with a prune stage)")
         overrides["prune"] = prune_opts
+    if rewrite is not None or strict is not None:
+        if rewrite is None and not (rec and "rewrite" in rec.stages):
+            raise UserInputError("--strict needs --rewrite RULE[,RULE...]")
+        overrides["rewrite"] = {"rules": ",".join(rewrite) if isinstance(rewrite, (list, tuple)) else rewrite,
+                                "strict": strict}
     if finetune_epochs is not None or distill is not None:
         if finetune_epochs is None and not (rec and "finetune" in rec.stages):
             raise UserInputError("--no-distill needs --finetune-epochs N (or a recipe with a finetune stage)")
@@ -126,3 +131,22 @@ def inspect(target, *, model_args: dict | None = None, weights: str | None = Non
     info = inspect_torch(loaded.module, loaded.example_inputs)
     info["spec"] = loaded.spec
     return info
+
+
+def rewrite_rules() -> list[dict]:
+    """The rewrite rules: name, what each matches, what it costs or saves."""
+    from edgehad.rewrite import rules
+
+    return [{"rule": r.name, "matches": r.matches, "effect": r.effect, "changes_function": r.changes_function}
+            for r in rules().values()]
+
+
+def explain_rewrite(model, *, rules: str | list | None = None, model_args: dict | None = None,
+                    weights: str | None = None, input_shape: list[str] | None = None) -> list[dict]:
+    """Which modules each rule would rewrite in ``model``, and why it would leave the others."""
+    from edgehad.loading import load_model
+    from edgehad.rewrite import explain, get_rules, rules as all_rules
+
+    chosen = get_rules(rules) if rules else list(all_rules().values())
+    loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
+    return [r.as_dict() for r in explain(loaded.module, loaded.example_inputs, chosen)]

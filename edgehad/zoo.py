@@ -642,6 +642,37 @@ def transformer_encoder(
     return _finish(TransformerEncoder(dim, heads, depth, num_classes), (1, seq_len, dim), kind="normal")
 
 
+class DigitsTransformer(nn.Module):
+    """The 8x8 digit read as a sequence of its 8 rows: tokens [B, 8, 8] -> embed -> encoder blocks -> mean -> Linear."""
+
+    def __init__(self, dim: int, heads: int, depth: int, num_classes: int):
+        super().__init__()
+        self.embed = nn.Linear(8, dim)
+        self.pos = nn.Parameter(torch.zeros(1, 8, dim))
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp_ratio=2) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        tokens = self.embed(x.reshape(x.shape[0], 8, 8)) + self.pos
+        return self.head(self.norm(self.blocks(tokens)).mean(1))
+
+
+@register
+def digits_transformer(pretrained: bool = True) -> nn.Module:
+    """A softmax-attention transformer for the 8x8 digits, each image read as 8 row tokens.
+
+    Input [1, 1, 8, 8] (pixels/16, like ``digits_cnn``); dim 32, 4 heads, 2 pre-norm
+    blocks (MLP 2x), mean over tokens, 10 classes. ``pretrained=True`` loads the
+    weights trained by examples/train_digits.py. The model the ``attention-to-aft``
+    rule is measured on (examples/bench_rewrite.py).
+    """
+    model = DigitsTransformer(32, 4, 2, 10)
+    if pretrained:
+        _load_weights(model, "digits_transformer.safetensors")
+    return _finish(model, (1, 1, 8, 8), trained=bool(pretrained))
+
+
 # --- digits CNN -------------------------------------------------------------------
 
 _DIGITS_ACTS = ("relu", "silu")

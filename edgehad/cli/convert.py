@@ -24,6 +24,8 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--calib-samples", type=int, help="Calibration samples from the train split (default 256).")
 @click.option("--int8-io", is_flag=True, default=None, help="TFLite int8: int8 inputs/outputs instead of float.")
 @click.option("--keep-float", metavar="auto|LAYER,...", help="int8: keep these modules float, or 'auto' by per-layer sensitivity.")
+@click.option("--rewrite", metavar="RULE[,RULE...]", help="Rewrite rules to apply (edgehad rewrite --list).")
+@click.option("--strict", is_flag=True, default=None, help="Fail when a --rewrite rule matched nothing.")
 @click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: remove this fraction (0.5 = half) of each channel group.")
 @click.option("--prune-criterion", metavar="NAME", help="magnitude (default), bn-scale, taylor or learned (the last two need --data).")
 @click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per group (layer) or ranked across groups (global).")
@@ -40,7 +42,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @debug_option
 @command_errors
 def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
-            calib_samples, int8_io, keep_float, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
+            calib_samples, int8_io, keep_float, rewrite, strict, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
             prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, out, keep_intermediate, as_json, debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
@@ -66,7 +68,8 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
                              prune=prune, prune_criterion=prune_criterion, prune_scope=prune_scope,
                              prune_target=prune_target, prune_round_to=prune_round_to, prune_steps=prune_steps,
                              prune_structure=prune_structure, prune_unsafe=prune_unsafe,
-                             finetune_epochs=finetune_epochs, distill=distill, progress=progress)
+                             finetune_epochs=finetune_epochs, distill=distill, rewrite=rewrite, strict=strict,
+                             progress=progress)
     if as_json:
         emit_json(report)
     else:

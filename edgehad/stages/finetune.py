@@ -55,5 +55,8 @@ class Finetune(Stage):
             from edgehad.prune.masks import remove_masks
 
             remove_masks(artifact.model, keep_masked=True)
-        artifact.extra["stage_info"] = {"finetune": {"distill": c["distill"], **result.as_dict()}}
+        from edgehad.stages.rewrite import moved_from_original
+
+        artifact.extra["stage_info"] = {"finetune": {"distill": c["distill"], **result.as_dict(),
+                                                     "moved": moved_from_original(artifact)}}
         return artifact

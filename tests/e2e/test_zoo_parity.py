@@ -19,6 +19,7 @@ SMALL = {
     "efficientnet_b0": {"width_mult": 0.25, "num_classes": 10, "input_size": 64},
     "transformer_encoder": {"seq_len": 16, "dim": 32, "heads": 4, "depth": 1},
     "digits_cnn": {"pretrained": False},
+    "digits_transformer": {"pretrained": False},
 }
 TRAINED = [
     ("digits_cnn", {"act": "relu", "gate": None}, "digits"),

@@ -11,6 +11,7 @@ from edgehad.data import load_data
 # small but real configurations; (kwargs, output shape)
 SMALL = {
     "digits_cnn": ({"pretrained": False}, (1, 10)),
+    "digits_transformer": ({"pretrained": False}, (1, 10)),
     "ds_cnn": ({"num_classes": 5}, (1, 5)),
     "efficientnet_b0": ({"width_mult": 0.25, "depth_mult": 0.5, "num_classes": 7, "input_size": 32}, (1, 7)),
     "fc_autoencoder": ({"input_dim": 64}, (1, 64)),
@@ -81,7 +82,7 @@ def test_feature_widths():
 
 
 def test_unknown_model_and_option():
-    with pytest.raises(UserInputError, match=r"unknown model 'resnet50'; available: digits_cnn, ds_cnn"):
+    with pytest.raises(UserInputError, match=r"unknown model 'resnet50'; available: digits_cnn, digits_transformer, ds_cnn"):
         zoo.get_model("resnet50")
     with pytest.raises(UserInputError, match=r"'resnet8' takes no option 'width_mult'; its options are: num_classes"):
         zoo.get_model("resnet8", width_mult=0.5)
@@ -145,3 +146,10 @@ def test_gated_digits_models_hold_their_blocks():
     assert sum(isinstance(m, GLUFeedForward) for m in glu.modules()) == 1
     v3 = zoo.get_model("mobilenet_v3_small", width_mult=0.5, num_classes=10, input_size=32)
     assert sum(isinstance(m, SqueezeExcite) and m.gate.__class__.__name__ == "HardSigmoid" for m in v3.modules()) == 9
+
+
+def test_pretrained_digits_transformer_reaches_95_percent(digits_val):
+    model = zoo.get_model("digits_transformer")
+    acc = _accuracy(model, *digits_val)
+    assert acc >= 0.95 and float(model.pretrained_info["val_accuracy"]) == pytest.approx(acc, abs=1e-4)
+    assert _accuracy(zoo.get_model("digits_transformer", pretrained=False), *digits_val) < 0.5

@@ -1,0 +1,76 @@
+"""``edgehad rewrite --list`` and ``edgehad rewrite MODEL --explain``."""
+
+from __future__ import annotations
+
+import click
+
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--list", "list_rules", is_flag=True, help="List the rules: what each matches, what it costs/saves.")
+@click.option("--explain", is_flag=True, help="Show which modules of MODEL each rule would rewrite, and why not the others.")
+@click.option("--rule", "rule_names", metavar="RULE[,RULE...]", help="Only these rules (default: all).")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for MODEL.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for MODEL.")
+@click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for MODEL.")
+@json_option
+@debug_option
+@command_errors
+def rewrite(model, list_rules, explain, rule_names, model_arg, weights, input_shape, as_json, debug):
+    """List the rewrite rules, or explain what they would do to MODEL (nothing is changed).
+
+    To apply rules, use `edgehad convert MODEL --rewrite RULE[,RULE...]`.
+    """
+    from edgehad.core.errors import UserInputError
+
+    if list_rules == bool(model):
+        raise UserInputError("use `edgehad rewrite --list` or `edgehad rewrite MODEL --explain`")
+    if model and not explain:
+        raise UserInputError("`edgehad rewrite MODEL` needs --explain (to apply rules: edgehad convert --rewrite)")
+    from edgehad import api
+
+    if list_rules:
+        result = api.rewrite_rules()
+        if as_json:
+            emit_json(result)
+        else:
+            _print_rules(result)
+        return
+    from edgehad.core.capture import captured
+    from edgehad.loading import parse_model_args
+
+    with captured():
+        result = api.explain_rewrite(model, rules=rule_names, model_args=parse_model_args(model_arg),
+                                     weights=weights, input_shape=list(input_shape) or None)
+    if as_json:
+        emit_json(result)
+    else:
+        _print_explain(result)
+
+
+def _print_rules(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for col in ("rule", "matches", "costs / saves"):
+        table.add_column(col)
+    for r in result:
+        table.add_row(r["rule"], r["matches"], r["effect"])
+    Console(highlight=False).print(table)
+
+
+def _print_explain(result) -> None:
+    from rich.console import Console
+
+    out = Console(highlight=False)
+    for r in result:
+        out.print(f"[bold]{r['rule']}[/]")
+        if r.get("note"):
+            out.print(f"  no match: {r['note']}")
+        for name in r["rewritten"]:
+            out.print(f"  [green]would rewrite[/] {name}")
+        for name, reason in r["skipped"].items():
+            out.print(f"  [yellow]leaves[/] {name}: {reason}")

@@ -1,0 +1,138 @@
+"""Rewrite rules: find structures in a model and replace them with Hadamard-product blocks.
+
+A rule is one file in this package defining a ``Rule`` subclass decorated with
+``@rule``. It has
+- ``match(model)``: the candidate modules, found by class *or by structure*
+  (a Linear -> activation -> Linear run, a module holding q/k/v projections);
+- ``check(name, module, model, calls)``: ``None`` when the candidate qualifies,
+  otherwise the reason it does not (``edgehad rewrite MODEL --explain`` prints
+  these). ``calls`` records how the module was called on the example inputs
+  (masks, cross-attention), so a rule can refuse what it cannot keep;
+- ``rewrite(name, module, model)``: the replacement, initialised from the
+  original's weights where possible;
+- ``example()``: a small model the generic test rewrites, exports and runs.
+
+``apply_rules`` rewrites a copy of the model; the original is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from edgehad.core.errors import UserInputError
+
+
+class Rule:
+    name: str = ""
+    matches: str = ""            # what it looks for, in words
+    effect: str = ""             # what it costs or saves
+    changes_function: bool = True
+
+    def match(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        raise NotImplementedError
+
+    def check(self, name: str, module: nn.Module, model: nn.Module, calls: dict) -> str | None:
+        return None
+
+    def rewrite(self, name: str, module: nn.Module, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def example(self):
+        raise NotImplementedError
+
+
+_RULES: dict[str, Rule] = {}
+
+
+def rule(cls):
+    _RULES[cls.name] = cls()
+    return cls
+
+
+def rules() -> dict[str, Rule]:
+    if not _RULES:
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+    return dict(sorted(_RULES.items()))
+
+
+def get_rules(names) -> list[Rule]:
+    known = rules()
+    names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if not names:
+        raise UserInputError(f"--rewrite needs a rule name: one of {', '.join(known)}")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise UserInputError(f"unknown rewrite rule {bad[0]!r}: valid rules are {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+@dataclass
+class RuleReport:
+    rule: str
+    rewritten: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)   # candidate -> reason
+    note: str = ""                                          # why nothing matched at all
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "rewritten": self.rewritten, "skipped": self.skipped,
+                **({"note": self.note} if self.note else {})}
+
+
+def record_calls(model: nn.Module, example_inputs: tuple, modules: dict[str, nn.Module]) -> dict:
+    """How each of ``modules`` was called on the example inputs: {name: [(args, kwargs), ...]}."""
+    import torch
+
+    calls: dict[str, list] = {name: [] for name in modules}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, kwargs, name=name: calls[name].append((args, kwargs)),
+                                         with_kwargs=True) for name, m in modules.items()]
+    try:
+        with torch.no_grad():
+            model.eval()(*example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def explain(model: nn.Module, example_inputs: tuple, rule_list: list[Rule]) -> list[RuleReport]:
+    """What each rule would do, without changing anything."""
+    return _run(model, example_inputs, rule_list, change=False)[1]
+
+
+def apply_rules(model: nn.Module, example_inputs: tuple, rule_list: list[Rule]):
+    """A rewritten copy of ``model`` and one report per rule."""
+    return _run(copy.deepcopy(model), example_inputs, rule_list, change=True)
+
+
+def _run(model, example_inputs, rule_list, change: bool):
+    reports = []
+    for r in rule_list:
+        report = RuleReport(r.name)
+        candidates = r.match(model)
+        if not candidates:
+            report.note = f"nothing in this model looks like: {r.matches}"
+        calls = record_calls(model, example_inputs, dict(candidates)) if candidates else {}
+        for name, module in candidates:
+            reason = r.check(name, module, model, calls.get(name, []))
+            if not calls.get(name) and reason is None:
+                reason = "not called on the example inputs (unused module)"
+            if reason:
+                report.skipped[name] = reason
+                continue
+            report.rewritten.append(name)
+            if change:
+                replace_module(model, name, r.rewrite(name, module, model))
+        reports.append(report)
+    return model, reports
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
