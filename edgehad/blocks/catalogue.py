@@ -42,10 +42,9 @@ def block(name: str, domain: str, formula: str, paper: str):
 
 def catalogue() -> dict[str, Entry]:
     """Every registered block, importing each module of edgehad.blocks once."""
-    if not _ENTRIES:
-        import edgehad.blocks as package
+    import edgehad.blocks as package
 
-        for info in pkgutil.iter_modules(package.__path__):
-            if info.name != "catalogue":
-                importlib.import_module(f"{package.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(package.__path__):  # importing twice is free: every module, every call
+        if info.name != "catalogue":
+            importlib.import_module(f"{package.__name__}.{info.name}")
     return dict(sorted(_ENTRIES.items()))

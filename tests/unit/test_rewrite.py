@@ -20,6 +20,7 @@ def test_every_rule_rewrites_its_example_and_the_result_runs(name):
     rule = rules()[name]
     model = rule.example().eval()
     x = _inputs(model)
+    modules_before = len(list(model.modules()))
     new, reports = apply_rules(model, x, [rule])
     assert reports[0].rewritten, reports[0].as_dict()
     with torch.no_grad():
@@ -27,8 +28,9 @@ def test_every_rule_rewrites_its_example_and_the_result_runs(name):
     assert out.shape == ref.shape
     changed = not torch.allclose(out, ref, atol=1e-6)
     assert changed == (name != "insert-se")  # insert-se starts as the identity, the others change the function
-    assert model is not new and type(dict(model.named_modules())[reports[0].rewritten[0]]) is not \
-        type(dict(new.named_modules())[reports[0].rewritten[0]])  # the original is untouched
+    first = reports[0].rewritten[0]
+    assert dict(model.named_modules())[first] is not dict(new.named_modules())[first]
+    assert len(list(model.modules())) == modules_before  # the original is untouched
 
 
 def test_unknown_rule_lists_the_valid_ones():
@@ -135,5 +137,8 @@ def test_explain_gives_reasons_for_what_it_leaves():
     report = explain(model, _inputs(model), get_rules("insert-se,attention-to-aft"))
     se, attn = report
     assert se.rewritten and any("depthwise" in r for r in se.skipped.values())
-    assert any("too few to gate" in r for r in se.skipped.values())
+    tiny = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    wrapped = nn.Sequential(tiny, nn.Flatten())
+    why = explain(wrapped.eval(), (torch.randn(1, 1, 6, 6),), get_rules("insert-se"))[0].skipped
+    assert why == {"0": "8 channels (< 16): too few to gate"}
     assert attn.rewritten == [] and attn.note.startswith("nothing in this model looks like")
