@@ -150,3 +150,19 @@ def explain_rewrite(model, *, rules: str | list | None = None, model_args: dict 
     chosen = get_rules(rules) if rules else list(all_rules().values())
     loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
     return [r.as_dict() for r in explain(loaded.module, loaded.example_inputs, chosen)]
+
+
+def profile(files, **options) -> list[dict]:
+    """Measure latency and memory of each ``.onnx``/``.tflite`` file, each in its own fresh process.
+
+    ``options``: runtime ("auto", "ort", "tflite"), threads, warmup, runs or seconds, op_profile, seed,
+    provider ("cpu", "cuda", "tensorrt"). One dict per file, in order (keys: latency_ms, first_ms, init_ms,
+    throughput_ips, peak_rss_mb, rss_delta_mb, size_bytes, runs, threads, runtime, provider, ops, machine,
+    path, emulated).
+    """
+    from edgehad.profile.local import check_file, profile_file
+
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    for f in files:  # every bad path is reported before any measuring starts
+        check_file(f)
+    return [profile_file(f, **options) for f in files]

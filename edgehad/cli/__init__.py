@@ -17,6 +17,7 @@ from edgehad import __version__
 COMMANDS = {
     "convert": ("edgehad.cli.convert", "convert", "Convert a PyTorch model to verified ONNX and TFLite files."),
     "inspect": ("edgehad.cli.inspect", "inspect", "Describe a .onnx / .tflite file or a MODEL spec."),
+    "profile": ("edgehad.cli.profile", "profile", "Measure latency and memory of .onnx/.tflite files, each in its own process."),
     "rewrite": ("edgehad.cli.rewrite", "rewrite", "List rewrite rules, or explain what they would do to a MODEL."),
 }
 

@@ -76,7 +76,12 @@ def build_graph(model: nn.Module, example_inputs: tuple):
 
     was_training = model.training
     inputs = tuple(t.detach().clone().requires_grad_(t.is_floating_point()) for t in example_inputs)
-    with torch.enable_grad():  # it traces autograd; frozen weights and a plain input would trace nothing
+    import warnings
+
+    with torch.enable_grad(), warnings.catch_warnings():  # it traces autograd: frozen weights and a plain
+        # input would trace nothing. Its "unwrapped parameters" warning (a bare nn.Parameter such as a
+        # position embedding) is noise here: such a tensor couples with its group like any other member.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
     model.train(was_training)  # build_dependency leaves the model in eval mode
     _cut_false_couplings(graph)

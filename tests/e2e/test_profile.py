@@ -1,0 +1,141 @@
+"""``edgehad profile`` and its agent, on small real .onnx/.tflite files, through real subprocesses."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.e2e.test_cli_convert import assert_clean_error
+
+LATENCY_KEYS = {"mean", "std", "min", "p50", "p90", "p99", "max"}
+KEYS = {"latency_ms", "first_ms", "init_ms", "throughput_ips", "peak_rss_mb", "rss_delta_mb", "size_bytes",
+        "runs", "threads", "runtime", "provider", "ops", "machine", "path", "emulated"}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    import edgehad
+
+    out = tmp_path_factory.mktemp("profile") / "digits"
+    edgehad.convert("zoo:digits_cnn", out=out)
+    return out / "model.onnx", out / "model.tflite"
+
+
+@pytest.fixture(scope="session")
+def profiled(models):
+    """Both files in one CLI call with --op-profile and --json."""
+    result = run_cli("profile", *models, "--runs", "25", "--warmup", "3", "--op-profile", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def check_document(doc, path, runs):
+    assert KEYS <= set(doc), KEYS - set(doc)
+    lat = doc["latency_ms"]
+    assert set(lat) == LATENCY_KEYS and all(isinstance(v, float) and v > 0 for v in lat.values())
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["min"] <= lat["mean"] <= lat["max"] and lat["std"] >= 0
+    assert doc["runs"] == runs and doc["threads"] == 1
+    for key in ("first_ms", "init_ms", "throughput_ips", "peak_rss_mb"):
+        assert isinstance(doc[key], float) and doc[key] > 0, key
+    assert doc["peak_rss_mb"] > doc["rss_delta_mb"] >= 0
+    assert doc["size_bytes"] == path.stat().st_size
+    assert doc["path"] == str(path) and doc["emulated"] is False and doc["provider"] == "cpu"
+    assert isinstance(doc["machine"]["arch"], str) and doc["machine"]["arch"]
+
+
+def test_two_files_give_one_json_list(profiled, models):
+    assert isinstance(profiled, list) and len(profiled) == 2
+    for doc, path, runtime in zip(profiled, models, ("ort", "tflite")):
+        check_document(doc, path, runs=25)
+        assert doc["runtime"] == runtime
+
+
+def test_ort_op_profile_shares(profiled):
+    ops = profiled[0]["ops"]
+    assert ops and {"op", "calls", "ms", "share"} <= set(ops[0])
+    assert "Conv" in {o["op"] for o in ops}
+    assert math.isclose(sum(o["share"] for o in ops), 1.0, abs_tol=1e-6)
+    assert [o["ms"] for o in ops] == sorted((o["ms"] for o in ops), reverse=True)
+    assert all(o["ms"] >= 0 and o["calls"] >= 1 for o in ops)
+
+
+def test_tflite_ops_note_and_counts(profiled):
+    doc = profiled[1]
+    assert "no per-op timing" in doc["ops_note"]
+    assert doc["ops"] and all(o["ms"] is None and o["calls"] >= 1 for o in doc["ops"])
+    assert "CONV_2D" in {o["op"] for o in doc["ops"]}
+
+
+def test_table_has_one_row_per_file_and_ratio(models, tmp_path):
+    result = run_cli("profile", *models, "--runs", "5", "--warmup", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any("p50 ×" in ln for ln in lines)
+    rows = [ln for ln in lines if ln.startswith(("model.onnx", str(models[0])))]
+    assert len([ln for ln in lines if "(ort/cpu)" in ln]) == 1
+    assert len([ln for ln in lines if "(tflite/cpu)" in ln]) == 1
+    assert rows and rows[0].rstrip().endswith("1.00")
+
+
+def test_seconds_budget_and_api(models):
+    from edgehad.api import profile
+
+    (doc,) = profile([models[1]], seconds=0.2, warmup=0)
+    check_document(doc, models[1], runs=doc["runs"])
+    assert doc["runs"] >= 1 and doc["ops"] is None
+
+
+def test_agent_alone_prints_one_json_document(models):
+    from edgehad.profile import local
+
+    proc = subprocess.run([sys.executable, str(local.AGENT), str(models[0]), "--runs", "7", "--warmup", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["runs"] == 7 and doc["runtime"] == "ort"
+    tree = ast.parse(local.AGENT.read_text())  # the agent is copied to devices alone: stdlib, numpy, a runtime
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module}
+    assert not imported & {"edgehad", "torch", "tests"}, imported
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}
+
+
+def test_agent_errors_are_json(tmp_path):
+    from edgehad.profile import local
+
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    proc = subprocess.run([sys.executable, str(local.AGENT), str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "cannot load this model" in json.loads(proc.stdout)["error"]
+    proc = subprocess.run([sys.executable, str(local.AGENT), str(bad), "--runs", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--runs" in json.loads(proc.stdout)["error"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "missing.onnx: no such file"),
+    ("txt", "profile supports .onnx (onnxruntime) and .tflite (LiteRT) files"),
+    ("runs0", "--runs must be at least 1"),
+    ("corrupt", "ort cannot load this model"),
+])
+def test_bad_inputs_exit_2_with_one_error_line(case, message, models, tmp_path):
+    if case == "missing":
+        args = [tmp_path / "missing.onnx"]
+    elif case == "txt":
+        (tmp_path / "notes.txt").write_text("hello")
+        args = [tmp_path / "notes.txt"]
+    elif case == "runs0":
+        args = [models[0], "--runs", "0"]
+    else:
+        (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
+        args = [tmp_path / "corrupt.onnx", "--runs", "1"]
+    assert_clean_error(run_cli("profile", *args), message)
