@@ -25,6 +25,23 @@ def weighted_layers(model) -> list[str]:
     return [name for name, m in model.named_modules() if name and isinstance(m, kinds)]
 
 
+def stem_layer(model) -> str:
+    """The first conv reading at most 4 channels (an image's RGB or gray input): the stem.
+
+    Why it may stay float: int8 kernels work in blocks of 4 or 16 input
+    channels, so a 3-channel conv wastes most of each block. Measured on
+    MobileNetV2 (x86, AVX-512 VNNI + AMX, 1 thread): the stem took 0.29 ms in
+    onnxruntime's int8 kernel against 0.13 ms in fp32, and keeping it float made
+    the pruned int8 model 6% faster in onnxruntime and 15% in LiteRT.
+    """
+    from torch import nn
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.in_channels <= 4:
+            return name
+    raise UserInputError("--keep-float stem: the model has no conv reading 4 channels or fewer")
+
+
 def check_layers(model, names: list[str]) -> None:
     known = set(dict(model.named_modules()))
     unknown = [n for n in names if n not in known]

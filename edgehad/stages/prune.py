@@ -88,9 +88,15 @@ class Prune(Stage):
         if self.config["latency"] and not artifact.is_exported_program:
             from edgehad.prune.latency import compare_latency
 
+            import tempfile
+            from pathlib import Path
+
             ctx.progress("prune: timing the original and the pruned model in onnxruntime and LiteRT")
-            info["latency"] = compare_latency(artifact.extra.get("original_model", artifact.model), result.model,
-                                              artifact.example_inputs, ctx.workdir / "prune-latency")
+            # A temporary folder of its own: the staging folder's contents become --out, and these
+            # throwaway exports must not land there.
+            with tempfile.TemporaryDirectory(prefix="edgehad-prune-latency-") as tmp:
+                info["latency"] = compare_latency(artifact.extra.get("original_model", artifact.model),
+                                                  result.model, artifact.example_inputs, Path(tmp))
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
         artifact.extra["stage_info"] = {"pruning": info}
         return artifact

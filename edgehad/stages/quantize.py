@@ -25,7 +25,7 @@ class Quantize(Stage):
         "calib": Option(str, "data", "'data' (the train split of --data) or 'random' (explicit, reported)"),
         "calib_samples": Option(int, 256, "calibration samples"),
         "int8_io": Option(bool, False, "TFLite: int8 inputs/outputs instead of float"),
-        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated"),
+        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated ('stem': the first conv on <= 4 channels)"),
         "target_cosine": Option(float, 0.995, "keep-float auto: least output cosine against float"),
     }
 
@@ -63,10 +63,15 @@ class Quantize(Stage):
         keep = [k.strip() for k in (self.config["keep_float"] or "").split(",") if k.strip()]
         kept, ranking = [], None
         if keep and keep != ["auto"]:
-            from edgehad.quantize.sensitivity import check_layers
+            from edgehad.quantize.sensitivity import check_layers, stem_layer
 
+            reasons = {}
+            if "stem" in keep:  # the first conv on the image channels, by name
+                stem = stem_layer(artifact.model)
+                keep = [stem if k == "stem" else k for k in keep]
+                reasons[stem] = "--keep-float stem: a conv on <= 4 input channels is slower in int8 kernels"
             check_layers(artifact.model, keep)
-            kept = [{"layer": k, "reason": "asked for with --keep-float"} for k in keep]
+            kept = [{"layer": k, "reason": reasons.get(k, "asked for with --keep-float")} for k in keep]
         with captured():
             if keep == ["auto"]:
                 from edgehad.quantize.sensitivity import choose_keep_float, probe_subset

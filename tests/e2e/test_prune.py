@@ -34,7 +34,7 @@ def test_recovery_brings_digits_cnn_back_within_one_point(digits_pruned):
     assert tuned["best"] > pruning["val_accuracy_after_prune"] + 0.2   # recovery raised accuracy
     for key in ("onnx_float", "tflite_float"):
         assert metric[key] >= metric["original"] - 0.01, (key, metric)
-    assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.tflite", "report.json", "report.md"}
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "model.tflite", "report.json", "report.md"}
 
 
 def test_report_says_exactly_what_was_pruned(digits_pruned):
@@ -140,3 +140,11 @@ def test_unstructured_zeros_survive_fine_tuning_and_shrink_only_the_zipped_file(
     assert (big == 0).mean() >= 0.69  # still 70% zeros after 3 epochs of training
     for a in report["artifacts"]:
         assert a["size_zipped_bytes"] < 0.5 * a["size_bytes"]
+
+
+def test_pruning_twice_into_the_same_folder(tmp_path):
+    import edgehad
+
+    for _ in range(2):  # the second run replaces the first's files; no leftovers in between
+        edgehad.convert("zoo:resnet8", prune=0.5, formats="onnx", out=tmp_path / "out", samples=2)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"model.onnx", "report.json", "report.md"}

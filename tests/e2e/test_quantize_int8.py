@@ -198,6 +198,18 @@ def test_keep_float_named_layers_stay_float_in_both_files(tmp_path):
         assert a["parity"]["passed"]
 
 
+def test_keep_float_stem_names_the_first_conv_on_image_channels(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="stem", out=tmp_path)
+    kept = report["stages"][0]["quantization"]["kept_float"]
+    assert [k["layer"] for k in kept] == ["features.0.0"] and "<= 4 input channels" in kept[0]["reason"]
+    for a in report["artifacts"]:
+        dtypes = edgehad.inspect(a["path"])["weight_dtypes"]
+        assert dtypes["float32"] >= 32 * 9, (a["format"], dtypes)   # the stem's 3x3 filters stay float
+        assert a["parity"]["passed"]
+
+
 def test_keep_float_auto_ranks_layers_and_meets_the_target(tmp_path):
     import edgehad
 
