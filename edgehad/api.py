@@ -51,11 +51,18 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             raise UserInputError("--strict needs --rewrite RULE[,RULE...]")
         overrides["rewrite"] = {"rules": ",".join(rewrite) if isinstance(rewrite, (list, tuple)) else rewrite,
                                 "strict": strict}
-    if finetune_epochs is not None or distill is not None:
-        if finetune_epochs is None and not (rec and "finetune" in rec.stages):
+    if finetune_epochs is not None and finetune_epochs < 0:
+        raise UserInputError(f"--finetune-epochs must be >= 0 (0 skips fine-tuning), got {finetune_epochs}")
+    changes_function = _rewrites_change_function(overrides.get("rewrite", {}).get("rules"))
+    if finetune_epochs is not None or distill is not None or changes_function:
+        if finetune_epochs is None and distill is not None and not changes_function \
+                and not (rec and "finetune" in rec.stages):
             raise UserInputError("--no-distill needs --finetune-epochs N (or a recipe with a finetune stage)")
-        overrides["finetune"] = {"epochs": finetune_epochs, "distill": distill}
+        if finetune_epochs != 0:
+            overrides["finetune"] = {"epochs": finetune_epochs, "distill": distill}
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
+    if finetune_epochs == 0:  # explicit: no recovery, e.g. for a speed measurement
+        stage_list = [s for s in stage_list if s.name != "finetune"]
 
     if isinstance(model, str):
         loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
@@ -73,6 +80,10 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     elif normalize:
         raise UserInputError("--normalize needs --data: it describes how the data is prepared")
     for stage in stage_list:
+        if stage.name == "finetune" and splits is None and changes_function and finetune_epochs is None:
+            raise UserInputError(f"--rewrite {overrides['rewrite']['rules']} changes the model's function and is "
+                                 "followed by distillation from the original, which needs --data SPEC; "
+                                 "pass --finetune-epochs 0 to skip it (e.g. for a speed measurement)")
         if stage.needs_data and splits is None:
             what = {"finetune": "--finetune-epochs trains on its train split",
                     "prune": f"--prune-criterion {getattr(stage, 'config', {}).get('criterion')} scores channels on it"}
@@ -94,6 +105,15 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     artifact.extra["original_model"] = loaded.module
     return run_pipeline(artifact, stage_list, out, keep_intermediate=keep_intermediate, progress=progress,
                         write_report=write_report)
+
+
+def _rewrites_change_function(rules) -> bool:
+    """Whether any of the named rewrite rules changes what the model computes (then fine-tuning follows)."""
+    if not rules:
+        return False
+    from edgehad.rewrite import get_rules
+
+    return any(r.changes_function for r in get_rules(rules))
 
 
 def _from_module(module, input_shape, weights):

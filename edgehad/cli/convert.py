@@ -34,7 +34,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--prune-structure", type=click.Choice(["channels", "elements"]), help="channels (default): smaller, faster layers; elements: zeroed weights (size only, once compressed).")
 @click.option("--prune-steps", type=int, metavar="N", help="Gradual pruning: N rounds with fine-tuning between them (default 1: one-shot).")
 @click.option("--prune-unsafe", type=click.Choice(["skip", "stop"]), help="A group whose removal breaks the model: skip it (default) or stop.")
-@click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after pruning: N epochs on --data, best epoch kept.")
+@click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after rewrite/prune: N epochs of distillation on --data, best epoch kept; 0 skips it.")
 @click.option("--no-distill", "distill", flag_value=False, default=None, help="Fine-tune on labels only (no distillation from the original).")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")

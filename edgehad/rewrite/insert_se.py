@@ -44,6 +44,7 @@ class InsertSE(Rule):
     name = "insert-se"
     matches = f"Conv2d -> BatchNorm2d -> activation blocks (nn.Sequential) with >= {MIN_CHANNELS} channels"
     effect = "+2·C·C/4 params and a C·H·W Hadamard product per block; starts as the identity"
+    changes_function = False  # the gate starts at exactly 1: no fine-tuning is forced
 
     def match(self, model):
         return [(n, m) for n, m in model.named_modules() if n and _conv_block(m) is not None]

@@ -30,8 +30,9 @@ class Finetune(Stage):
         super().__init__(**options)
         from edgehad.core.errors import UserInputError
 
-        if self.config["epochs"] < 1:
-            raise UserInputError(f"--finetune-epochs must be >= 1, got {self.config['epochs']}")
+        if self.config["epochs"] < 1:  # 0 removes the stage before it is built (edgehad.api.convert)
+            raise UserInputError(f"finetune epochs must be >= 1 in a recipe (drop the stage to skip it), "
+                                 f"got {self.config['epochs']}")
 
     def run(self, artifact, ctx: Context):
         from edgehad.core.errors import UserInputError

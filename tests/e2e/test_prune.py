@@ -83,7 +83,7 @@ BAD = [
     (["--prune", "0.5", "--prune-criterion", "size"], "unknown pruning criterion 'size'"),
     (["--prune", "0.5", "--prune-criterion", "taylor"], "prune needs --data"),
     (["--prune", "0.5", "--finetune-epochs", "3"], "finetune needs --data"),
-    (["--prune", "0.5", "--finetune-epochs", "0", "--data", "digits"], "--finetune-epochs must be >= 1"),
+    (["--prune", "0.5", "--finetune-epochs", "-1", "--data", "digits"], "--finetune-epochs must be >= 0"),
     (["--prune-criterion", "taylor"], "--prune-* options need --prune RATIO"),
     (["--no-distill"], "--no-distill needs --finetune-epochs"),
     (["--prune", "0.5", "--prune-round-to", "0"], "--prune-round-to must be >= 1"),

@@ -73,6 +73,8 @@ BAD = [
     (["convert", "zoo:digits_cnn", "--strict"], "--strict needs --rewrite"),
     (["convert", "zoo:digits_transformer", "--rewrite", "attention-to-aft", "--finetune-epochs", "2"],
      "finetune needs --data"),
+    (["convert", "zoo:digits_transformer", "--rewrite", "attention-to-aft"],
+     "changes the model's function and is followed by distillation from the original, which needs --data"),
     (["rewrite"], "use `edgehad rewrite --list` or `edgehad rewrite MODEL --explain`"),
     (["rewrite", "zoo:digits_cnn"], "needs --explain"),
     (["rewrite", "zoo:digits_cnn", "--explain", "--rule", "nope"], "unknown rewrite rule 'nope'"),
@@ -83,3 +85,20 @@ BAD = [
 def test_bad_rewrite_input(args, message, tmp_path):
     result = run_cli(*args, "--out", str(tmp_path / "out")) if args[0] == "convert" else run_cli(*args)
     assert_clean_error(result, message)
+
+
+def test_finetune_epochs_zero_skips_recovery_for_a_speed_measurement(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:transformer_encoder", model_args={"seq_len": 16, "dim": 32, "depth": 1},
+                             rewrite="attention-to-aft", finetune_epochs=0, formats="onnx", out=tmp_path, samples=2)
+    assert [s["name"] for s in report["stages"]][:2] == ["rewrite", "export-onnx"]
+    assert report["artifacts"][0]["parity"]["passed"]
+
+
+def test_a_function_changing_rule_brings_distillation_by_default(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_transformer", data="digits", rewrite="attention-to-aft", formats="onnx",
+                             out=tmp_path, samples=2)
+    assert [s["name"] for s in report["stages"]][:2] == ["rewrite", "finetune"]
