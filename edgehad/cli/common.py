@@ -22,6 +22,13 @@ def debug_option(f):
                         help="Show tracebacks and third-party output (on stderr).")(f)
 
 
+def model_options(f):
+    """--model-arg, --weights, --input-shape: how to build a MODEL spec (commands that also take files)."""
+    f = click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for a MODEL spec.")(f)
+    f = click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for a MODEL spec.")(f)
+    return click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for a MODEL spec.")(f)
+
+
 def fail(message: str, code: int) -> None:
     from edgehad.core.capture import console
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options
 
 
 @click.command()
 @click.argument("target", metavar="FILE|MODEL")
-@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for a MODEL spec.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for a MODEL spec.")
-@click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for a MODEL spec.")
+@model_options
 @json_option
 @debug_option
 @command_errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options
 
 
 @click.command()
@@ -12,9 +12,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--list", "list_rules", is_flag=True, help="List the rules: what each matches, what it costs/saves.")
 @click.option("--explain", is_flag=True, help="Show which modules of MODEL each rule would rewrite, and why not the others.")
 @click.option("--rule", "rule_names", metavar="RULE[,RULE...]", help="Only these rules (default: all).")
-@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for MODEL.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for MODEL.")
-@click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for MODEL.")
+@model_options
 @json_option
 @debug_option
 @command_errors

@@ -78,6 +78,8 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     from edgehad.prune.masks import apply_channel_mask, remove_masks
     from edgehad.prune.plan import kept_channels
 
+    import torch
+
     progress = progress or (lambda msg: None)
     settings.check()
     crit = get_criterion(settings.criterion)
@@ -115,8 +117,6 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     before = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
     shapes_before = _layer_shapes(work)
     for g in prunable:  # the Hadamard form: W ⊙ m, m[c] = 0 for the channels that go
-        import torch
-
         mask = torch.zeros(g.size)
         mask[keep[g.name]] = 1.0
         apply_channel_mask(g.producers + g.norms, mask)
@@ -176,26 +176,23 @@ def _unsafe_groups(model, example_inputs, groups, keep) -> dict[str, str]:
     """
     import torch
 
+    from edgehad.prune.compaction import compact, flatten_outputs
+
+    with torch.no_grad():
+        ref_shapes = [tuple(t.shape) for t in flatten_outputs(model(*example_inputs))]
+
     def trial(names) -> str:
         copy_ = copy.deepcopy(model)
         _, trial_groups = find_groups(copy_, example_inputs)
         chosen = [g for g in trial_groups if g.name in names]
         try:
-            from edgehad.prune.compaction import compact
-
             compact(chosen, {g.name: keep[g.name] for g in chosen})
             with torch.no_grad():
-                got, ref = copy_(*example_inputs), reference
-            from edgehad.prune.compaction import _flat
-
-            if [tuple(t.shape) for t in _flat(got)] != [tuple(t.shape) for t in _flat(ref)]:
-                return "the output shape changes"
+                shapes = [tuple(t.shape) for t in flatten_outputs(copy_(*example_inputs))]
         except Exception as exc:  # any failure of the surgery means: not safe
             return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-        return ""
+        return "" if shapes == ref_shapes else "the output shape changes"
 
-    with torch.no_grad():
-        reference = model(*example_inputs)
     names = {g.name for g in groups if len(keep[g.name]) < g.size}
     if not trial(names):
         return {}
@@ -221,9 +218,9 @@ def _cost(model, example_inputs, groups, scores, counts, target) -> int:
 
 
 def _scale(outs) -> float:
-    from edgehad.prune.compaction import _flat
+    from edgehad.prune.compaction import flatten_outputs
 
-    return max((float(t.abs().max()) for t in _flat(outs) if t.numel()), default=1.0)
+    return max((float(t.abs().max()) for t in flatten_outputs(outs) if t.numel()), default=1.0)
 
 
 def _layer_shapes(model) -> dict[str, tuple]:

@@ -31,7 +31,7 @@ def compact(groups, keep: dict[str, list[int]]) -> dict[str, int]:
 
 def max_abs_error(a, b) -> float:
     worst = 0.0
-    for x, y in zip(_flat(a), _flat(b)):
+    for x, y in zip(flatten_outputs(a), flatten_outputs(b)):
         if x.shape != y.shape:
             raise ConversionError(f"compaction changed an output's shape: {tuple(x.shape)} -> {tuple(y.shape)} "
                                   "(a group reaching the model output was pruned)")
@@ -45,11 +45,12 @@ def outputs(model, inputs: list[tuple]) -> list:
         return [model(*[torch.as_tensor(t) for t in args]) for args in inputs]
 
 
-def _flat(out):
+def flatten_outputs(out) -> list:
+    """Every tensor in a model's output (a tensor, or nested tuples/lists/dicts of them), in order."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)):
-        return [t for o in out for t in _flat(o)]
+        return [t for o in out for t in flatten_outputs(o)]
     if isinstance(out, dict):
-        return [t for v in out.values() for t in _flat(v)]
+        return [t for v in out.values() for t in flatten_outputs(v)]
     return []

@@ -20,16 +20,17 @@ from edgehad.core.errors import UserInputError
 from edgehad.cost import count_macs, count_params
 
 
-def _randomize(module: torch.nn.Module) -> torch.nn.Module:
+def randomize(module: torch.nn.Module, std: float = 1.0) -> torch.nn.Module:
+    """Seeded N(0, std) parameters, eval mode: a block's formula is checked on non-trivial weights."""
     torch.manual_seed(0)
     for p in module.parameters():
-        torch.nn.init.normal_(p)
+        torch.nn.init.normal_(p, std=std)
     return module.eval()
 
 
 @pytest.mark.parametrize("gate", ["sigmoid", "hardsigmoid"])
 def test_squeeze_excite_matches_formula(gate):
-    se = _randomize(SqueezeExcite(6, reduction=3, gate=gate))
+    se = randomize(SqueezeExcite(6, reduction=3, gate=gate))
     x = torch.randn(2, 6, 5, 4)
     w1, b1 = se.reduce.weight[:, :, 0, 0], se.reduce.bias  # [2, 6], [2]
     w2, b2 = se.expand.weight[:, :, 0, 0], se.expand.bias  # [6, 2], [6]
@@ -75,7 +76,7 @@ def test_squeeze_excite_rejects_unknown_gate():
     ],
 )
 def test_glu_matches_formula(variant, act):
-    ff = _randomize(GLUFeedForward(4, 6, variant, out_dim=3))
+    ff = randomize(GLUFeedForward(4, 6, variant, out_dim=3))
     x = torch.randn(2, 5, 4)
     w, v, w2 = ff.w.weight, ff.v.weight, ff.w2.weight  # [6, 4], [6, 4], [3, 6]
     expected = (act(x @ w.T) * (x @ v.T)) @ w2.T
@@ -85,7 +86,7 @@ def test_glu_matches_formula(variant, act):
 
 
 def test_glu_channels_form_is_the_linear_form_per_pixel():
-    lin = _randomize(GLUFeedForward(4, 6, "swiglu", bias=True))
+    lin = randomize(GLUFeedForward(4, 6, "swiglu", bias=True))
     conv = GLUFeedForward(4, 6, "swiglu", bias=True, form="channels").eval()
     with torch.no_grad():
         for name in ("w", "v", "w2"):

@@ -18,20 +18,15 @@ from edgehad.blocks import (
 )
 from edgehad.core.errors import UserInputError
 from edgehad.cost import count_macs, count_params
+from tests.unit.test_blocks import randomize
 
-
-def _randomize(module: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    for p in module.parameters():
-        torch.nn.init.normal_(p)
-    return module.eval()
 
 
 # FiLM
 
 
 def test_film_matches_formula():
-    film = _randomize(FiLM(4, 3))
+    film = randomize(FiLM(4, 3))
     x, z = torch.randn(2, 4, 5, 6), torch.randn(2, 3)
     gamma = z @ film.gamma.weight.T + film.gamma.bias  # [2, 4]
     beta = z @ film.beta.weight.T + film.beta.bias
@@ -65,7 +60,7 @@ def test_film_rejects_mismatched_inputs():
 
 
 def test_low_rank_bilinear_matches_formula():
-    mlb = _randomize(LowRankBilinearPooling(5, 3, 4, 2))
+    mlb = randomize(LowRankBilinearPooling(5, 3, 4, 2))
     x, y = torch.randn(6, 5), torch.randn(6, 3)
     u, v, p, b = mlb.u.weight, mlb.v.weight, mlb.p.weight, mlb.p.bias  # [4, 5], [4, 3], [2, 4], [2]
 
@@ -102,7 +97,7 @@ def test_low_rank_bilinear_rejects_mismatched_inputs():
 
 
 def test_polynomial_ccp_matches_formula():
-    poly = _randomize(PolynomialCCP(4, 6, degree=3, out_dim=2))
+    poly = randomize(PolynomialCCP(4, 6, degree=3, out_dim=2))
     z = torch.randn(5, 4)
     u1, u2, u3 = (u.weight for u in poly.u)  # [6, 4] each
     x1 = z @ u1.T
@@ -115,13 +110,13 @@ def test_polynomial_ccp_matches_formula():
         closed = x1 * (1 + z @ u2.T) * (1 + z @ u3.T)
         torch.testing.assert_close(x3, closed, rtol=1e-4, atol=1e-4)
         # degree 1 is a linear map
-        lin = _randomize(PolynomialCCP(4, 6, degree=1))
+        lin = randomize(PolynomialCCP(4, 6, degree=1))
         torch.testing.assert_close(lin(z), z @ lin.u[0].weight.T @ lin.c.weight.T + lin.c.bias, rtol=1e-4, atol=1e-4)
     assert poly.broadcast_dims == () and poly.coupled_dims == (-1,)
 
 
 def test_polynomial_ccp_channels_form_is_the_linear_form_per_pixel():
-    lin = _randomize(PolynomialCCP(4, 6, degree=2, out_dim=3))
+    lin = randomize(PolynomialCCP(4, 6, degree=2, out_dim=3))
     conv = PolynomialCCP(4, 6, degree=2, out_dim=3, form="channels").eval()
     with torch.no_grad():
         for src, dst in zip([*lin.u, lin.c], [*conv.u, conv.c]):
@@ -175,7 +170,7 @@ def _partial_conv_by_hand(pc: PartialConv2d, x, m, padding, stride=1):
 
 @pytest.mark.parametrize("mask_channels", [1, 3])
 def test_partial_conv_matches_formula(mask_channels):
-    pc = _randomize(PartialConv2d(3, 5, 3, padding=1, mask_channels=mask_channels))
+    pc = randomize(PartialConv2d(3, 5, 3, padding=1, mask_channels=mask_channels))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 7, 8)
     m = (torch.rand(2, mask_channels, 7, 8) > 0.4).float()
@@ -192,7 +187,7 @@ def test_partial_conv_matches_formula(mask_channels):
 
 
 def test_partial_conv_strided_without_bias_and_with_a_full_mask():
-    pc = _randomize(PartialConv2d(3, 4, 3, stride=2, padding=1, bias=False))
+    pc = randomize(PartialConv2d(3, 4, 3, stride=2, padding=1, bias=False))
     x = torch.randn(1, 3, 7, 9)
     with torch.no_grad():
         out, new_mask = pc(x, torch.ones(1, 1, 7, 9))
