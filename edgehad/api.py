@@ -172,17 +172,20 @@ def explain_rewrite(model, *, rules: str | list | None = None, model_args: dict 
     return [r.as_dict() for r in explain(loaded.module, loaded.example_inputs, chosen)]
 
 
-def profile(files, **options) -> list[dict]:
+def profile(files, *, host=None, target: str | None = None, report=None, data: str | None = None,
+            progress=None, **settings) -> list[dict]:
     """Measure latency and memory of each ``.onnx``/``.tflite`` file, each in its own fresh process.
 
-    ``options``: runtime ("auto", "ort", "tflite"), threads, warmup, runs or seconds, op_profile, seed,
-    provider ("cpu", "cuda", "tensorrt"). One dict per file, in order (keys: latency_ms, first_ms, init_ms,
-    throughput_ips, peak_rss_mb, rss_delta_mb, size_bytes, runs, threads, runtime, provider, ops, machine,
-    path, emulated).
+    ``settings`` are ``edgehad.profile.job.Job`` fields: runtime ("auto", "ort", "tflite"), threads, warmup,
+    runs or seconds, op_profile, seed, provider ("cpu", "cuda", "tensorrt"), power, timeout.
+    ``host``: None (here), or ``ssh://user@host[:port]`` / a hosts.toml name, several as a list or
+    comma-separated; ``target``: a targets/ name (``emulated-aarch64`` runs the ARM runtimes under qemu);
+    ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs.
+    One dict per (host, file), in order; keys documented in README.md ("profile JSON keys").
     """
-    from edgehad.profile.local import check_file, profile_file
+    from edgehad.profile.job import Job
+    from edgehad.profile.run import profile_all
 
     files = [files] if isinstance(files, (str, Path)) else list(files)
-    for f in files:  # every bad path is reported before any measuring starts
-        check_file(f)
-    return [profile_file(f, **options) for f in files]
+    return profile_all(files, Job(**settings), host=host, target=target, report=report, data=data,
+                       progress=progress)

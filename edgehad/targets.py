@@ -162,3 +162,8 @@ def load_target(name_or_path: str | os.PathLike) -> dict:
 def list_targets() -> list[dict]:
     """Every target in targets_dir(), validated, sorted by name."""
     return [_read(p) for p in _target_files(targets_dir())]
+
+
+def closest_target(machine: dict) -> str | None:
+    """Placeholder while closest-target matching is being written this session."""
+    return None

@@ -19,6 +19,7 @@ COMMANDS = {
     "inspect": ("edgehad.cli.inspect", "inspect", "Describe a .onnx / .tflite file or a MODEL spec."),
     "profile": ("edgehad.cli.profile", "profile", "Measure latency and memory of .onnx/.tflite files, each in its own process."),
     "rewrite": ("edgehad.cli.rewrite", "rewrite", "List rewrite rules, or explain what they would do to a MODEL."),
+    "targets": ("edgehad.cli.targets", "targets", "List the device descriptions; set up the emulated aarch64 one."),
 }
 
 

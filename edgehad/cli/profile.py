@@ -17,22 +17,46 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--seconds", type=float, default=None, help="Time budget for the timed runs, instead of --runs.")
 @click.option("--op-profile", is_flag=True, help="Per-op time breakdown (onnxruntime; op counts for TFLite).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--data", "data", default=None, metavar="SPEC",
+              help="Feed validation samples of this data spec (e.g. digits) instead of random inputs.")
+@click.option("--target", default=None, metavar="NAME",
+              help="Device description from targets/ for the roofline (see `edgehad targets`); "
+                   "emulated-aarch64 runs ARM builds of the runtimes here under qemu.")
+@click.option("--host", default=None, metavar="ssh://user@host[:port]|NAME[,...]",
+              help="Measure on these devices over SSH (names from ~/.config/edgehad/hosts.toml); "
+                   "several hosts run at once.")
+@click.option("--ep", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider.")
+@click.option("--power", is_flag=True, help="Jetson: report tegrastats' power rails too.")
+@click.option("--timeout", type=float, default=None, help="Seconds allowed per file, start to result.")
+@click.option("--report", "report", default=None, metavar="DIR",
+              help="Also write an offline HTML report with plots to DIR/index.html.")
 @json_option
 @debug_option
 @command_errors
-def profile(files, runtime, threads, warmup, runs, seconds, op_profile, seed, as_json, debug):
+def profile(files, runtime, threads, warmup, runs, seconds, op_profile, seed, data, target, host, provider,
+            power, timeout, report, as_json, debug):
     """Latency (init, first, p50/p90/p99), throughput and peak memory of each FILE (.onnx, .tflite).
 
     Each file runs in its own fresh process, so peak RSS is that file's alone.
     With two or more files, p50 is also given as a ratio to the first file's.
     """
+    import sys
+
     from edgehad.api import profile as api_profile
     from edgehad.core.errors import UserInputError
 
     if runs is not None and seconds is not None:
         raise UserInputError("give --runs or --seconds, not both")
+
+    def progress(message: str) -> None:
+        if not as_json:
+            print(message, file=sys.stderr, flush=True)
+
     results = api_profile(list(files), runtime=runtime, threads=threads, warmup=warmup,
-                          runs=100 if runs is None else runs, seconds=seconds, op_profile=op_profile, seed=seed)
+                          runs=100 if runs is None else runs, seconds=seconds, op_profile=op_profile, seed=seed,
+                          provider=provider, power=power, timeout=timeout, host=host, target=target,
+                          report=report, data=data, progress=progress)
     if as_json:
         emit_json(results)
     else:

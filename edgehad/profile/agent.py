@@ -6,16 +6,23 @@ with the device's python. Do not import edgehad or torch here.
 
     python agent.py MODEL [--runtime auto|ort|tflite] [--threads N] [--warmup N]
                           [--runs N | --seconds S] [--op-profile] [--seed N]
-                          [--provider cpu|cuda|tensorrt]
+                          [--provider cpu|cuda|tensorrt] [--inputs NPZ] [--progress]
 
 Method: create the session (``init_ms``), run once (``first_ms``), run
 ``--warmup`` untimed inferences, then ``--runs`` timed ones (or as many as fit
 in ``--seconds``), timing only the runtime's run call with ``time.perf_counter``
-on input arrays allocated once beforehand. Peak memory is the process's peak
+on input arrays allocated once beforehand: seeded random ones of each input's
+dtype, or the samples of ``--inputs`` (an .npz whose arrays ``arr_0``,
+``arr_1``, ... hold N samples of each input in the model's input order; float
+samples for an int8 input are quantized with the input's own scale and zero
+point), used in turn. ``samples_ms`` keeps every timed run. Peak memory is the process's peak
 RSS as the OS reports it; ``rss_delta_mb`` is that peak minus the RSS measured
 after importing the runtime and before loading the model. With
 ``--op-profile``, onnxruntime's profiler runs on a separate short session after
 the timed runs, so it never slows the timed ones.
+
+``--progress`` prints one line per phase on stderr ("edgehad-agent: ...") for a
+caller that streams it (the SSH runner does).
 
 Errors (a missing runtime, an unreadable model) print ``{"error": "..."}`` and
 exit 2.
@@ -106,6 +113,41 @@ def _random_input(shape, dtype, rng):
     return rng.integers(0, 10, shape).astype(dtype)  # indices, token ids: keep them small
 
 
+def random_feed(specs, rng) -> dict:
+    return {key: _random_input(shape, dtype, rng) for key, shape, dtype, _ in specs}
+
+
+def file_feeds(path, specs) -> list[dict]:
+    """One feed per sample of the ``--inputs`` archive, converted to each input's dtype (quantized if int8)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = [archive[f"arr_{i}"] if f"arr_{i}" in archive.files else None for i in range(len(specs))]
+    except (OSError, ValueError) as exc:
+        raise AgentError(f"{path}: not a readable .npz of input samples ({' '.join(str(exc).split())})") from None
+    counts = set()
+    for i, ((key, shape, dtype, quant), array) in enumerate(zip(specs, arrays)):
+        if array is None:
+            raise AgentError(f"{path}: no array arr_{i} for input {i} ({key}); the model has {len(specs)} input(s)")
+        want = [_dim(d) for d in shape]
+        if list(array.shape[1:]) != want:
+            raise AgentError(f"{path}: arr_{i} holds samples of shape {list(array.shape[1:])}, "
+                             f"input {key} wants {want}")
+        counts.add(array.shape[0])
+    if len(counts) != 1 or 0 in counts:
+        raise AgentError(f"{path}: every arr_i needs the same number (>0) of samples, got {sorted(counts)}")
+    feeds = [{} for _ in range(counts.pop())]
+    for (key, _, dtype, quant), array in zip(specs, arrays):
+        dtype = np.dtype(dtype)
+        if quant and np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating):
+            scale, zero = quant
+            info = np.iinfo(dtype)
+            array = np.clip(np.round(array / scale) + zero, info.min, info.max)
+        array = np.ascontiguousarray(array.astype(dtype))
+        for feed, sample in zip(feeds, array):
+            feed[key] = sample
+    return feeds
+
+
 class OrtRunner:
     runtime = "ort"
 
@@ -129,9 +171,9 @@ class OrtRunner:
         self.provider = provider
         self.version = ort.__version__
 
-    def inputs(self, rng):
-        return {i.name: _random_input(i.shape, _ORT_DTYPES.get(i.type, np.float32), rng)
-                for i in self.session.get_inputs()}
+    def specs(self):
+        """(key, shape, dtype, (scale, zero_point) or None) per input, in the model's order."""
+        return [(i.name, i.shape, _ORT_DTYPES.get(i.type, np.float32), None) for i in self.session.get_inputs()]
 
     def make_run(self, feed):
         run = self.session.run
@@ -147,8 +189,9 @@ class TfliteRunner:
         self.interp = Interpreter(model_path=path, num_threads=threads)
         self.interp.allocate_tensors()
 
-    def inputs(self, rng):
-        return {d["index"]: _random_input(list(d["shape"]), d["dtype"], rng) for d in self.interp.get_input_details()}
+    def specs(self):
+        return [(d["index"], list(d["shape"]), d["dtype"], d["quantization"] if d["quantization"][0] else None)
+                for d in self.interp.get_input_details()]
 
     def make_run(self, feed):
         interp = self.interp
@@ -227,6 +270,11 @@ def ort_op_profile(path, threads, provider, feed):
 
 
 # -- measuring ----------------------------------------------------------------
+def progress(args, message: str) -> None:
+    if args.progress:
+        print(f"edgehad-agent: {message}", file=sys.stderr, flush=True)
+
+
 def stats(times_ms):
     a = np.asarray(times_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
@@ -262,26 +310,34 @@ def measure(args) -> dict:
         raise AgentError(f"{path}: {runtime} cannot load this model: {' '.join(str(exc).split())}") from None
     init_ms = (time.perf_counter() - start) * 1000
 
-    rng = np.random.default_rng(args.seed)
-    feed = runner.inputs(rng)
-    run = runner.make_run(feed)
+    specs = runner.specs()
+    feeds = file_feeds(args.inputs, specs) if args.inputs else [random_feed(specs, np.random.default_rng(args.seed))]
+    feed = feeds[0]
+    calls = [runner.make_run(f) for f in feeds]
+    n_calls = len(calls)
     clock = time.perf_counter
 
+    progress(args, f"loaded in {init_ms:.0f} ms; warm-up {args.warmup} runs")
     start = clock()
-    run()
+    calls[0]()
     first_ms = (clock() - start) * 1000
-    for _ in range(args.warmup):
-        run()
+    for i in range(args.warmup):
+        calls[i % n_calls]()
 
+    progress(args, f"timing {f'{args.seconds} s' if args.seconds is not None else f'{args.runs} runs'}")
     times = []
+    i = 0
     if args.seconds is not None:
         budget_end = clock() + args.seconds
         while not times or clock() < budget_end:
+            run = calls[i % n_calls]
             start = clock()
             run()
             times.append(clock() - start)
+            i += 1
     else:
-        for _ in range(args.runs):
+        for i in range(args.runs):
+            run = calls[i % n_calls]
             start = clock()
             run()
             times.append(clock() - start)
@@ -289,6 +345,7 @@ def measure(args) -> dict:
 
     result = {
         "latency_ms": stats([t * 1000 for t in times]),
+        "samples_ms": [round(t * 1000, 6) for t in times],
         "first_ms": first_ms,
         "init_ms": init_ms,
         "throughput_ips": len(times) / sum(times) if sum(times) > 0 else None,
@@ -303,10 +360,12 @@ def measure(args) -> dict:
         "provider": runner.provider,
         "inputs": {str(k): {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feed.items()},
         "seed": args.seed,
+        "input_source": f"{n_calls} sample(s) from {os.path.basename(args.inputs)}" if args.inputs else "random",
         "ops": None,
         "machine": machine(),
     }
     if args.op_profile:
+        progress(args, "op profile")
         if runtime == "ort":
             result["ops"] = ort_op_profile(path, args.threads, args.provider, feed)
             result["ops_note"] = (f"onnxruntime profiler, kernel time by op type, mean per inference over "
@@ -336,6 +395,8 @@ def parse_args(argv):
     p.add_argument("--op-profile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--provider", choices=sorted(_PROVIDERS), default="cpu")
+    p.add_argument("--inputs", default=None)
+    p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     if args.threads < 1:
         raise AgentError("--threads must be at least 1")

@@ -1,0 +1,121 @@
+"""Profile several files on one or several places: here, devices over SSH, or the emulated aarch64 userland.
+
+Files on one host run one after another (two measurements at once would
+share the cores); different hosts run at the same time, one thread each.
+After measuring, each document gains what needs the host-side edgehad:
+the target it was compared with, the roofline, parsed tegrastats samples.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from edgehad.core.errors import UserInputError
+from edgehad.profile.job import Job, check_file
+
+LOCAL = "local"
+EMULATED = "emulated-aarch64"
+INPUT_SAMPLES = 16  # --data: this many validation samples, fed in turn
+
+
+def write_inputs(spec: str, folder: Path, count: int = INPUT_SAMPLES) -> Path:
+    """The agent's ``--inputs`` archive from a data spec: ``count`` validation samples, batch 1 each."""
+    import numpy as np
+
+    from edgehad.data import load_data, sample_inputs
+
+    x = sample_inputs(load_data(spec), count)
+    path = folder / "inputs.npz"
+    np.savez(path, x[:, None])  # [N, 1, *sample]: every sample is one whole batch-1 input tensor
+    return path
+
+
+def _split_hosts(host) -> list[str]:
+    if host is None:
+        return []
+    names = host.split(",") if isinstance(host, str) else list(host)
+    names = [h.strip() for h in names if h and h.strip()]
+    if not names:
+        raise UserInputError("--host is empty: give ssh://user@host[:port] or a name from hosts.toml")
+    if len(set(names)) != len(names):
+        raise UserInputError(f"--host names a host twice ({', '.join(names)}): give each once")
+    return names
+
+
+def profile_all(files, job: Job, host=None, target: str | None = None, report: str | Path | None = None,
+                data: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Measure every file on every host; one document per (host, file), hosts in the order given."""
+    from edgehad.targets import load_target
+
+    paths = [check_file(f) for f in files]  # every bad path is reported before any measuring starts
+    hosts = _split_hosts(host)
+    target_desc = load_target(target) if target else None
+    if target == EMULATED and hosts:
+        raise UserInputError(f"--target {EMULATED} runs here under qemu; leave out --host")
+    if report is not None:
+        report = Path(report)
+        if report.exists() and not report.is_dir():
+            raise UserInputError(f"--report {report}: exists and is not a folder; give a folder path")
+
+    with tempfile.TemporaryDirectory(prefix="edgehad-profile-") as tmp:
+        if data is not None:
+            job = replace(job, inputs=write_inputs(data, Path(tmp)))
+        if target == EMULATED:
+            from edgehad.profile.emulated import profile_emulated
+
+            plan = {EMULATED: lambda p: profile_emulated(p, job)}
+        elif hosts:
+            from edgehad.profile.remote import profile_remote, resolve_host
+
+            resolved = [resolve_host(h) for h in hosts]  # every bad host spec before any connection
+            plan = {h.name: (lambda p, h=h: profile_remote(h, p, job, progress)) for h in resolved}
+        else:
+            from edgehad.profile.local import profile_file
+
+            plan = {LOCAL: lambda p: profile_file(p, job)}
+        results = _run_plan(plan, paths)
+
+    for doc in results:
+        finish_document(doc, target_desc)
+    if report is not None:
+        from edgehad.profile.html import write_report
+
+        write_report(results, report)
+    return results
+
+
+def _run_plan(plan: dict, paths: list[Path]) -> list[dict]:
+    def one_host(measure):
+        return [measure(p) for p in paths]
+
+    if len(plan) == 1:
+        (measure,) = plan.values()
+        return one_host(measure)
+    with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+        futures = [pool.submit(one_host, m) for m in plan.values()]
+        per_host = [f.result() for f in futures]  # the first failing host's error is raised
+    return [doc for docs in per_host for doc in docs]
+
+
+def finish_document(doc: dict, target_desc: dict | None) -> None:
+    """Attach the target, roofline and parsed tegrastats samples to one agent document (in place)."""
+    from edgehad.targets import closest_target, load_target
+
+    if target_desc is None:
+        name = LOCAL if doc.get("host") == LOCAL else closest_target(doc.get("machine") or {})
+        target_desc = load_target(name) if name else None
+    doc["target"] = target_desc["name"] if target_desc else None
+    doc["roofline"] = None
+    if target_desc is not None and not doc.get("emulated"):  # emulated timings mean nothing against a roofline
+        from edgehad.profile.roofline import roofline
+
+        doc["roofline"] = roofline(Path(doc["path"]), target_desc, doc["latency_ms"]["p50"], doc["threads"])
+    lines = doc.pop("tegrastats_lines", None)
+    if lines:
+        from edgehad.profile.tegrastats import summarize
+
+        doc["tegrastats"] = summarize(lines)
