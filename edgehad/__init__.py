@@ -6,11 +6,12 @@ so that ``import edgehad`` (and ``edgehad --help``) stay fast.
     import edgehad
     report = edgehad.convert("zoo:digits_cnn", formats=["onnx", "tflite"], out="out")
     info = edgehad.inspect("out/model.tflite")
+    rows = edgehad.profile(["out/model.onnx", "out/model.tflite"], threads=1)
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["convert", "inspect", "load_model", "EdgehadError", "UserInputError", "__version__"]
+__all__ = ["convert", "inspect", "profile", "load_model", "EdgehadError", "UserInputError", "__version__"]
 
 from edgehad.core.errors import EdgehadError, UserInputError  # noqa: E402  (tiny, no heavy imports)
 
@@ -27,6 +28,13 @@ def inspect(*args, **kwargs):
     from edgehad.api import inspect as _inspect
 
     return _inspect(*args, **kwargs)
+
+
+def profile(*args, **kwargs):
+    """Measure latency and memory of .onnx/.tflite files; see :func:`edgehad.api.profile`."""
+    from edgehad.api import profile as _profile
+
+    return _profile(*args, **kwargs)
 
 
 def load_model(*args, **kwargs):

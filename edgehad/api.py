@@ -176,15 +176,15 @@ def profile(files, *, host=None, target: str | None = None, report=None, data: s
             progress=None, **settings) -> list[dict]:
     """Measure latency and memory of each ``.onnx``/``.tflite`` file, each in its own fresh process.
 
-    ``settings`` are ``edgehad.profile.job.Job`` fields: runtime ("auto", "ort", "tflite"), threads, warmup,
+    ``settings`` are ``edgehad.profiling.job.Job`` fields: runtime ("auto", "ort", "tflite"), threads, warmup,
     runs or seconds, op_profile, seed, provider ("cpu", "cuda", "tensorrt"), power, timeout.
     ``host``: None (here), or ``ssh://user@host[:port]`` / a hosts.toml name, several as a list or
     comma-separated; ``target``: a targets/ name (``emulated-aarch64`` runs the ARM runtimes under qemu);
     ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs.
     One dict per (host, file), in order; keys documented in README.md ("profile JSON keys").
     """
-    from edgehad.profile.job import Job
-    from edgehad.profile.run import profile_all
+    from edgehad.profiling.job import Job
+    from edgehad.profiling.run import profile_all
 
     files = [files] if isinstance(files, (str, Path)) else list(files)
     return profile_all(files, Job(**settings), host=host, target=target, report=report, data=data,

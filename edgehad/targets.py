@@ -13,6 +13,7 @@ schema still comes from edgehad's own targets/ folder).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -164,6 +165,71 @@ def list_targets() -> list[dict]:
     return [_read(p) for p in _target_files(targets_dir())]
 
 
+# Matching levels, most specific first: the board's device-tree model names the board; an
+# Arm CPU part number names the core (several boards share one); the CPU name likewise;
+# the architecture alone says only "some aarch64 machine".
+MATCH_LEVELS = ("device_model", "cpu_part", "cpu", "arch")
+ARM_LTD = 0x41  # MIDR implementer code of Arm Ltd.'s own cores (Cortex-A...)
+_PART_IN_TEXT = re.compile(r"implementer\s+(0x[0-9a-f]+)\s+part\s+(0x[0-9a-f]+)", re.IGNORECASE)
+
+
+def _hex(text) -> int | None:
+    try:
+        return int(str(text).strip(), 16)
+    except ValueError:
+        return None
+
+
+def _machine_part(machine: dict) -> tuple[int | None, int | None]:
+    """(implementer, part) from the agent's machine dict: ``cpu_implementer``/``cpu_part`` keys,
+    or a cpu string "implementer 0x41 part 0xd08" (what the agent reports when cpuinfo has no model name)."""
+    part = _hex(machine["cpu_part"]) if machine.get("cpu_part") else None
+    impl = _hex(machine["cpu_implementer"]) if machine.get("cpu_implementer") else None
+    if part is None:
+        found = _PART_IN_TEXT.search(str(machine.get("cpu") or ""))
+        if found:
+            impl, part = int(found[1], 16), int(found[2], 16)
+    return impl, part
+
+
+def _part_matches(entry: str, impl: int | None, part: int | None) -> bool:
+    """A TOML ``cpu_part`` entry ("0xd08" = an Arm Ltd. core, or "0x4e:0x004") against the machine's."""
+    want_impl, _, want_part = entry.rpartition(":")
+    want_impl = _hex(want_impl) if want_impl else ARM_LTD
+    return part is not None and _hex(want_part) == part and (impl is None or impl == want_impl)
+
+
+def _match_level(match: dict, machine: dict, level: str) -> int:
+    """How well one target's [match] table fits at ``level``: 0 no match, else the matched text's length
+    (the longer substring is the more specific description)."""
+    if level == "cpu_part":
+        impl, part = _machine_part(machine)
+        return max((len(e) for e in match.get(level, []) if _part_matches(e, impl, part)), default=0)
+    have = str(machine.get(level) or "").casefold()
+    if not have:
+        return 0
+    if level == "arch":
+        return max((len(e) for e in match.get(level, []) if e.casefold() == have), default=0)
+    return max((len(e) for e in match.get(level, []) if e.casefold() in have), default=0)
+
+
 def closest_target(machine: dict) -> str | None:
-    """Placeholder while closest-target matching is being written this session."""
+    """The target in targets_dir() that best describes ``machine``, or None if none fits.
+
+    ``machine`` is what the profiling agent reports: ``arch`` (platform.machine()),
+    ``cpu`` (cpuinfo's model name, or "implementer 0x41 part 0xd08"), ``device_model``
+    (/proc/device-tree/model), ``cores``; ``cpu_implementer`` / ``cpu_part`` are used when
+    present. Each target's ``[match]`` table (targets/schema.toml) lists what identifies it;
+    levels are tried in MATCH_LEVELS order and the first level any target matches decides.
+    Within a level the longest matching entry wins, then a non-emulated target, then the name.
+    """
+    if not isinstance(machine, dict):
+        return None
+    candidates = [t for t in list_targets() if t.get("match")]
+    for level in MATCH_LEVELS:
+        scored = [(_match_level(t["match"], machine, level), t) for t in candidates]
+        scored = [(score, t) for score, t in scored if score]
+        if scored:
+            best = min(scored, key=lambda st: (-st[0], bool(st[1].get("emulated")), st[1]["name"]))
+            return best[1]["name"]
     return None

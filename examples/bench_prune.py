@@ -38,10 +38,11 @@ ratio = 0.5
 """
 # Measured here: onnxruntime's int8 kernels run channel counts that are multiples of 16 faster on
 # AVX-512 (a 72-channel stride-2 depthwise conv took 214 us, 80 channels 106 us), so the script also
-# times --prune-round-to 16 beside the default 8.
+# times --prune-round-to 16 beside the default 8 ...
 PRUNE16_INT8_RECIPE = PRUNE_INT8_RECIPE + "round_to = 16\n"
-# ... and keeping the 3-channel stem conv float (--keep-float stem): measured slower in int8 than fp32 here.
-PRUNE16_STEM_RECIPE = PRUNE16_INT8_RECIPE.replace('calib_samples = 64\n', 'calib_samples = 64\nkeep_float = "stem"\n')
+# ... and the settings of converters/prune50-int8.toml: round_to 16 and --keep-float speed (the leading
+# convs that onnxruntime runs faster in fp32 stay float, timed per layer by edgehad/quantize/speed.py).
+PRUNE16_SPEED_RECIPE = PRUNE16_INT8_RECIPE.replace('calib_samples = 64\n', 'calib_samples = 64\nkeep_float = "speed"\n')
 
 
 def cpu_features() -> str:
@@ -80,8 +81,8 @@ def main() -> None:
             pruned_q = edgehad.convert(model, recipe=str(tmp / "int8.toml"), samples=4, out=tmp / "pruned_int8")
             (tmp / "int8_16.toml").write_text(PRUNE16_INT8_RECIPE)
             pruned_q16 = edgehad.convert(model, recipe=str(tmp / "int8_16.toml"), samples=4, out=tmp / "pruned16_int8")
-            (tmp / "int8_16_stem.toml").write_text(PRUNE16_STEM_RECIPE)
-            pruned_qs = edgehad.convert(model, recipe=str(tmp / "int8_16_stem.toml"), samples=4, out=tmp / "stem")
+            (tmp / "int8_16_speed.toml").write_text(PRUNE16_SPEED_RECIPE)
+            pruned_qs = edgehad.convert(model, recipe=str(tmp / "int8_16_speed.toml"), samples=4, out=tmp / "speed")
             f = {Path(a["path"]).suffix: Path(a["path"]) for a in full["artifacts"]}
             p = {Path(a["path"]).suffix: Path(a["path"]) for a in pruned["artifacts"]}
             pq = {Path(a["path"]).suffix: Path(a["path"]) for a in pruned_q["artifacts"]}
@@ -100,7 +101,7 @@ def main() -> None:
         F_O, P_O, F_T, P_T = "original fp32 ONNX", "pruned fp32 ONNX", "original fp32 TFLite", "pruned fp32 TFLite"
         PQ_O, Q_O = "pruned int8 ONNX (edgehad)", "original int8 ONNX (ORT quantize_static)"
         PQ16_O = "pruned int8 ONNX (edgehad, --prune-round-to 16)"
-        PQS_O = "pruned int8 ONNX (edgehad, --prune-round-to 16 --keep-float stem)"
+        PQS_O = "pruned int8 ONNX (edgehad, converters/prune50-int8 settings: round-to 16, --keep-float speed)"
         files = {F_O: f[".onnx"], P_O: p[".onnx"], F_T: f[".tflite"], P_T: p[".tflite"], PQ_O: pq[".onnx"],
                  PQ16_O: pq16[".onnx"], PQS_O: pqs[".onnx"], Q_O: ort_q}
         x = torch.rand(*shape, generator=torch.Generator().manual_seed(7)).numpy()

@@ -32,7 +32,10 @@ def model_options(f):
 def fail(message: str, code: int) -> None:
     from edgehad.core.capture import console
 
-    console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: a message may hold brackets ("ssh-keygen -R [pi.local]:2222") that rich would eat as markup
+    console().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

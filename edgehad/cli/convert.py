@@ -23,7 +23,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--calib", type=click.Choice(["data", "random"]), help="Calibration source; 'random' must be asked for explicitly.")
 @click.option("--calib-samples", type=int, help="Calibration samples from the train split (default 256).")
 @click.option("--int8-io", is_flag=True, default=None, help="TFLite int8: int8 inputs/outputs instead of float.")
-@click.option("--keep-float", metavar="auto|LAYER,...", help="int8: keep these modules float ('stem': the first conv on <= 4 channels), or 'auto' by per-layer sensitivity.")
+@click.option("--keep-float", metavar="auto|speed|stem|LAYER,...", help="int8: keep these modules float ('stem': the first conv on <= 4 channels; 'speed': the leading convs onnxruntime runs faster in fp32, measured), or 'auto' by per-layer sensitivity.")
 @click.option("--rewrite", metavar="RULE[,RULE...]", help="Rewrite rules to apply (edgehad rewrite --list).")
 @click.option("--strict", is_flag=True, default=None, help="Fail when a --rewrite rule matched nothing.")
 @click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: remove this fraction (0.5 = half) of each channel group.")

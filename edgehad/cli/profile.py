@@ -23,7 +23,8 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
               help="Device description from targets/ for the roofline (see `edgehad targets`); "
                    "emulated-aarch64 runs ARM builds of the runtimes here under qemu.")
 @click.option("--host", default=None, metavar="ssh://user@host[:port]|NAME[,...]",
-              help="Measure on these devices over SSH (names from ~/.config/edgehad/hosts.toml); "
+              help="Measure on these devices over SSH (names from ~/.config/edgehad/hosts.toml, or the file "
+                   "$EDGEHAD_HOSTS_FILE names); "
                    "several hosts run at once.")
 @click.option("--ep", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider.")
@@ -69,41 +70,68 @@ def _ms(value) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
+def _where(r: dict) -> str:
+    """host, and the target compared with: 'local', 'pi4 ~ rpi4', 'emulated-aarch64 (emulated)'."""
+    host, target = r.get("host") or "local", r.get("target")
+    label = host if not target or target == host else f"{host} ~ {target}"
+    return f"{label} (emulated)" if r.get("emulated") else label
+
+
+def _roof(r: dict) -> str:
+    roof = r.get("roofline")
+    if not roof or roof.get("percent_of_roofline") is None:
+        return "-"
+    return f"{roof['percent_of_roofline']:.0f}% ({roof['bound']})"
+
+
 def _print(results: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     out = Console(highlight=False)
     first = results[0]
-    m = first["machine"]
     runs = ", ".join(sorted({str(r["runs"]) for r in results}))
-    out.print(f"{m['arch']}, {m['cpu'] or 'unknown CPU'}: {first['threads']} thread(s), "
+    machines = {(r["machine"]["arch"], r["machine"]["cpu"] or "unknown CPU") for r in results}
+    out.print(f"{'; '.join(f'{a}, {c}' for a, c in sorted(machines))}: {first['threads']} thread(s), "
               f"{first['warmup']} warm-up, {runs} timed runs. Times in ms; peak RSS of the process and "
-              f"its rise (Δ) over the loaded runtime, in MB.")
+              f"its rise (Δ) over the loaded runtime, in MB; roofline: % of the target's lower bound reached.")
+    if any(r.get("emulated") for r in results):
+        out.print("[bold yellow]emulated[/]: ARM runtimes under qemu: outputs are real, timings mean nothing.")
+    several_hosts = len({r.get("host") for r in results}) > 1
     table = Table(show_edge=False, padding=(0, 1), pad_edge=False)
-    columns = ["file", "init", "first", "p50", "p90", "p99", "mean±std", "inf/s", "RSS", "Δ", "KiB"]
+    columns = ["file", "where", "init", "first", "p50", "p90", "p99", "mean±std", "inf/s", "RSS", "Δ", "KiB",
+               "roofline"]
     if len(results) > 1:
         columns.append("p50 ×")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
     for r in results:
         lat = r["latency_ms"]
-        row = [f"{r['path']} [dim]({r['runtime']}/{r['provider']})[/]", _ms(r["init_ms"]), _ms(r["first_ms"]),
-               _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]), f"{_ms(lat['mean'])}±{_ms(lat['std'])}",
+        row = [f"{r['path']} [dim]({r['runtime']}/{r['provider']})[/]", _where(r), _ms(r["init_ms"]),
+               _ms(r["first_ms"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]),
+               f"{_ms(lat['mean'])}±{_ms(lat['std'])}",
                f"{r['throughput_ips']:,.0f}" if r["throughput_ips"] else "-", f"{r['peak_rss_mb']:.1f}",
-               f"{r['rss_delta_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}"]
-        if len(results) > 1:
-            base = first["latency_ms"]["p50"]
+               f"{r['rss_delta_mb']:.1f}", f"{r['size_bytes'] / 1024:.1f}", _roof(r)]
+        if len(results) > 1:  # against the first file on the same host: across hosts the devices differ
+            base = next(b for b in results if b.get("host") == r.get("host"))["latency_ms"]["p50"]
             row.append(f"{lat['p50'] / base:.2f}" if base else "-")
         table.add_row(*row)
     # never squeeze numbers into ellipses: a narrow terminal wraps the long lines instead
     needed = Console(width=1000).measure(table).maximum
     wide = Console(highlight=False, width=max(out.width, needed))
     wide.print(table)
+    if several_hosts:
+        out.print("p50 × is against the first file measured on the same host.")
     for r in results:
-        if not r.get("ops"):
-            continue
-        out.print(f"[bold]{r['path']}[/]: top ops ({r.get('ops_note', '')})")
+        _print_extras(out, r)
+
+
+def _print_extras(out, r: dict) -> None:
+    from rich.table import Table
+
+    where = f" on {r['host']}" if r.get("host") not in (None, "local") else ""
+    if r.get("ops"):
+        out.print(f"[bold]{r['path']}[/]{where}: top ops ({r.get('ops_note', '')})")
         ops = Table(show_edge=False)
         for col in ("op", "calls", "ms", "share"):
             ops.add_column(col, justify="left" if col == "op" else "right")
@@ -111,3 +139,14 @@ def _print(results: list[dict]) -> None:
             ops.add_row(op["op"], str(op["calls"]), _ms(op["ms"]),
                         "-" if op["share"] is None else f"{op['share']:.1%}")
         out.print(ops)
+    tegra = r.get("tegrastats")
+    if tegra and tegra.get("samples"):
+        ram = tegra.get("ram_used_mb") or {}
+        gpu = tegra.get("gpu_util_pct") or {}
+        line = (f"[bold]{r['path']}[/]{where}: tegrastats, {tegra['samples']} samples: RAM used (CPU+GPU) "
+                f"max {ram.get('max', 0):.0f} of {tegra.get('ram_total_mb') or 0:.0f} MB, GPU load mean "
+                f"{gpu.get('mean', 0):.0f}%")
+        power = tegra.get("power_total_mw")
+        if power:
+            line += f", power mean {power['mean']:.0f} mW (max {power['max']:.0f}, {tegra.get('power_total_source')})"
+        out.print(line)

@@ -45,6 +45,33 @@ def _in_modules(node, names) -> bool:
     return any(p == n or p.startswith(n + ".") for p in paths for n in names)
 
 
+def _shares_with(node, nodes: set) -> bool:
+    """Whether ``node``'s annotation takes its range from one of ``nodes`` (a SharedQuantizationSpec)."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    ann = node.meta.get("quantization_annotation")
+    if ann is None:
+        return False
+    specs = [*ann.input_qspec_map.values(), ann.output_qspec]
+    for spec in specs:
+        if isinstance(spec, SharedQuantizationSpec):
+            edge = spec.edge_or_node
+            sources = edge if isinstance(edge, tuple) else (edge,)
+            if any(src in nodes for src in sources):
+                return True
+    return False
+
+
+def _followers() -> set:
+    """Element-wise ops that run fused onto the op before them: activations and inference-mode norms."""
+    import torch
+
+    aten = torch.ops.aten
+    names = ("relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "hardswish", "hardswish_",
+             "silu", "silu_", "sigmoid", "batch_norm", "_native_batch_norm_legit_no_training")
+    return {getattr(aten, n).default for n in names if hasattr(aten, n)}
+
+
 def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
     """A litert-torch PT2E quantizer with the fixes above, for static int8.
 
@@ -150,6 +177,7 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
                 ann.input_qspec_map[arg] = produced
 
     config = get_symmetric_quantization_config(is_per_channel=per_channel)
+    followers = _followers()
 
     def stays_float(node) -> bool:
         return _in_modules(node, keep_float) or (only is not None and not _in_modules(node, [only]))
@@ -157,9 +185,16 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
     def drop_float_annotations(gm):
         # litert-torch's set_module_name() cannot say "float"; instead we annotate everything and
         # then take the annotations off the nodes that must stay float (no observers, no Q/DQ).
-        for node in gm.graph.nodes:
-            if "quantization_annotation" in node.meta and stays_float(node):
-                del node.meta["quantization_annotation"]
+        # An activation or norm right after a float node stays float with it: quantizing it would put
+        # a quantize/dequantize pair between two float ops (measured: it undid the gain of keeping
+        # MobileNetV2's first two convs float).
+        # An op that shares its range with a float tensor (max-pool: SharedQuantizationSpec) has no range.
+        floating = set()
+        for node in gm.graph.nodes:  # topological order: a producer is seen before its users
+            follows_float = node.target in followers and bool(node.args) and node.args[0] in floating
+            if stays_float(node) or follows_float or _shares_with(node, floating):
+                floating.add(node)
+                node.meta.pop("quantization_annotation", None)
 
     class EdgehadQuantizer(PT2EQuantizer):
         def annotate(self, model):

@@ -25,7 +25,8 @@ class Quantize(Stage):
         "calib": Option(str, "data", "'data' (the train split of --data) or 'random' (explicit, reported)"),
         "calib_samples": Option(int, 256, "calibration samples"),
         "int8_io": Option(bool, False, "TFLite: int8 inputs/outputs instead of float"),
-        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated ('stem': the first conv on <= 4 channels)"),
+        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated ('stem': the first conv on "
+                                   "<= 4 channels; 'speed': the leading convs measured faster in fp32 than int8)"),
         "target_cosine": Option(float, 0.995, "keep-float auto: least output cosine against float"),
     }
 
@@ -70,6 +71,19 @@ class Quantize(Stage):
                 stem = stem_layer(artifact.model)
                 keep = [stem if k == "stem" else k for k in keep]
                 reasons[stem] = "--keep-float stem: a conv on <= 4 input channels is slower in int8 kernels"
+            if "speed" in keep:  # the leading convs that onnxruntime runs faster in fp32, measured here
+                from edgehad.quantize.speed import float_faster_prefix
+
+                ctx.progress("quantize: timing the leading convs in fp32 and int8 (onnxruntime, 1 thread)")
+                decisions = float_faster_prefix(artifact.model, artifact.example_inputs)
+                prefix = [d["layer"] for d in decisions if d["kept"]]
+                i = keep.index("speed")
+                keep = [k for k in keep[:i] + prefix + keep[i + 1:] if k != "speed"]
+                keep = list(dict.fromkeys(keep))
+                for d in decisions:
+                    if d["kept"]:
+                        reasons[d["layer"]] = (f"--keep-float speed: {d['fp32_us']} us in fp32 against "
+                                               f"{d['int8_us']} us in int8 (onnxruntime, this machine)")
             check_layers(artifact.model, keep)
             kept = [{"layer": k, "reason": reasons.get(k, "asked for with --keep-float")} for k in keep]
         with captured():

@@ -93,7 +93,7 @@ def test_seconds_budget_and_api(models):
 
 
 def test_agent_alone_prints_one_json_document(models):
-    from edgehad.profile import local
+    from edgehad.profiling import local
 
     proc = subprocess.run([sys.executable, str(local.AGENT), str(models[0]), "--runs", "7", "--warmup", "0"],
                           capture_output=True, text=True)
@@ -110,7 +110,7 @@ def test_agent_alone_prints_one_json_document(models):
 
 
 def test_agent_errors_are_json(tmp_path):
-    from edgehad.profile import local
+    from edgehad.profiling import local
 
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")

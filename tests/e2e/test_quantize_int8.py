@@ -210,6 +210,32 @@ def test_keep_float_stem_names_the_first_conv_on_image_channels(tmp_path):
         assert a["parity"]["passed"]
 
 
+def test_consecutive_float_layers_have_no_quantize_between_them(tmp_path):
+    """The activation after a float conv stays float too: no Q/DQ pair between two float convs."""
+    import onnx
+
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="features.0.0,features.1.0",
+                             formats=["onnx"], out=tmp_path)
+    graph = onnx.load(report["artifacts"][0]["path"]).graph
+    weights = {i.name for i in graph.initializer}
+    ops = [n.op_type for n in graph.node if not (n.op_type == "DequantizeLinear" and n.input[0] in weights)]
+    assert ops[:6] == ["Conv", "Relu", "Conv", "Relu", "MaxPool", "QuantizeLinear"], ops[:8]  # max-pool shares its range
+    assert report["artifacts"][0]["parity"]["passed"]
+
+
+def test_keep_float_speed_keeps_a_measured_prefix(tmp_path):
+    import edgehad
+
+    report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="speed", out=tmp_path)
+    kept = report["stages"][0]["quantization"]["kept_float"]
+    names = ["features.0.0", "features.1.0", "features.3.0"]
+    assert [k["layer"] for k in kept] == names[:len(kept)]  # a prefix, in execution order
+    assert all(k["reason"].startswith("--keep-float speed: ") and " us in fp32 against " in k["reason"] for k in kept)
+    assert all(a["parity"]["passed"] for a in report["artifacts"])
+
+
 def test_keep_float_auto_ranks_layers_and_meets_the_target(tmp_path):
     import edgehad
 

@@ -6,7 +6,8 @@ with the device's python. Do not import edgehad or torch here.
 
     python agent.py MODEL [--runtime auto|ort|tflite] [--threads N] [--warmup N]
                           [--runs N | --seconds S] [--op-profile] [--seed N]
-                          [--provider cpu|cuda|tensorrt] [--inputs NPZ] [--progress]
+                          [--provider cpu|cuda|tensorrt] [--trt-fp16] [--power]
+                          [--inputs NPZ] [--progress]
 
 Method: create the session (``init_ms``), run once (``first_ms``), run
 ``--warmup`` untimed inferences, then ``--runs`` timed ones (or as many as fit
@@ -24,6 +25,36 @@ the timed runs, so it never slows the timed ones.
 ``--progress`` prints one line per phase on stderr ("edgehad-agent: ...") for a
 caller that streams it (the SSH runner does).
 
+NVIDIA GPUs (``--provider cuda|tensorrt``, onnxruntime-gpu): the session gets
+the requested execution provider first and onnxruntime's fallbacks after it
+(TensorRT -> CUDA -> CPU for the nodes a provider cannot take);
+``providers_used`` is ``session.get_providers()``, and a session that dropped
+the requested provider (onnxruntime does that silently when, say, cuDNN or
+TensorRT libraries are missing) is an error, not a CPU measurement under a GPU
+label. Inputs are numpy arrays on the host, so each run includes the copies to
+and from the GPU, as in an application that feeds numpy arrays. TensorRT builds
+its engine while the session is created, so ``init_ms`` includes the engine
+build; the engine cache (``trt_engine_cache_enable``) lives in a temporary
+folder beside this file for this run only (the op-profiling session reuses it
+instead of building again), and fp16 stays off unless ``--trt-fp16``.
+``gpu_memory_mb`` is this process's GPU memory as ``nvidia-smi
+--query-compute-apps`` reports it after the timed runs (CUDA context included;
+None without nvidia-smi, on the CPU provider, or when nvidia-smi cannot see this
+process, e.g. from inside a container).
+
+Jetson (a ``tegrastats`` on PATH or at /usr/bin/tegrastats): ``tegrastats
+--interval 100`` runs as a child from just before the warm-up (so its own
+start-up lands in the untimed runs) to just after the timed runs, writing to an
+anonymous temporary file (no reader thread competes with the timed loop); it
+is stopped with SIGINT, as Ctrl-C stops it in a terminal, then SIGTERM/SIGKILL
+if it lingers. ``tegrastats --stop`` is not used: it stops the instances
+started in the background with ``--start``, which would include a user's own
+logger. Its lines come back raw in ``tegrastats_lines`` (the host parses them,
+edgehad/profiling/tegrastats.py); ``nvmap_mb`` holds /proc/meminfo's
+``NvMapMemUsed`` (GPU buffers in the memory CPU and GPU share) before the model
+is loaded and after the timed runs. ``--power`` asks the host for the power
+rails in the summary; it needs tegrastats, and without it is an error.
+
 Errors (a missing runtime, an unreadable model) print ``{"error": "..."}`` and
 exit 2.
 """
@@ -31,10 +62,14 @@ exit 2.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import resource
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +84,8 @@ _ORT_DTYPES = {
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 _PROFILE_RUNS = 20  # inferences in the separate op-profiling session
+TEGRASTATS_INTERVAL_MS = 100
+_TEGRASTATS_FALLBACK = "/usr/bin/tegrastats"  # where JetPack puts it: found even when PATH is empty or minimal
 
 
 class AgentError(Exception):
@@ -71,7 +108,8 @@ def current_rss_mb() -> float:
 
 
 def machine() -> dict:
-    cpu = None
+    """What this device is: arch, CPU, device-tree model, cores (the host names the closest target from it)."""
+    cpu, fields = None, {}
     try:
         with open("/proc/cpuinfo") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
@@ -87,8 +125,146 @@ def machine() -> dict:
             model = f.read().decode(errors="replace").strip("\x00").strip() or None
     except OSError:
         pass
+    if model is None and not fields.get("model", "0").isdigit():  # a Pi's cpuinfo "Model" line (x86 has a number)
+        model = fields.get("model")
     return {"arch": platform.machine(), "cpu": cpu, "device_model": model,
+            "cpu_implementer": fields.get("cpu implementer"), "cpu_part": fields.get("cpu part"),
             "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+# -- NVIDIA GPUs and Jetson ----------------------------------------------------
+def meminfo_mb(key, path="/proc/meminfo") -> float | None:
+    """One /proc/meminfo field in MiB (``NvMapMemUsed`` on a Jetson); None when absent or unreadable."""
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.strip() == key:
+                    return int(rest.split()[0]) / 1024  # the kernel prints every field in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def compute_app_memory_mb(csv_text, pid) -> float | None:
+    """``pid``'s used GPU memory (MiB) from ``nvidia-smi --query-compute-apps=pid,used_memory
+    --format=csv,noheader,nounits`` output (one ``pid, MiB`` line per process per GPU; summed over GPUs)."""
+    total, seen = 0.0, False
+    for line in csv_text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2 or fields[0] != str(pid):
+            continue
+        try:
+            total += float(fields[1])
+            seen = True
+        except ValueError:  # "[N/A]" where the driver hides per-process memory
+            pass
+    return total if seen else None
+
+
+def _nvidia_smi(*query) -> str | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, *query, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def gpu_facts(pid) -> dict:
+    """``gpu_memory_mb`` of this process and the GPUs' names and totals, from nvidia-smi (None without it)."""
+    apps = _nvidia_smi("--query-compute-apps=pid,used_memory")
+    gpus = _nvidia_smi("--query-gpu=name,memory.total")
+    devices = None
+    if gpus:
+        devices = []
+        for line in gpus.strip().splitlines():
+            name, _, total = line.rpartition(",")
+            try:
+                devices.append({"name": name.strip(), "memory_total_mb": float(total)})
+            except ValueError:
+                devices.append({"name": line.strip(), "memory_total_mb": None})
+    return {"gpu_memory_mb": compute_app_memory_mb(apps, pid) if apps is not None else None, "gpus": devices}
+
+
+def trt_cache_dir() -> str:
+    """A temporary folder for TensorRT's engine cache beside this file (the remote runner removes that folder
+    whole), else in the system temp; removed when the agent exits."""
+    try:
+        folder = tempfile.mkdtemp(prefix="edgehad-trt-cache-", dir=os.path.dirname(os.path.abspath(__file__)))
+    except OSError:  # a read-only install folder
+        folder = tempfile.mkdtemp(prefix="edgehad-trt-cache-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def find_tegrastats() -> str | None:
+    found = shutil.which("tegrastats")
+    if found:
+        return found
+    return _TEGRASTATS_FALLBACK if os.access(_TEGRASTATS_FALLBACK, os.X_OK) else None
+
+
+def _die_with_agent():
+    """A ``preexec_fn`` that makes the kernel send the child SIGTERM when the agent dies (PR_SET_PDEATHSIG), so
+    an agent killed by the OOM killer or a dropped SSH session leaves no tegrastats running on the device.
+
+    prctl is looked up here, in the parent: between fork and exec the child only makes the call (the runtime's
+    threads may hold locks that an import or a library lookup would wait for). None off Linux or without prctl;
+    the explicit stop() still ends tegrastats on every path where the agent lives to call it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)  # PR_SET_PDEATHSIG from linux/prctl.h
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
+
+
+class Tegrastats:
+    """``tegrastats --interval 100`` as a child process; ``stop()`` returns its lines (see the module docstring)."""
+
+    def __init__(self, exe, interval_ms=TEGRASTATS_INTERVAL_MS):
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.note = None
+        try:
+            self.proc = subprocess.Popen([exe, "--interval", str(int(interval_ms))], stdin=subprocess.DEVNULL,
+                                         stdout=self.out, stderr=self.err, preexec_fn=_die_with_agent())
+        except OSError as exc:
+            self.proc = None
+            self.note = f"tegrastats did not start: {exc}"
+
+    def stop(self) -> list[str]:
+        if self.out.closed:  # stopped already (stop() is also registered with atexit as a backstop)
+            return []
+        if self.proc is not None and self.proc.poll() is None:
+            for stop in (lambda: self.proc.send_signal(signal.SIGINT), self.proc.terminate, self.proc.kill):
+                stop()
+                try:
+                    self.proc.wait(timeout=2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for handle in (self.out, self.err):
+            handle.seek(0)
+        text = self.out.read().decode(errors="replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines and self.note is None:
+            err = " ".join(self.err.read().decode(errors="replace").split())[-300:]
+            self.note = (f"tegrastats printed nothing: {err}" if err else
+                         f"no tegrastats sample: the runs took less than its {TEGRASTATS_INTERVAL_MS} ms interval; "
+                         f"use --seconds for a longer run")
+        self.out.close()
+        self.err.close()
+        return lines
 
 
 # -- a minimal session over each runtime -------------------------------------
@@ -148,16 +324,40 @@ def file_feeds(path, specs) -> list[dict]:
     return feeds
 
 
+def provider_list(provider, trt_cache=None, trt_fp16=False) -> list:
+    """onnxruntime's ``providers=``: the requested one first, then the fallbacks for nodes it cannot take."""
+    if provider == "cpu":
+        return ["CPUExecutionProvider"]
+    if provider == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    trt = {"trt_fp16_enable": bool(trt_fp16)}
+    if trt_cache:
+        trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=trt_cache)
+    # CUDA after TensorRT, as onnxruntime's TensorRT page advises: nodes TensorRT rejects stay on the GPU
+    return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def check_providers(provider, used) -> None:
+    """An AgentError when the session does not use the requested provider (onnxruntime fell back silently)."""
+    name = _PROVIDERS[provider]
+    if name not in used:
+        raise AgentError(f"onnxruntime could not start {name} here (the session fell back to "
+                         f"{', '.join(used) or 'nothing'}): check that the CUDA, cuDNN"
+                         f"{' and TensorRT' if provider == 'tensorrt' else ''} libraries onnxruntime-gpu needs "
+                         f"are installed and match its build, or use --provider cpu")
+
+
 class OrtRunner:
     runtime = "ort"
 
-    def __init__(self, path, threads, provider, profile_dir=None):
+    def __init__(self, path, threads, provider, profile_dir=None, trt_cache=None, trt_fp16=False):
         import onnxruntime as ort
 
         name = _PROVIDERS[provider]
         if name not in ort.get_available_providers():
             raise AgentError(f"onnxruntime here has no {name} (available: {', '.join(ort.get_available_providers())}); "
-                             f"for cuda install onnxruntime-gpu, or use --provider cpu")
+                             f"for cuda or tensorrt install onnxruntime-gpu (on a Jetson, the onnxruntime-gpu "
+                             f"wheel built for its JetPack), or use --provider cpu")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = threads
@@ -166,16 +366,27 @@ class OrtRunner:
         if profile_dir:
             opts.enable_profiling = True
             opts.profile_file_prefix = os.path.join(profile_dir, "ort")
-        providers = [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        self.session = ort.InferenceSession(path, sess_options=opts,
+                                            providers=provider_list(provider, trt_cache, trt_fp16))
+        self.providers_used = list(self.session.get_providers())
+        check_providers(provider, self.providers_used)
         self.provider = provider
         self.version = ort.__version__
+
+    def provider_options(self) -> dict | None:
+        """onnxruntime's effective options of the requested GPU provider (device_id, memory limit, ...)."""
+        if self.provider == "cpu":
+            return None
+        try:
+            return dict(self.session.get_provider_options().get(_PROVIDERS[self.provider], {})) or None
+        except Exception:  # an older onnxruntime without get_provider_options: the options are a detail
+            return None
 
     def specs(self):
         """(key, shape, dtype, (scale, zero_point) or None) per input, in the model's order."""
         return [(i.name, i.shape, _ORT_DTYPES.get(i.type, np.float32), None) for i in self.session.get_inputs()]
 
-    def make_run(self, feed):
+    def make_run(self, feed, fixed=False):
         run = self.session.run
         return lambda: run(None, feed)
 
@@ -193,17 +404,24 @@ class TfliteRunner:
         return [(d["index"], list(d["shape"]), d["dtype"], d["quantization"] if d["quantization"][0] else None)
                 for d in self.interp.get_input_details()]
 
-    def make_run(self, feed):
+    def make_run(self, feed, fixed=False):
+        """A no-argument call running one inference on ``feed``.
+
+        ``fixed``: the only feed, so its tensors are set once here and each call is ``invoke()`` alone,
+        as TFLite's benchmark_model times it; feeds used in turn are copied in by each call.
+        """
         interp = self.interp
-        set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
-        outputs = [d["index"] for d in interp.get_output_details()]
+        set_tensor, invoke = interp.set_tensor, interp.invoke
         items = list(feed.items())
+        if fixed:
+            for index, array in items:
+                set_tensor(index, array)
+            return invoke
 
         def run():
             for index, array in items:
                 set_tensor(index, array)
             invoke()
-            return [get_tensor(i) for i in outputs]
 
         return run
 
@@ -243,10 +461,10 @@ def import_runtime(runtime):
 
 
 # -- op profiling -------------------------------------------------------------
-def ort_op_profile(path, threads, provider, feed):
+def ort_op_profile(path, threads, provider, feed, trt_cache=None, trt_fp16=False):
     """Aggregate onnxruntime's profiler kernel times by op type, per inference."""
     with tempfile.TemporaryDirectory(prefix="edgehad-prof-") as tmp:
-        runner = OrtRunner(path, threads, provider, profile_dir=tmp)
+        runner = OrtRunner(path, threads, provider, profile_dir=tmp, trt_cache=trt_cache, trt_fp16=trt_fp16)
         run = runner.make_run(feed)
         for _ in range(_PROFILE_RUNS):
             run()
@@ -297,13 +515,20 @@ def measure(args) -> dict:
                              f"or --runtime ort|tflite")
     if runtime == "tflite" and args.provider != "cpu":
         raise AgentError(f"--provider {args.provider} is for onnxruntime; TFLite runs on the CPU here")
+    tegrastats_exe = find_tegrastats()
+    if args.power and tegrastats_exe is None:
+        raise AgentError(f"--power reads the power rails from tegrastats, which only NVIDIA Jetson boards have "
+                         f"(none on PATH or at {_TEGRASTATS_FALLBACK}); leave out --power")
 
     import_runtime(runtime)
     baseline_mb = current_rss_mb()
+    nvmap_before = meminfo_mb("NvMapMemUsed")
+    trt_cache = trt_cache_dir() if args.provider == "tensorrt" else None
 
     start = time.perf_counter()
     try:
-        runner = OrtRunner(path, args.threads, args.provider) if runtime == "ort" else TfliteRunner(path, args.threads)
+        runner = (OrtRunner(path, args.threads, args.provider, trt_cache=trt_cache, trt_fp16=args.trt_fp16)
+                  if runtime == "ort" else TfliteRunner(path, args.threads))
     except AgentError:
         raise
     except Exception as exc:
@@ -313,7 +538,7 @@ def measure(args) -> dict:
     specs = runner.specs()
     feeds = file_feeds(args.inputs, specs) if args.inputs else [random_feed(specs, np.random.default_rng(args.seed))]
     feed = feeds[0]
-    calls = [runner.make_run(f) for f in feeds]
+    calls = [runner.make_run(f, fixed=len(feeds) == 1) for f in feeds]
     n_calls = len(calls)
     clock = time.perf_counter
 
@@ -321,6 +546,9 @@ def measure(args) -> dict:
     start = clock()
     calls[0]()
     first_ms = (clock() - start) * 1000
+    tegra = Tegrastats(tegrastats_exe) if tegrastats_exe else None  # its start-up lands in the warm-up
+    if tegra is not None:
+        atexit.register(tegra.stop)  # stopped even if a run raises
     for i in range(args.warmup):
         calls[i % n_calls]()
 
@@ -342,6 +570,9 @@ def measure(args) -> dict:
             run()
             times.append(clock() - start)
     peak_mb = peak_rss_mb()  # before op profiling, which loads a second session
+    tegrastats_lines = tegra.stop() if tegra is not None else None
+    nvmap_after = meminfo_mb("NvMapMemUsed")
+    gpu = gpu_facts(os.getpid()) if args.provider != "cpu" else {"gpu_memory_mb": None, "gpus": None}
 
     result = {
         "latency_ms": stats([t * 1000 for t in times]),
@@ -363,11 +594,23 @@ def measure(args) -> dict:
         "input_source": f"{n_calls} sample(s) from {os.path.basename(args.inputs)}" if args.inputs else "random",
         "ops": None,
         "machine": machine(),
+        "providers_used": getattr(runner, "providers_used", None),
+        "provider_options": runner.provider_options() if runtime == "ort" else None,
+        "gpu_memory_mb": gpu["gpu_memory_mb"],
+        "gpus": gpu["gpus"],
+        "nvmap_mb": ({"before": nvmap_before, "after": nvmap_after}
+                     if nvmap_before is not None or nvmap_after is not None else None),
+        "tegrastats_lines": tegrastats_lines,
+        "tegrastats_interval_ms": TEGRASTATS_INTERVAL_MS if tegra is not None else None,
+        "tegrastats_note": tegra.note if tegra is not None else None,
+        "power_requested": bool(args.power),
     }
+    if args.provider == "tensorrt":
+        result["init_note"] = "init_ms includes the TensorRT engine build (no engine cached from an earlier run)"
     if args.op_profile:
         progress(args, "op profile")
         if runtime == "ort":
-            result["ops"] = ort_op_profile(path, args.threads, args.provider, feed)
+            result["ops"] = ort_op_profile(path, args.threads, args.provider, feed, trt_cache, args.trt_fp16)
             result["ops_note"] = (f"onnxruntime profiler, kernel time by op type, mean per inference over "
                                   f"{_PROFILE_RUNS} runs of a separate session after the timed runs")
         else:
@@ -395,6 +638,8 @@ def parse_args(argv):
     p.add_argument("--op-profile", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--provider", choices=sorted(_PROVIDERS), default="cpu")
+    p.add_argument("--trt-fp16", action="store_true")
+    p.add_argument("--power", action="store_true")
     p.add_argument("--inputs", default=None)
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
@@ -406,6 +651,8 @@ def parse_args(argv):
         raise AgentError("--runs must be at least 1")
     if args.seconds is not None and args.seconds <= 0:
         raise AgentError("--seconds must be more than 0")
+    if args.trt_fp16 and args.provider != "tensorrt":
+        raise AgentError("--trt-fp16 sets TensorRT's fp16 mode; use it with --provider tensorrt")
     return args
 
 

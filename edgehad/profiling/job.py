@@ -20,7 +20,7 @@ PROVIDERS = ("cpu", "cuda", "tensorrt")
 
 @dataclass(frozen=True)
 class Job:
-    """One profiling run's settings; see ``edgehad/profile/agent.py`` for what each does."""
+    """One profiling run's settings; see ``edgehad/profiling/agent.py`` for what each does."""
 
     runtime: str = "auto"
     threads: int = 1
@@ -30,7 +30,7 @@ class Job:
     op_profile: bool = False
     seed: int = 0
     provider: str = "cpu"
-    inputs: Path | None = None   # .npz of real input samples (see edgehad.profile.inputs); None: seeded random
+    inputs: Path | None = None   # .npz of real input samples (see edgehad.profiling.inputs); None: seeded random
     power: bool = False          # Jetson: also report tegrastats' power rails (memory is always read there)
     timeout: float | None = None  # seconds for the whole agent run, start to JSON
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
-from edgehad.profile.job import Job, check_file
+from edgehad.profiling.job import Job, check_file
 
 AGENT = Path(__file__).with_name("agent.py")
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
-from edgehad.profile.job import Job, check_file
+from edgehad.profiling.job import Job, check_file
 
 LOCAL = "local"
 EMULATED = "emulated-aarch64"
@@ -65,16 +65,16 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
         if data is not None:
             job = replace(job, inputs=write_inputs(data, Path(tmp)))
         if target == EMULATED:
-            from edgehad.profile.emulated import profile_emulated
+            from edgehad.profiling.emulated import profile_emulated
 
             plan = {EMULATED: lambda p: profile_emulated(p, job)}
         elif hosts:
-            from edgehad.profile.remote import profile_remote, resolve_host
+            from edgehad.profiling.remote import profile_remote, resolve_host
 
             resolved = [resolve_host(h) for h in hosts]  # every bad host spec before any connection
             plan = {h.name: (lambda p, h=h: profile_remote(h, p, job, progress)) for h in resolved}
         else:
-            from edgehad.profile.local import profile_file
+            from edgehad.profiling.local import profile_file
 
             plan = {LOCAL: lambda p: profile_file(p, job)}
         results = _run_plan(plan, paths)
@@ -82,7 +82,7 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
     for doc in results:
         finish_document(doc, target_desc)
     if report is not None:
-        from edgehad.profile.html import write_report
+        from edgehad.profiling.html import write_report
 
         write_report(results, report)
     return results
@@ -106,16 +106,21 @@ def finish_document(doc: dict, target_desc: dict | None) -> None:
     from edgehad.targets import closest_target, load_target
 
     if target_desc is None:
-        name = LOCAL if doc.get("host") == LOCAL else closest_target(doc.get("machine") or {})
+        # a hosts.toml entry may name its target; otherwise the closest to what the device reported
+        name = LOCAL if doc.get("host") == LOCAL else (doc.get("target") or closest_target(doc.get("machine") or {}))
         target_desc = load_target(name) if name else None
     doc["target"] = target_desc["name"] if target_desc else None
     doc["roofline"] = None
     if target_desc is not None and not doc.get("emulated"):  # emulated timings mean nothing against a roofline
-        from edgehad.profile.roofline import roofline
+        from edgehad.profiling.roofline import roofline
 
-        doc["roofline"] = roofline(Path(doc["path"]), target_desc, doc["latency_ms"]["p50"], doc["threads"])
+        try:
+            doc["roofline"] = roofline(Path(doc["path"]), target_desc, doc["latency_ms"]["p50"], doc["threads"],
+                                       doc.get("provider"))
+        except UserInputError as exc:  # a model the cost model cannot read must not throw the measurement away
+            doc["roofline_note"] = f"no roofline: {exc}"
     lines = doc.pop("tegrastats_lines", None)
-    if lines:
-        from edgehad.profile.tegrastats import summarize
+    if lines is not None:  # a Jetson run; a run too short for one sample says so in tegrastats_note
+        from edgehad.profiling.tegrastats import summarize
 
-        doc["tegrastats"] = summarize(lines)
+        doc["tegrastats"] = summarize(lines, power=doc.get("power_requested", True))
