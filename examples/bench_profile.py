@@ -2,7 +2,8 @@
 
     python examples/bench_profile.py [--invocations 5] [--runs 100] [--warmup 10] [--threads 1]
 
-On MobileNetV2-224 (fp32, exported by edgehad) and digits_cnn (a ~15 us model),
+On MobileNetV2-224, MobileNetV3-Small-224 (a ~1 ms model) and digits_cnn (a
+~15 us model), fp32, exported by edgehad,
 each measurement a fresh process, interleaved so drift hits every column alike:
 
 1. Repeatability: `edgehad.api.profile` invoked --invocations times with the
@@ -103,17 +104,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         tmp = Path(tmp)
         edgehad.convert("zoo:mobilenet_v2", out=tmp / "mnv2")
+        edgehad.convert("zoo:mobilenet_v3_small", out=tmp / "mnv3")
         edgehad.convert("zoo:digits_cnn", out=tmp / "digits")
         files = {f"mobilenet_v2.{ext}": tmp / "mnv2" / f"model.{ext}" for ext in ("tflite", "onnx")}
+        files |= {f"mobilenet_v3_small.{ext}": tmp / "mnv3" / f"model.{ext}" for ext in ("tflite", "onnx")}
         files |= {f"digits_cnn.{ext}": tmp / "digits" / f"model.{ext}" for ext in ("tflite", "onnx")}
 
         ours = {name: [] for name in files}
         bare = {name: [] for name in files}
         google = []
-        for _ in range(args.invocations):  # interleaved: drift hits every column alike
+        for i in range(args.invocations):  # interleaved, order alternating: drift hits every column alike
             for name, path in files.items():
-                ours[name].append(edgehad_p50(path, args))
-                bare[name].append(bare_p50(path, args))
+                if i % 2:
+                    bare[name].append(bare_p50(path, args))
+                    ours[name].append(edgehad_p50(path, args))
+                else:
+                    ours[name].append(edgehad_p50(path, args))
+                    bare[name].append(bare_p50(path, args))
             google.append(google_p50(files["mobilenet_v2.tflite"], args, tmp))
 
     print(f"{args.invocations} invocations x ({args.warmup} warm-up + {args.runs} timed runs), "

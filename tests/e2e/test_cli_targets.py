@@ -33,7 +33,7 @@ def test_table_shows_each_target_with_its_roofs(monkeypatch):
     expected = {
         "rpi4": ("Raspberry Pi 4 Model B", "Cortex-A72 (aarch64)", "4 x 1.8", "57.6", "115.2", "5.5", "4.0",
                  "tflite (CPU)"),
-        "local": ("2 x 2.6", "172", "688", "25", "23.5", "ort (CPU)"),
+        "local": ("2 x 2.6", "332.8", "1,331", "25", "23.5", "ort (CPU)"),
         "jetson-nano": ("4 x 1.43", "45.76", "91.52", "25.6", "3.9", "Maxwell, 128 CUDA cores (sm_53): fp32 235.9",
                         "ort (CUDA)"),
         "jetson-orin-nano": ("6 x 1.5", "144", "576", "68", "int8 20,480", "ort (Tensorrt)"),

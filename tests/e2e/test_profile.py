@@ -139,3 +139,53 @@ def test_bad_inputs_exit_2_with_one_error_line(case, message, models, tmp_path):
         (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
         args = [tmp_path / "corrupt.onnx", "--runs", "1"]
     assert_clean_error(run_cli("profile", *args), message)
+
+
+def test_data_feeds_real_samples_in_turn(models):
+    result = run_cli("profile", *models, "--data", "digits", "--runs", "32", "--warmup", "0", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for doc in json.loads(result.stdout):
+        assert doc["input_source"] == "16 sample(s) from inputs.npz" and doc["runs"] == 32
+        assert list(doc["inputs"].values())[0]["shape"] == [1, 1, 8, 8]
+
+
+def test_agent_quantizes_float_samples_for_an_int8_input(tmp_path):
+    """An int8-I/O TFLite file fed float samples: the agent quantizes them with the input's own scale."""
+    import numpy as np
+
+    import edgehad
+    from edgehad.profiling import agent
+    from ai_edge_litert.interpreter import Interpreter
+
+    edgehad.convert("zoo:digits_cnn", data="digits", quantize="int8", int8_io=True, formats=["tflite"], out=tmp_path)
+    interp = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    (detail,) = interp.get_input_details()
+    assert detail["dtype"] == np.int8
+    scale, zero = detail["quantization"]
+    samples = np.random.default_rng(0).uniform(0, 1, (3, 1, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", samples)
+    specs = [(detail["index"], list(detail["shape"]), np.int8, (scale, zero))]
+    feeds = agent.file_feeds(str(tmp_path / "in.npz"), specs)
+    assert len(feeds) == 3
+    expected = np.clip(np.round(samples[1] / scale) + zero, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(feeds[1][detail["index"]], expected)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"arr_0": "wrong-shape"}, "arr_0 holds samples of shape [1, 1, 4, 4], input"),
+    ({}, "no array arr_0 for input 0"),
+])
+def test_inputs_archive_errors(arrays, message, models, tmp_path):
+    import numpy as np
+
+    from edgehad.profiling import local
+
+    saved = {k: np.zeros((2, 1, 1, 4, 4), np.float32) for k in arrays}
+    np.savez(tmp_path / "bad.npz", **saved) if saved else np.savez(tmp_path / "bad.npz", other=np.zeros(1))
+    proc = subprocess.run([sys.executable, str(local.AGENT), str(models[0]), "--inputs", str(tmp_path / "bad.npz")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and message in json.loads(proc.stdout)["error"]
+
+
+def test_bad_data_spec_is_one_clean_error(models):
+    assert_clean_error(run_cli("profile", models[0], "--data", "nosuch.npz", "--runs", "1"), "nosuch.npz")

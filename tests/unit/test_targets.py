@@ -31,7 +31,7 @@ def test_local():
     assert t["runtime"] == "ort"
     assert t["cpu"]["cores"] == 2
     assert "avx512_vnni" in t["cpu"]["isa"]
-    assert t["peak"]["fp32_gops"] == 172.0  # 2 cores x 86 GFLOP/s (DESIGN.md)
+    assert t["peak"]["fp32_gops"] == 332.8  # 2 cores x 2.6 GHz x 2 FMA ports x 16 lanes x 2 ops
     assert t["peak"]["int8_gops"] > t["peak"]["fp32_gops"]
     assert "gpu" not in t
 
@@ -65,9 +65,9 @@ def test_load_by_path_and_env_override(folder):
 
 
 def test_float_takes_an_integer(folder):
-    write(folder, "board", LOCAL.replace("fp32_gops = 172.0", "fp32_gops = 172"))
+    write(folder, "board", LOCAL.replace("fp32_gops = 332.8", "fp32_gops = 333"))
     value = load_target("board")["peak"]["fp32_gops"]
-    assert value == 172.0 and isinstance(value, float)
+    assert value == 333.0 and isinstance(value, float)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_float_takes_an_integer(folder):
         ('runtime = "ort"', 'runtime = "ort"\nrutime = "tflite"',
          r"unknown key 'rutime'; known keys at the top level: name,"),
         ("cores = 2", "cores = 2\nthreads = 4", r"unknown key 'cpu\.threads'; known keys at \[cpu\]: cores, clock_ghz"),
-        ("int8_gops = 688.0", "", r"missing required key 'peak\.int8_gops': add it \(int8 peak"),
+        ("int8_gops = 1331.2", "", r"missing required key 'peak\.int8_gops': add it \(int8 peak"),
         ('runtime = "ort"', "", r"missing required key 'runtime'"),
         ("cores = 2", 'cores = "2"', r"'cpu\.cores' must be an int, got str '2'"),
         ("cores = 2", "cores = true", r"'cpu\.cores' must be an int, got bool True"),
