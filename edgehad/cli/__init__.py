@@ -15,8 +15,10 @@ from edgehad import __version__
 
 # command name -> (module, attribute, one-line help shown by `edgehad --help`)
 COMMANDS = {
+    "bundle": ("edgehad.cli.bundle", "bundle", "Write a deployable folder: model, manifest, C array, TFLM and Python examples."),
     "convert": ("edgehad.cli.convert", "convert", "Convert a PyTorch model to verified ONNX and TFLite files."),
     "inspect": ("edgehad.cli.inspect", "inspect", "Describe a .onnx / .tflite file or a MODEL spec."),
+    "micro": ("edgehad.cli.micro", "micro", "Run a .tflite under TFLite Micro: op support, parity, smallest arena."),
     "profile": ("edgehad.cli.profile", "profile", "Measure latency and memory of .onnx/.tflite files, each in its own process."),
     "rewrite": ("edgehad.cli.rewrite", "rewrite", "List rewrite rules, or explain what they would do to a MODEL."),
     "targets": ("edgehad.cli.targets", "targets", "List the device descriptions; set up the emulated aarch64 one."),

@@ -85,6 +85,20 @@ def tensor_entry(name: str, shape, dtype: str, quant: dict | None = None) -> dic
     return entry
 
 
+def numel(dims, dynamic: set) -> int | None:
+    """Product of ``dims``; dynamic dims (str / None / negative) count as 1 and are added to ``dynamic``
+    (a name, or "?"); None if the rank is unknown."""
+    if dims is None:
+        return None
+    n = 1
+    for d in dims:
+        if isinstance(d, int) and d >= 0:
+            n *= d
+        else:
+            dynamic.add(str(d) if isinstance(d, str) else "?")
+    return n
+
+
 class MacTally:
     """Adds up MACs node by node and remembers what it could not count exactly."""
 
@@ -96,15 +110,7 @@ class MacTally:
 
     def numel(self, dims) -> int | None:
         """Product of ``dims``; dynamic dims (str / None / negative) count as 1; None if rank unknown."""
-        if dims is None:
-            return None
-        n = 1
-        for d in dims:
-            if isinstance(d, int) and d >= 0:
-                n *= d
-            else:
-                self.dynamic.add(str(d) if isinstance(d, str) else "?")
-        return n
+        return numel(dims, self.dynamic)
 
     def add(self, op: str, *factors) -> None:
         """Add ``prod(factors)`` for one ``op`` node; a None factor means its shapes are unknown."""

@@ -43,6 +43,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgehad.inspection.report import numel
+
 PRECISIONS = ("fp32", "int8")
 GPU_PROVIDERS = ("cuda", "tensorrt", "cudaexecutionprovider", "tensorrtexecutionprovider")
 CITATION = "Williams, Waterman & Patterson, CACM 52(4), 2009"
@@ -90,15 +92,8 @@ class _Walk:
 
 def _tensor_bytes(dims, itemsize, dynamic: set) -> int | None:
     """Bytes of a tensor: elements x element size; dynamic dims count as 1 (recorded); None if unknown."""
-    if dims is None or itemsize is None:
-        return None
-    n = 1
-    for d in dims:
-        if isinstance(d, int) and d >= 0:
-            n *= d
-        else:
-            dynamic.add(str(d) if isinstance(d, str) else "?")
-    return math.ceil(n * itemsize)
+    n = numel(dims, dynamic)
+    return None if n is None or itemsize is None else math.ceil(n * itemsize)
 
 
 def _count(unknown: dict, op: str) -> None:
