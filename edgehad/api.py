@@ -189,3 +189,19 @@ def profile(files, *, host=None, target: str | None = None, report=None, data: s
     files = [files] if isinstance(files, (str, Path)) else list(files)
     return profile_all(files, Job(**settings), host=host, target=target, report=report, data=data,
                        progress=progress)
+
+
+def micro(path, *, arena_kb: int | None = None, find_arena: bool = False, target: str | None = None,
+          samples: int = 8, progress=None) -> dict:
+    """Run a ``.tflite`` under TFLite Micro: op support, parity with LiteRT, the arena; see ``edgehad.micro.check``."""
+    from edgehad.micro import check
+
+    return check(path, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
+                 progress=progress)
+
+
+def bundle(path, out, **options) -> dict:
+    """Write a deployable folder for ``path`` into ``out``; see ``edgehad.bundle.build`` for the options."""
+    from edgehad.bundle import build
+
+    return build(path, out, **options)

@@ -1,18 +1,25 @@
-"""One inference session over onnxruntime and LiteRT.
+"""One inference session over onnxruntime, LiteRT and tflite-runtime.
 
 This file is self-contained (stdlib + numpy + one runtime) on purpose: bundles
 copy it next to the model as ``edgehad_runtime.py``, and the device agent uses
-it on boards where edgehad itself is not installed.
+it on boards where edgehad itself is not installed. Whichever runtime is
+installed is used: onnxruntime for ``.onnx``; for ``.tflite`` LiteRT
+(``ai-edge-litert``), else the slim ``tflite-runtime`` wheel of boards.
 
     sess = Session("model.tflite", threads=1)
-    outputs = sess.run([x])            # list of numpy arrays, in output order
+    outputs = sess.run([x])            # list of float numpy arrays, in output order
     sess.inputs / sess.outputs         # [{name, shape, dtype, quantization}]
+
+Floats in, floats out, whatever the file's I/O types: a float array given to
+an int8/uint8/int16 input is quantized with that input's own parameters,
+``q = clip(round(x / scale) + zero_point, qmin, qmax)``, and quantized outputs
+are dequantized, ``x = (q - zero_point) * scale`` (the TFLite affine scheme).
+An integer array given to a quantized input is passed as it is, and
+``run(..., dequantize=False)`` returns the raw integer outputs.
 
 TFLite inputs and outputs are ordered by the model's signature (``args_0``,
 ``args_1``, ... as litert-torch names them), not by tensor index, which can
-differ. A float array given to an int8/uint8 input is quantized with that
-input's scale and zero point; ``dequantize=True`` turns quantized outputs back
-into float.
+differ.
 """
 
 from __future__ import annotations
@@ -51,7 +58,10 @@ class Session:
 
     # -- onnxruntime ---------------------------------------------------------
     def _init_ort(self, threads, providers):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError(f"{self.path}: running .onnx files needs onnxruntime: pip install onnxruntime") from None
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -70,7 +80,11 @@ class Session:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # on boards: the slim tflite-runtime wheel
-            from tflite_runtime.interpreter import Interpreter
+            try:
+                from tflite_runtime.interpreter import Interpreter
+            except ImportError:
+                raise ImportError(f"{self.path}: running .tflite files needs LiteRT or tflite-runtime: "
+                                  "pip install ai-edge-litert (or tflite-runtime on a board)") from None
         self._interp = Interpreter(model_path=self.path, num_threads=threads or os.cpu_count() or 1)
         self._interp.allocate_tensors()
         signatures = self._interp.get_signature_list()
@@ -113,14 +127,21 @@ class Session:
         for arr, spec in zip(arrays, self.inputs):
             arr = np.asarray(arr)
             q = spec["quantization"]
-            if q and np.issubdtype(arr.dtype, np.floating) and spec["dtype"] in ("int8", "uint8", "int16"):
+            if np.issubdtype(arr.dtype, np.floating) and spec["dtype"] in ("int8", "uint8", "int16"):
+                if not q:  # a cast would silently truncate 0.7 to 0
+                    raise ValueError(f"{self.path}: input {spec['name']!r} is {spec['dtype']} without quantization "
+                                     "parameters: pass an integer array")
                 info = np.iinfo(spec["dtype"])
                 arr = np.clip(np.round(arr / q["scale"]) + q["zero_point"], info.min, info.max)
             prepared.append(np.ascontiguousarray(arr.astype(spec["dtype"], copy=False)))
         return prepared
 
-    def run(self, arrays, dequantize: bool = False) -> list:
-        """Run once; ``arrays`` is a list in input order or a dict by input name."""
+    def run(self, arrays, dequantize: bool = True) -> list:
+        """Run once; ``arrays`` is a list in input order or a dict by input name.
+
+        Returns the outputs in order, quantized ones dequantized to float32
+        unless ``dequantize=False`` (then the file's raw integers).
+        """
         prepared = self._prepare(arrays)
         if self.runtime == "ort":
             feed = {spec["name"]: a for spec, a in zip(self.inputs, prepared)}

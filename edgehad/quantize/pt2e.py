@@ -76,6 +76,50 @@ def fold_gate_affine(gm) -> int:
     return folded
 
 
+def drop_saturating_gate_clamps(gm) -> int:
+    """Remove the clamp(0, 1) of a folded gate once quantized: there it is exactly the identity.
+
+    After ``fold_gate_affine`` and ``convert_pt2e`` a gate reads
+    ``layer -> Q/DQ(1/256, -128) -> clamp(0, 1) -> Q/DQ(1/256, -128)``. The first
+    dequantize can only give values in [0, 255/256], which the clamp leaves alone
+    and the second quantize maps back to the same integers, so the clamp and the
+    second pair go. Why it matters: TFLite would keep the clamp as RELU_0_TO_1, an
+    op TFLite Micro has no kernel for, and onnxruntime would run a no-op Clip.
+    """
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    quantize, dequantize = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    hardtanh = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+
+    def gate_range(node, target) -> bool:
+        return (isinstance(node, torch.fx.Node) and node.target == target and len(node.args) >= 3
+                and abs(float(node.args[1]) - 1.0 / 256.0) < 1e-12 and int(node.args[2]) == -128)
+
+    dropped = 0
+    for clamp in list(gm.graph.nodes):
+        if clamp.target not in hardtanh or tuple(clamp.args[1:3]) != (0.0, 1.0):
+            continue
+        source = clamp.args[0]
+        requants = list(clamp.users)
+        if not gate_range(source, dequantize) or not requants or not all(gate_range(q, quantize) for q in requants):
+            continue
+        outputs = [d for q in requants for d in q.users]
+        if not all(gate_range(d, dequantize) for d in outputs):
+            continue
+        for d in outputs:
+            d.replace_all_uses_with(source)
+            gm.graph.erase_node(d)
+        for q in requants:
+            gm.graph.erase_node(q)
+        gm.graph.erase_node(clamp)
+        dropped += 1
+    if dropped:
+        gm.graph.lint()
+        gm.recompile()
+    return dropped
+
+
 def decompose_silu(gm) -> int:
     """Rewrite ``silu(x)`` as ``x * sigmoid(x)`` (the same function) so that it quantizes.
 
@@ -151,6 +195,7 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
                 progress(i + 1, len(calibration))
     constant = _constant_activations(prepared)
     quantized = convert_pt2e(prepared, fold_quantize=False)
+    drop_saturating_gate_clamps(quantized)
     quantized.edgehad_degenerate_ranges = constant
     return quantized, quantizer
 

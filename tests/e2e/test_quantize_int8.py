@@ -151,6 +151,9 @@ def test_gated_models_quantize_within_one_point(name, args, data, tmp_path):
     # Gates included, the TFLite file is int8 end to end: the only (de)quantize ops are the float I/O.
     ops = inspect_file(tmp_path / "model.tflite")["ops"]
     assert (ops.get("QUANTIZE"), ops.get("DEQUANTIZE")) == (1, 1), ops
+    # A folded hard-sigmoid gate's clamp is the identity once quantized, and is gone: TFLite Micro has
+    # no RELU_0_TO_1 kernel.
+    assert "RELU_0_TO_1" not in ops, ops
 
 
 def test_quantize_needs_data_or_explicit_random(model_file, tmp_path, cli):

@@ -1,0 +1,323 @@
+"""``edgehad bundle``: one folder with everything an app needs to run a converted model.
+
+    import edgehad.bundle
+    summary = edgehad.bundle.build("out/model.tflite", "out/bundle", labels="labels.txt")
+
+writes, for a ``.tflite`` model:
+
+    model.tflite        the model, unchanged
+    manifest.json       I/O (shapes, dtypes, quantization), labels, preprocessing, ops, TFLM
+                        op-resolver entries, arena size, size and SHA-256 (schema: manifest.schema.json)
+    model_data.h/.c     the model as a 16-byte-aligned C array (c_array.py)
+    main.cc, Makefile   one inference under TensorFlow Lite Micro (tflm_program.py)
+    edgehad_runtime.py  edgehad/runtime.py, alone: stdlib + numpy + one runtime
+    run_model.py        top-k of one input through edgehad_runtime (python_app.py)
+    README.md           how to build and run each part (readme.py)
+
+An ``.onnx`` model gets the model, manifest, Python part and README only:
+TFLite Micro cannot run ONNX.
+
+Nothing is lost: the folder is built in a hidden sibling and renamed into place
+at the end, so a failed bundle leaves no partial folder (and an existing one
+untouched). The TFLM figures (ops, resolver, arena) come from
+``edgehad.micro.check``, which runs the model under the real TFLM interpreter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from edgehad.core.errors import EdgehadError, UserInputError
+
+__all__ = ["build", "validate_manifest"]
+
+SUPPORTED_SUFFIXES = (".tflite", ".onnx")
+
+
+def validate_manifest(document, source: str = "manifest.json") -> dict:
+    """Check a manifest (dict or path) against the shipped schema; see manifest.validate_manifest."""
+    from edgehad.bundle.manifest import validate_manifest as _validate
+
+    return _validate(document, source)
+
+
+class UnsupportedByMicroError(EdgehadError):
+    """The model uses ops TFLite Micro has no kernel for: the C program could not run it (exit 1)."""
+
+
+def build(model, out, *, target: str | None = None, name: str | None = None, labels=None,
+          force: bool = False, warn=None) -> dict:
+    """Write the bundle folder ``out`` for ``model`` (.tflite or .onnx); return a summary dict.
+
+    ``labels``: a path to a text file (one label per line) or a list of strings.
+    ``force``: replace an existing non-empty ``out``. ``warn(message)`` receives
+    warnings (default: print to stderr). The summary holds ``out``, ``files``
+    and the manifest under ``manifest``.
+    """
+    from edgehad.bundle import c_array
+
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    model = Path(model)
+    out = Path(out)
+    # every check on the user's input comes before anything is written
+    if not model.is_file():
+        raise UserInputError(f"{model}: no such file: check the path")
+    suffix = model.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UserInputError(f"{model}: bundle takes .tflite or .onnx files, not '{suffix or 'no extension'}'")
+    symbol = c_array.check_symbol(name) if name is not None else c_array.symbol_from_filename(model.stem)
+    _check_out(out, force)
+    label_list = _read_labels(labels)
+
+    from edgehad.inspection import inspect_file
+
+    info = inspect_file(model)
+    notes: list[str] = []
+    if label_list is not None:
+        _check_label_count(label_list, info["outputs"], labels)
+    float_model = _is_float_io(info)
+    micro = None
+    if suffix == ".tflite":
+        micro = _micro_check(model)
+        if float_model:
+            message = (f"{model.name} has float inputs and outputs: it runs under TFLite Micro, but most "
+                       "microcontrollers want an int8 model (edgehad convert --quantize int8 --int8-io)")
+            warn(message)
+            notes.append(message)
+    else:
+        notes.append("ONNX model: no C array or TFLite Micro program (TFLite Micro runs .tflite files only); "
+                     "use the Python runtime, or bundle the .tflite file")
+    target_doc = _check_target(target, model, micro) if target else None
+    preprocessing, note = _preprocessing(model)
+    if note:
+        notes.append(note)
+
+    manifest = _manifest(model, info, symbol if micro else None, micro, label_list, preprocessing, target_doc,
+                         float_model, notes)
+    from edgehad.bundle.manifest import validate_manifest as _validate
+
+    try:
+        _validate(manifest, "the generated manifest")
+    except UserInputError as e:  # our own output: a bug, not the user's mistake
+        raise EdgehadError(f"internal error: {e}") from None
+
+    files = _write(out, force, model, manifest, symbol, micro, label_list)
+    return {"out": str(out), "files": files, "manifest": manifest}
+
+
+# -- checks -------------------------------------------------------------------
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file: give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserInputError(f"--out {out} exists and is not empty: pick a new folder, or pass --force to replace it")
+
+
+def _read_labels(labels) -> list[str] | None:
+    """Labels from a list, or from a text file with one label per line (blank lines are skipped)."""
+    if labels is None:
+        return None
+    if isinstance(labels, (list, tuple)):
+        lines = [str(x).strip() for x in labels]
+    else:
+        path = Path(labels)
+        if not path.is_file():
+            raise UserInputError(f"--labels {path}: no such file: give a text file with one label per line")
+        try:
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError:
+            raise UserInputError(f"--labels {path} is not UTF-8 text: save it as UTF-8, one label per line") from None
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise UserInputError(f"--labels {labels}: no labels in it: write one label per line")
+    return lines
+
+
+def _check_label_count(labels: list[str], outputs: list[dict], source) -> None:
+    from edgehad.bundle.manifest import output_size
+
+    size = output_size(outputs[0])
+    if size is not None and size != len(labels):
+        raise UserInputError(f"--labels {source} has {len(labels)} labels but the model's output "
+                             f"{outputs[0]['name']!r} has {size} classes (shape {outputs[0]['shape']}): "
+                             "give one label per class, in output order")
+
+
+def _is_float_io(info: dict) -> bool:
+    return all(str(t["dtype"]).startswith("float") for t in info["inputs"] + info["outputs"])
+
+
+def _micro_check(model: Path) -> dict:
+    """edgehad.micro's check with the arena search; refuse a model the TFLM program could not run."""
+    import edgehad.micro
+    from edgehad.micro.ops import model_ops, unsupported_ops
+
+    missing = unsupported_ops(model_ops(model))  # before the (slow) TFLM runs
+    if missing:
+        raise UnsupportedByMicroError(
+            f"{model.name} uses ops TensorFlow Lite Micro has no kernel for: {', '.join(missing)}; the C program "
+            "could not run it, so no bundle was written (replace those layers, or bundle the .onnx file for "
+            "the Python runtime)")
+    result = edgehad.micro.check(str(model), find_arena=True)
+    if result.get("problems"):
+        raise EdgehadError(f"{model.name} failed the TFLite Micro check, so no bundle was written: "
+                           + "; ".join(result["problems"]) + " (see edgehad micro " + str(model) + ")")
+    return result
+
+
+def _check_target(name: str, model: Path, micro: dict | None) -> dict:
+    """Model size against the target's flash, recommended arena against its RAM; UserInputError if either fails."""
+    from edgehad.targets import load_target
+
+    t = load_target(name)
+    size = model.stat().st_size
+    flash_kb = t.get("flash_kb")
+    doc = {"name": t["name"], "ram_kb": t["ram_kb"], "flash_kb": flash_kb,
+           "model_fits_flash": None, "arena_fits_ram": None}
+    if flash_kb is not None:
+        doc["model_fits_flash"] = size <= flash_kb * 1024
+        if not doc["model_fits_flash"]:
+            raise UserInputError(
+                f"{model.name} is {size} bytes ({size / 1024:.1f} KiB) but target {t['name']} has {flash_kb} KiB "
+                f"of flash: quantize it (--quantize int8) or prune it, or pick a larger target")
+    if micro is not None:
+        arena = micro["arena"]["recommended_bytes"]
+        doc["arena_fits_ram"] = arena <= t["ram_kb"] * 1024
+        if not doc["arena_fits_ram"]:
+            raise UserInputError(
+                f"{model.name} needs a {arena} byte ({arena / 1024:.1f} KiB) tensor arena (recommended; minimum "
+                f"{micro['arena']['min_bytes']} bytes) but target {t['name']} has {t['ram_kb']} KiB of RAM: "
+                "use a smaller input or model, or pick a larger target")
+    return doc
+
+
+def _preprocessing(model: Path) -> tuple[dict | None, str | None]:
+    """The normalisation recorded at convert time, from the report.json beside the model, if it describes it."""
+    report_path = model.with_name("report.json")
+    if not report_path.is_file():
+        return None, ("preprocessing unknown: no report.json beside the model (edgehad convert writes one); "
+                      "apply the normalisation the model was trained with")
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, f"preprocessing unknown: {report_path.name} beside the model is not valid JSON"
+    names = {Path(a.get("path", "")).name for a in report.get("artifacts") or [] if isinstance(a, dict)}
+    if model.name not in names:
+        return None, (f"preprocessing unknown: {report_path.name} beside the model does not list {model.name} "
+                      "among the files it wrote")
+    prep = report.get("preprocessing")
+    if not prep:
+        return None, "preprocessing unknown: the conversion recorded none (it ran without --data/--normalize)"
+    return prep, None
+
+
+# -- manifest and files -------------------------------------------------------
+
+def _manifest(model, info, symbol, micro, labels, preprocessing, target_doc, float_model, notes) -> dict:
+    from edgehad import __version__
+    from edgehad.bundle.manifest import SCHEMA_VERSION, sha256_of, tensor_entry
+
+    tflm = None
+    if micro is not None:
+        arena = micro["arena"]
+        tflm = {"resolver": list(micro["resolver"]), "resolver_size": len(micro["resolver"]),
+                "arena": {"min_bytes": int(arena["min_bytes"]), "recommended_bytes": int(arena["recommended_bytes"]),
+                          "note": _arena_note(arena)},
+                "program": "main.cc", "makefile": "Makefile", "tflm_version": str(micro.get("tflm_version") or ""),
+                "parity_vs_litert": _parity(micro.get("parity"))}
+    ops = list(micro["ops"]) if micro is not None else sorted(info["ops"])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgehad_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"file": model.name, "format": model.suffix.lower().lstrip("."),
+                  "size_bytes": model.stat().st_size, "sha256": sha256_of(model),
+                  "quantized": bool(info.get("quantized")), "float_model": float_model},
+        "inputs": [tensor_entry(t) for t in info["inputs"]],
+        "outputs": [tensor_entry(t) for t in info["outputs"]],
+        "labels": labels,
+        "preprocessing": preprocessing,
+        "ops": ops,
+        "tflm": tflm,
+        "c_array": ({"symbol": symbol, "length_symbol": f"{symbol}_len", "header": "model_data.h",
+                     "source": "model_data.c", "alignment": 16} if symbol else None),
+        "python": {"runtime": "edgehad_runtime.py", "script": "run_model.py"},
+        "target": target_doc,
+        "notes": notes,
+    }
+
+
+def _parity(parity: dict | None) -> dict | None:
+    if not parity:
+        return None
+    return {"max_abs": float(parity["max_abs"]), "max_steps": parity.get("max_steps"), "passed": bool(parity["passed"])}
+
+
+def _arena_note(arena: dict) -> str:
+    from edgehad.micro.arena import HOST_NOTE
+
+    return arena.get("host_note") or arena.get("note") or HOST_NOTE
+
+
+def _write(out: Path, force: bool, model: Path, manifest: dict, symbol: str, micro, labels) -> list[str]:
+    """Write every file into a hidden sibling of ``out``, then rename it into place."""
+    from edgehad.bundle import c_array, python_app, readme, tflm_program
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        shutil.copyfile(model, stage / model.name)
+        data = (stage / model.name).read_bytes()
+        if micro is not None:
+            (stage / "model_data.h").write_text(c_array.render_header(symbol, data, model.name))
+            (stage / "model_data.c").write_text(c_array.render_source(symbol, data, model.name))
+            tflm = manifest["tflm"]
+            (stage / "main.cc").write_text(tflm_program.render_main(
+                symbol, tflm["resolver"], tflm["arena"]["recommended_bytes"], tflm["arena"]["note"], labels,
+                model.name))
+            (stage / "Makefile").write_text(tflm_program.render_makefile())
+        shutil.copyfile(python_app.RUNTIME_SOURCE, stage / "edgehad_runtime.py")
+        (stage / "run_model.py").write_text(python_app.RUN_MODEL)
+        os.chmod(stage / "run_model.py", 0o755)
+        (stage / "README.md").write_text(readme.render(manifest))
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; the bundle is an ordinary folder
+        files = sorted(p.name for p in stage.iterdir())
+        _put_in_place(stage, out, force)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return files
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _put_in_place(stage: Path, out: Path, force: bool) -> None:
+    """Rename ``stage`` onto ``out``; an existing ``out`` is moved aside first and removed after."""
+    _check_out(out, force)  # again: something may have appeared while we worked
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+        else:
+            out.rmdir()
+    try:
+        os.replace(stage, out)
+    except OSError:
+        if old is not None:  # put the previous bundle back
+            os.replace(old / out.name, out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

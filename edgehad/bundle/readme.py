@@ -1,0 +1,117 @@
+"""The bundle's README.md: what is in the folder and how to build and run each part."""
+
+from __future__ import annotations
+
+
+def _tensor_line(t: dict) -> str:
+    q = t["quantization"]
+    quant = f", scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else ""
+    return f"- `{t['name']}`: {t['dtype']} {t['shape']}{quant}"
+
+
+def render(manifest: dict) -> str:
+    model = manifest["model"]
+    lines = [
+        f"# {model['file']}: edgehad bundle",
+        "",
+        f"Written by edgehad {manifest['edgehad_version']} on {manifest['created']}. "
+        f"`{model['file']}`: {model['size_bytes']} bytes, SHA-256 `{model['sha256']}`. "
+        "`manifest.json` describes the model for programs (schema: edgehad/bundle/manifest.schema.json).",
+        "",
+        "## Inputs and outputs",
+        "",
+        "Quantized tensors: real = (q - zero_point) * scale.",
+        "",
+        "Inputs:",
+        *[_tensor_line(t) for t in manifest["inputs"]],
+        "",
+        "Outputs:",
+        *[_tensor_line(t) for t in manifest["outputs"]],
+        "",
+    ]
+    if manifest["labels"]:
+        lines += [f"Labels ({len(manifest['labels'])}, in output order): "
+                  + ", ".join(manifest["labels"][:20]) + (" ..." if len(manifest["labels"]) > 20 else ""), ""]
+    lines += ["## Preprocessing", ""]
+    if manifest["preprocessing"]:
+        lines += ["Apply this to the raw input before the model (recorded when the model was converted):", "",
+                  "```json", _json(manifest["preprocessing"]), "```", ""]
+    else:
+        lines += ["Unknown: the conversion recorded none here. Apply the normalisation the model was trained "
+                  "with.", ""]
+    lines += [
+        "## Python (numpy + one runtime, no torch)",
+        "",
+        "```sh",
+        f"pip install numpy {'onnxruntime' if model['format'] == 'onnx' else 'ai-edge-litert   # or tflite-runtime on a board'}",
+        "python run_model.py              # a random input; top-5 classes",
+        "python run_model.py sample.npy   # an input saved with numpy.save, already preprocessed",
+        "```",
+        "",
+        "In your own code, `edgehad_runtime.py` (one file) takes and returns float arrays; it quantizes "
+        "int8 inputs and dequantizes int8 outputs with the model's own parameters:",
+        "",
+        "```python",
+        "from edgehad_runtime import Session",
+        f"session = Session(\"{model['file']}\")",
+        "scores = session.run([x])[0]       # x: float32 array of the input's shape",
+        "```",
+        "",
+    ]
+    tflm = manifest["tflm"]
+    if tflm:
+        arena = tflm["arena"]
+        c = manifest["c_array"]
+        lines += [
+            "## C / C++ with TensorFlow Lite Micro",
+            "",
+            f"`model_data.h` / `model_data.c` hold the model as `const unsigned char {c['symbol']}[]` "
+            f"({c['alignment']}-byte aligned; TFLM reads it in place) and `const unsigned int {c['length_symbol']}`. "
+            "They compile as C99 or C++; add both to your firmware.",
+            "",
+            f"`main.cc` runs one inference: it registers exactly the {tflm['resolver_size']} ops the model uses "
+            f"(`tflite::MicroMutableOpResolver<{tflm['resolver_size']}>`: {', '.join(tflm['resolver'])}), "
+            "fills the inputs with zeros (the zero point when int8), invokes, and prints the outputs.",
+            "",
+            "Tensor arena (found by `edgehad micro --find-arena`, running the model under TFLM):",
+            "",
+            f"- recommended: {arena['recommended_bytes']} bytes ({arena['recommended_bytes'] / 1024:.1f} KiB), "
+            "the size `main.cc` allocates",
+            f"- minimum that worked: {arena['min_bytes']} bytes",
+            f"- note: {arena['note']}",
+            "",
+            "Build and run on the host (TFLM is not on PyPI or in Debian: use a tflite-micro checkout):",
+            "",
+            "```sh",
+            "git clone https://github.com/tensorflow/tflite-micro && cd tflite-micro",
+            "make -f tensorflow/lite/micro/tools/make/Makefile microlite    # downloads its third-party code, builds the library",
+            "cd - && make TFLM_DIR=/path/to/tflite-micro && ./run_model",
+            "```",
+            "",
+            "For a microcontroller, build the library for it (e.g. `TARGET=cortex_m_generic TARGET_ARCH=cortex-m4 "
+            "OPTIMIZED_KERNEL_DIR=cmsis_nn`) and set `TFLM_GEN_DIR` to its gen/ folder, or add main.cc's resolver "
+            "and arena to your firmware.",
+            "",
+        ]
+    else:
+        lines += ["## C / C++", "", "None: TensorFlow Lite Micro runs .tflite files only. Bundle the .tflite "
+                  "file for the C array and the TFLM program.", ""]
+    target = manifest["target"]
+    if target:
+        flash = f"{target['flash_kb']} KiB flash" if target["flash_kb"] else "no flash figure"
+        lines += ["## Target", "", f"Checked against `{target['name']}` ({target['ram_kb']} KiB RAM, {flash}): "
+                  f"model fits flash: {_yes(target['model_fits_flash'])}, arena fits RAM: "
+                  f"{_yes(target['arena_fits_ram'])}.", ""]
+    if manifest["notes"]:
+        lines += ["## Notes", "", *[f"- {n}" for n in manifest["notes"]], ""]
+    return "\n".join(lines)
+
+
+def _yes(value) -> str:
+    return "not checked" if value is None else ("yes" if value else "no")
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, indent=2)

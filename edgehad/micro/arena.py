@@ -1,0 +1,196 @@
+"""Tensor-arena probing: run the model under TFLM in a child process at a given arena size, and
+find the smallest size that works.
+
+The arena is the one block of RAM a TFLM application hands the interpreter:
+activations (planned so that tensors whose lifetimes do not overlap share
+bytes), per-op persistent data (quantization multipliers, scratch buffers) and
+the interpreter's own structs. How much a model needs depends on TFLM's memory
+planner and kernels, so it is measured, not estimated: a size "works" when a
+child (``edgehad.micro.probe``) ran every sample and exited 0; TFLM's error exit
+and a crash (SIGSEGV, which a too-small arena can cause) both mean "does not fit".
+
+Search (``find_arena``):
+1. upper bound: probe ``start`` and double it until a size works, up to ``cap``;
+2. lower bound: the largest non-constant tensor, which the arena must hold with
+   room to spare, so that size cannot work (it is not probed);
+3. bisection between them (sizes multiples of 16, TFLM's arena alignment) until
+   ``hi - lo <= RESOLUTION_BYTES``; its first two splits are TFLM's own count of
+   the bytes it used in the working run (RecordingMicroAllocator's "Arena
+   allocation total") and 16 bytes below it, which bracket the minimum to 16
+   bytes when that count is right. ``min_bytes = hi``, the smallest size that
+   worked; the true minimum lies in ``(min_bytes - resolution_bytes, min_bytes]``,
+   ``resolution_bytes = hi - lo <= 256``. This assumes "works" is monotonic in
+   the size, which holds for TFLM's allocator: it only ever needs the total to fit.
+
+``recommended_bytes = ceil(min_bytes * (1 + MARGIN) / 1024) * 1024``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgehad.core.errors import EdgehadError
+
+RESOLUTION_BYTES = 256
+MARGIN = 0.10  # 10%, then rounded up to whole KiB
+ALIGN = 16  # TFLM aligns arena allocations to 16 bytes (MicroArenaBufferAlignment)
+CAP_BYTES = 256 * 1024 * 1024  # no MCU has more; a model that needs more is not an MCU model
+PROBE_TIMEOUT_S = 300
+HOST_NOTE = (
+    "measured on this 64-bit host (8-byte pointers) with TFLM's reference kernels; a 32-bit MCU needs "
+    "a little less (its pointers and interpreter structs are smaller), optimized kernels (CMSIS-NN, "
+    "ESP-NN) may ask for extra scratch: keep the margin and check MicroInterpreter::arena_used_bytes() "
+    "on the device"
+)
+# What TFLM's allocators print when the arena is too small (single_arena_buffer_allocator.cc,
+# micro_allocator.cc, greedy_memory_planner.cc: "Failed to allocate tail memory", "Failed to resize
+# buffer", "Too many buffers", "Unable to allocate TfLiteAffineQuantization"). Matched on TFLM's own
+# lines only: the Python wrapper's "TFLM failed to allocate tensors" follows every failure, a missing
+# kernel too. Any other error is a problem of the model, which a bigger arena will not fix.
+_ALLOC_MESSAGE = re.compile(r"failed to (allocate|resize)|unable to allocate|too many buffers", re.IGNORECASE)
+_RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
+
+
+class ArenaSearchError(EdgehadError):
+    """No arena up to the cap worked, or TFLM failed for a reason other than the arena size (exit 1)."""
+
+
+@dataclass
+class Probe:
+    """One child run: the size it had, whether it worked, and if not, why."""
+
+    bytes: int
+    works: bool
+    reason: str = ""  # why it did not work: TFLM's message, or the signal that killed it
+    allocation_failure: bool = False  # the failure looks like "arena too small"
+    recorded_bytes: int | None = None  # TFLM's RecordingMicroAllocator total, on success
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("allocation_failure")
+        return d
+
+
+def _reason(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln.strip() for ln in (proc.stderr or "").splitlines()
+             if ln.strip() and not ln.startswith("[RecordingMicroAllocator]")]
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        said = f" after: {lines[0]}" if lines else ""
+        return f"crashed with {name}{said}"
+    # first line is TFLM's own account ("Failed to allocate ..."); the last is the Python-level error
+    picked = [lines[0], lines[-1]] if len(lines) > 1 else lines
+    return " / ".join(picked)[:300] or f"exit code {proc.returncode}"
+
+
+def run_probe(model: str | os.PathLike, arena_bytes: int, inputs_npz: str | os.PathLike,
+              out_npz: str | os.PathLike | None = None, timeout: float = PROBE_TIMEOUT_S) -> Probe:
+    """Run ``edgehad.micro.probe`` in a child process with ``arena_bytes``; outputs land in ``out_npz``."""
+    with tempfile.TemporaryDirectory(prefix="edgehad-micro-") as tmp:
+        out = Path(out_npz) if out_npz else Path(tmp) / "out.npz"
+        cmd = [sys.executable, "-m", "edgehad.micro.probe", str(model), str(int(arena_bytes)),
+               str(inputs_npz), str(out)]
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        env.pop("PYTHONFAULTHANDLER", None)  # a crash is an expected answer here, not worth a stack dump
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return Probe(int(arena_bytes), False, f"timed out after {timeout:.0f} s")
+        if proc.returncode == 0 and out.is_file():
+            found = _RECORDED.search(proc.stderr or "")
+            return Probe(int(arena_bytes), True, recorded_bytes=int(found[1]) if found else None)
+        reason = _reason(proc)
+        tflm_lines = [ln for ln in (proc.stderr or "").splitlines() if not ln.startswith("tflm error:")]
+        alloc = proc.returncode < 0 or any(_ALLOC_MESSAGE.search(ln) for ln in tflm_lines)
+        return Probe(int(arena_bytes), False, reason, allocation_failure=alloc)
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} bytes ({n / 1024:,.1f} KiB)"
+
+
+def first_working(model, inputs_npz, start: int, cap: int = CAP_BYTES, progress=None) -> tuple[Probe, list]:
+    """Probe ``start``, doubling until a size works; (the probe that worked, every probe). Raises past ``cap``."""
+    progress = progress or (lambda msg: None)
+    probes = []
+    size = _align_up(max(start, ALIGN))
+    while True:
+        p = run_probe(model, size, inputs_npz)
+        probes.append(p)
+        progress(f"arena {_kib(size)}: {'works' if p.works else 'does not fit (' + p.reason + ')'}")
+        if p.works:
+            return p, probes
+        if not p.allocation_failure:
+            raise ArenaSearchError(f"{model}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
+                                   f"memory: {p.reason}")
+        if size >= cap:
+            raise ArenaSearchError(f"{model}: no arena up to {cap // 1024} KiB worked (largest tried: "
+                                   f"{_kib(size)}: {p.reason}); the model is too large for TFLM on an MCU")
+        size = min(size * 2, cap)
+
+
+def _align_up(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def recommended(min_bytes: int, margin: float = MARGIN) -> int:
+    """``min_bytes * (1 + margin)`` rounded up to a whole KiB."""
+    return math.ceil(min_bytes * (1 + margin) / 1024) * 1024
+
+
+def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
+               resolution: int = RESOLUTION_BYTES, progress=None) -> dict:
+    """The smallest working arena (module docstring); a dict for the ``arena`` key of ``check``.
+
+    ``lower`` is a size known not to work (the largest activation tensor), ``start``
+    the first size tried for the upper bound.
+    """
+    progress = progress or (lambda msg: None)
+    top, probes = first_working(model, inputs_npz, start, cap, progress)
+    hi, recorded = top.bytes, top.recorded_bytes
+    lo = min(_align_up(lower), hi - ALIGN)
+    for p in probes[:-1]:  # sizes that failed while doubling are lower bounds too
+        lo = max(lo, p.bytes)
+    # TFLM's own count of what it used is the likely answer: try it and one alignment step below first,
+    # which usually brackets the minimum to 16 bytes in two probes; bisection does the rest either way.
+    hints = [h for h in (_align_up(recorded), _align_up(recorded) - ALIGN) if lo < h < hi] if recorded else []
+    while hi - lo > (ALIGN if hints else resolution):
+        if hints:
+            mid = hints.pop(0)
+            if not lo < mid < hi:
+                continue
+        else:
+            mid = _align_up((lo + hi) // 2)
+        if mid >= hi:
+            break
+        p = run_probe(model, mid, inputs_npz)
+        probes.append(p)
+        progress(f"arena {_kib(mid)}: {'works' if p.works else 'does not fit'}")
+        if p.works:
+            hi = mid
+        else:
+            if not p.allocation_failure:
+                raise ArenaSearchError(f"{model}: TFLM failed with a {_kib(mid)} arena, and not for lack of "
+                                       f"memory: {p.reason}")
+            lo = mid
+    return {
+        "min_bytes": hi,
+        "recommended_bytes": recommended(hi),
+        "margin": MARGIN,
+        "resolution_bytes": hi - lo,
+        "lower_bound_bytes": _align_up(lower),
+        "tflm_recorded_bytes": recorded,
+        "probes": [p.as_dict() for p in probes],
+        "host_note": HOST_NOTE,
+    }

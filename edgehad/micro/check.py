@@ -1,0 +1,186 @@
+"""``edgehad micro``: does a .tflite file run under TFLite Micro, with what, in how much RAM.
+
+Steps: read the op list and map it to MicroMutableOpResolver entries
+(edgehad.micro.ops; ops TFLM has no kernel for stop here, exit 1); draw
+seeded sample inputs and run them under TFLM in a child process
+(edgehad.micro.probe) and under LiteRT here; compare (edgehad.micro.samples);
+size the tensor arena (edgehad.micro.arena); check arena and file size
+against a target's RAM and flash.
+
+Outcomes that are results, not bad input, land in ``problems`` (the CLI exits
+1 after printing the document): outputs that differ from LiteRT, a requested
+arena that is too small, a model that does not fit the target. A model TFLM
+cannot run at all (missing kernels, no arena up to the cap) raises an
+EdgehadError with exit code 1; bad arguments and unreadable files raise
+UserInputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from edgehad.core.errors import EdgehadError, UserInputError
+from edgehad.micro import arena as arena_mod
+from edgehad.micro import samples as samples_mod
+from edgehad.micro.ops import model_ops, resolver_entries, unsupported_ops
+
+START_MIN_BYTES = 64 * 1024  # the first arena tried: at least this, more for large activations
+FLOAT_WARNING = ("the model is float: TFLM runs it, but most MCUs want int8 (no FPU, or a slow one, and 4x the "
+                 "flash): convert with --quantize int8")
+
+
+class NoKernelError(EdgehadError):
+    """The model uses ops TFLM has no kernel for (exit 1: the file is fine, TFLM cannot run it)."""
+
+
+def tflm_version() -> str:
+    try:
+        return metadata.version("tflite-micro")
+    except metadata.PackageNotFoundError:
+        raise EdgehadError("the tflite-micro package is not installed: pip install tflite-micro") from None
+
+
+def _validate(path, arena_kb, find_arena, samples) -> Path:
+    if arena_kb is not None and find_arena:
+        raise UserInputError("--arena-kb and --find-arena exclude each other: pass --arena-kb N to try one size, "
+                             "or --find-arena to search for the smallest")
+    if arena_kb is not None and (isinstance(arena_kb, bool) or not isinstance(arena_kb, (int, float))
+                                 or not arena_kb > 0):
+        raise UserInputError(f"--arena-kb must be a positive number of KiB, got {arena_kb!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise UserInputError(f"--samples must be a whole number >= 1, got {samples!r}")
+    p = Path(path)
+    if p.suffix.lower() != ".tflite":
+        hint = " (convert it first: edgehad convert MODEL, then pass its model.tflite)" \
+            if p.suffix.lower() in (".onnx", ".pt", ".pt2", ".py") else ""
+        raise UserInputError(f"{path} is not a .tflite file: TFLite Micro runs TFLite flatbuffers{hint}")
+    return p
+
+
+def _tensor_bytes(t) -> int:
+    try:
+        item = np.dtype(t.dtype).itemsize
+    except TypeError:
+        item = 1
+    return int(np.prod([max(int(d), 1) for d in t.shape])) * item
+
+
+def _save_inputs(path: Path, arrays: list, n_outputs: int) -> Path:
+    np.savez(path, **{f"in_{k}": a for k, a in enumerate(arrays)}, n_outputs=np.array(n_outputs))
+    return path
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def target_check(target: dict, arena_bytes: int, arena_what: str, size_bytes: int) -> tuple[dict, list]:
+    """Compare the arena with the target's RAM and the file with its flash; (entry, problems)."""
+    name, ram = target["name"], int(target["ram_kb"]) * 1024
+    flash = target.get("flash_kb")
+    entry = {"name": name, "ram_kb": target["ram_kb"], "arena_bytes": arena_bytes, "arena_is": arena_what,
+             "ram_fits": arena_bytes <= ram, "flash_kb": flash, "model_bytes": size_bytes,
+             "flash_fits": None if flash is None else size_bytes <= flash * 1024}
+    problems = []
+    if not entry["ram_fits"]:
+        problems.append(f"the model does not fit target {name}: its arena needs {_kib(arena_bytes)} ({arena_what}) "
+                        f"but {name} has {_kib(ram)} of RAM")
+    if flash is None:
+        entry["note"] = f"flash not checked: target {name} has no flash_kb (a board with a file system)"
+    elif not entry["flash_fits"]:
+        problems.append(f"the model does not fit target {name}: the file is {_kib(size_bytes)} but {name} has "
+                        f"{_kib(flash * 1024)} of flash")
+    return entry, problems
+
+
+def check(path, arena_kb: float | None = None, find_arena: bool = False, target: str | None = None,
+          samples: int = 8, seed: int = 0, progress=None) -> dict:
+    """Run ``path`` under TFLite Micro; returns one dict (keys below; the CLI's --json prints it).
+
+    ``path, tflm_version, size_bytes, ops, resolver, unsupported, float_model, warning, samples,
+    inputs_drawn, parity {max_abs, max_steps, passed, rule, outputs, vs_default_kernels}, arena
+    (with find_arena: {min_bytes, recommended_bytes, margin, resolution_bytes, lower_bound_bytes,
+    tflm_recorded_bytes, probes, host_note}; else {requested_bytes, works, reason, tflm_recorded_bytes,
+    host_note} with ``auto`` when no size was given), target (None, or see target_check), problems``.
+
+    ``target`` (a name in targets/ or a .toml path) implies ``find_arena`` unless ``arena_kb`` is given.
+    """
+    from edgehad.inspection.tflite_file import inspect_tflite
+    from edgehad.targets import load_target
+
+    progress = progress or (lambda msg: None)
+    p = _validate(path, arena_kb, find_arena, samples)
+    tgt = load_target(target) if target else None
+    version = tflm_version()
+    info = inspect_tflite(p)  # validates the flatbuffer: a corrupt file is a UserInputError here
+    ops = model_ops(p)
+    missing = unsupported_ops(ops)
+    if missing:
+        raise NoKernelError(f"{path}: TFLM has no kernel for {', '.join(missing)}: replace those layers with ones "
+                            f"TFLM supports (see edgehad inspect {path}), or run the model with LiteRT on a board "
+                            f"with an OS")
+    float_model = not info["quantized"]
+    _, sub = samples_mod.graph(p)
+    inputs, drawn = samples_mod.make_inputs(sub, samples, seed)
+    if tgt is not None and arena_kb is None:
+        find_arena = True
+
+    result = {"path": str(path), "tflm_version": version, "size_bytes": info["size_bytes"], "ops": ops,
+              "resolver": resolver_entries(ops), "unsupported": missing, "float_model": float_model,
+              "warning": FLOAT_WARNING if float_model else None, "samples": samples, "inputs_drawn": drawn}
+    problems = []
+    activations = [_tensor_bytes(t) for t in sub.tensors if not t.constant]
+    lower = max(activations, default=arena_mod.ALIGN)
+    start = max(START_MIN_BYTES, 1 << int(2 * sum(activations) + 16 * 1024).bit_length())
+    with tempfile.TemporaryDirectory(prefix="edgehad-micro-") as tmp:
+        all_in = _save_inputs(Path(tmp) / "inputs.npz", inputs, len(sub.outputs))
+        one_in = _save_inputs(Path(tmp) / "one.npz", [a[:1] for a in inputs], len(sub.outputs))
+        out = Path(tmp) / "out.npz"
+        if find_arena:
+            progress("searching for the smallest arena (bisection, one child process per size)")
+            arena = arena_mod.find_arena(p, one_in, lower, start, progress=progress)
+            size = arena["recommended_bytes"]
+        elif arena_kb is not None:
+            size = int(round(arena_kb * 1024))
+            arena = {"requested_bytes": size, "auto": False}
+        else:
+            top, _ = arena_mod.first_working(p, one_in, start, progress=progress)
+            size = top.bytes
+            arena = {"requested_bytes": size, "auto": True,
+                     "note": "a generous size that works; --find-arena finds the smallest"}
+        progress(f"running {samples} sample(s) under TFLM with a {_kib(size)} arena")
+        run = arena_mod.run_probe(p, size, all_in, out)
+        if "min_bytes" not in arena:
+            arena.update(works=run.works, reason=run.reason or None, tflm_recorded_bytes=run.recorded_bytes,
+                         host_note=arena_mod.HOST_NOTE)
+        if run.works:
+            with np.load(out) as data:
+                got = [data[f"out_{j}"] for j in range(len(sub.outputs))]
+            progress("running the same samples under LiteRT")
+            parity = samples_mod.compare(sub, samples_mod.litert_outputs(p, sub, inputs), got)
+            default = samples_mod.compare(sub, samples_mod.litert_outputs(p, sub, inputs, reference=False), got)
+            parity["vs_default_kernels"] = {"max_abs": default["max_abs"], "max_steps": default["max_steps"]}
+            if not parity["passed"]:
+                problems.append(f"TFLM's outputs differ from LiteRT's reference kernels beyond the bar "
+                                f"(max_abs={parity['max_abs']:.4g}, max_steps={parity['max_steps']}; "
+                                f"{parity['rule']})")
+        else:
+            parity = None
+            if not run.allocation_failure and arena_kb is not None:
+                raise EdgehadError(f"{path}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
+                                   f"memory: {run.reason}")
+            problems.append(f"the model does not run with a {_kib(size)} arena ({run.reason}): "
+                            f"try a larger --arena-kb, or --find-arena")
+    result["parity"] = parity
+    result["arena"] = arena
+    result["target"] = None
+    if tgt is not None:
+        what = "recommended, with margin" if "min_bytes" in arena else "requested"
+        result["target"], fit_problems = target_check(tgt, size, what, info["size_bytes"])
+        problems += fit_problems
+    result["problems"] = problems
+    return result

@@ -1,0 +1,292 @@
+"""``edgehad micro`` on int8 zoo models and a float one, through real subprocesses and the real TFLM kernels."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.e2e.test_cli_convert import assert_clean_error
+
+KEYS = {"path", "tflm_version", "size_bytes", "ops", "resolver", "unsupported", "float_model", "warning", "samples",
+        "inputs_drawn", "parity", "arena", "target", "problems"}
+FOUND_KEYS = {"min_bytes", "recommended_bytes", "margin", "resolution_bytes", "lower_bound_bytes",
+              "tflm_recorded_bytes", "probes", "host_note"}
+DIGITS_RESOLVER = ["AddConv2D", "AddDepthwiseConv2D", "AddDequantize", "AddFullyConnected", "AddMaxPool2D",
+                   "AddMean", "AddQuantize", "AddReshape", "AddTranspose"]
+DIGITS32 = "digits?size=32&channels=3"
+# int8 zoo models small enough to convert in a test. calib="random" where the random-weight model
+# survives the converter's int8 check; the gated models use their digits weights and real data.
+INT8 = {
+    "digits_cnn": {"data": "digits"},
+    "resnet8": {"calib": "random"},
+    "ds_cnn": {"calib": "random"},
+    "mobilenet_v3_small": {"model_args": {"pretrained": "digits"}, "data": DIGITS32},
+    "efficientnet_b0": {"model_args": {"pretrained": "digits"}, "data": DIGITS32},
+}
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """Converted files on demand, each converted once per session: zoo("resnet8") -> path of model.tflite."""
+    import edgehad
+
+    root, done = tmp_path_factory.mktemp("micro"), {}
+
+    def get(name: str, quantize: str | None = "int8", int8_io: bool = False) -> Path:
+        key = (name, quantize, int8_io)
+        if key not in done:
+            out = root / f"{name}-{quantize or 'float'}{'-io' if int8_io else ''}"
+            kwargs = dict(INT8[name]) if quantize else {"data": "digits"} if name == "digits_cnn" else {}
+            edgehad.convert(f"zoo:{name}", quantize=quantize, int8_io=int8_io or None, out=out, **kwargs)
+            done[key] = out / "model.tflite"
+        return done[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def digits8(zoo):
+    return zoo("digits_cnn")
+
+
+@pytest.fixture(scope="session")
+def digits8_found(digits8):
+    result = run_cli("micro", digits8, "--find-arena", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _inputs(path: Path, tmp: Path, samples: int = 4) -> Path:
+    """Inputs for the probe, drawn the way micro draws them (seeded), in the probe's .npz layout."""
+    from edgehad.micro.samples import graph, make_inputs
+
+    _, sub = graph(path)
+    arrays, _ = make_inputs(sub, samples, seed=1)
+    npz = tmp / "inputs.npz"
+    np.savez(npz, **{f"in_{k}": a for k, a in enumerate(arrays)}, n_outputs=np.array(len(sub.outputs)))
+    return npz
+
+
+def assert_found_arena_is_tight(path: Path, arena: dict, tmp: Path):
+    """The found minimum works, and 10% less (no margin) fails, each in its own TFLM child process."""
+    from edgehad.micro.arena import run_probe
+
+    assert FOUND_KEYS <= set(arena)
+    assert 0 < arena["resolution_bytes"] <= 256 and arena["margin"] == 0.10
+    assert arena["recommended_bytes"] == math.ceil(arena["min_bytes"] * 1.1 / 1024) * 1024
+    assert "64-bit host" in arena["host_note"]
+    npz = _inputs(path, tmp)
+    ok = run_probe(path, arena["min_bytes"], npz)
+    assert ok.works, ok.reason
+    less = run_probe(path, int(arena["min_bytes"] * 0.9), npz)
+    assert not less.works and less.allocation_failure, less
+    # and the bisection's last failing size, just below the minimum, fails too
+    below = run_probe(path, arena["min_bytes"] - arena["resolution_bytes"], npz)
+    assert not below.works, below
+
+
+def test_digits_int8_find_arena(digits8_found, digits8, tmp_path):
+    r = digits8_found
+    assert set(r) == KEYS
+    assert r["path"] == str(digits8) and r["size_bytes"] == digits8.stat().st_size
+    assert r["ops"] == ["CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN",
+                        "QUANTIZE", "RESHAPE", "TRANSPOSE"]
+    assert r["resolver"] == DIGITS_RESOLVER and r["unsupported"] == []
+    assert r["float_model"] is False and r["warning"] is None and r["problems"] == [] and r["target"] is None
+    assert r["tflm_version"].startswith("0.dev")
+    p = r["parity"]
+    assert p["passed"] and p["max_steps"] <= 1 and r["samples"] == 8
+    out = p["outputs"][0]
+    assert out["scale"] > 0 and math.isclose(out["max_abs"], out["max_steps"] * out["scale"], rel_tol=1e-6, abs_tol=1e-9)
+    assert set(p["vs_default_kernels"]) == {"max_abs", "max_steps"}
+    assert_found_arena_is_tight(digits8, r["arena"], tmp_path)
+
+
+def test_int8_io_model(zoo, tmp_path):
+    """int8 in and out, as an MCU application feeds it: integer inputs, parity counted in output steps."""
+    path = zoo("digits_cnn", int8_io=True)
+    result = run_cli("micro", path, "--find-arena", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    assert "QUANTIZE" not in r["ops"] and "DEQUANTIZE" not in r["ops"]
+    assert r["resolver"] == [m for m in DIGITS_RESOLVER if m not in ("AddQuantize", "AddDequantize")]
+    assert r["inputs_drawn"] == ["uniform int8 over [-128, 127]"]
+    out = r["parity"]["outputs"][0]
+    assert out["dtype"] == "int8" and out["max_steps"] in (0.0, 1.0) and r["parity"]["passed"]
+    assert_found_arena_is_tight(path, r["arena"], tmp_path)
+
+
+def test_tflm_outputs_equal_litert_reference_kernels(digits8, tmp_path):
+    """Independent of micro's comparison: the probe's outputs against LiteRT's reference kernels, by hand."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgehad.micro.arena import run_probe
+
+    npz, out = _inputs(digits8, tmp_path, samples=6), tmp_path / "out.npz"
+    assert run_probe(digits8, 64 * 1024, npz, out).works
+    tflm = np.load(out)["out_0"]
+    interp = Interpreter(model_path=str(digits8), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    x = np.load(npz)["in_0"]
+    for s in range(len(x)):
+        interp.set_tensor(interp.get_input_details()[0]["index"], x[s])
+        interp.invoke()
+        ref = interp.get_tensor(interp.get_output_details()[0]["index"])
+        assert tflm[s].shape == ref.shape == (1, 10)
+        np.testing.assert_array_equal(tflm[s], ref)  # the same integer arithmetic: bit for bit
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v3_small", "efficientnet_b0"])
+def test_int8_zoo_models(name, zoo, tmp_path):
+    from edgehad.micro.ops import model_ops, resolver_entries, unsupported_ops
+
+    path = zoo(name)
+    ops = model_ops(path)
+    # every int8 zoo model runs under TFLM (a folded hard-sigmoid gate used to leave a RELU_0_TO_1,
+    # which TFLM has no kernel for: quantize/pt2e.drop_saturating_gate_clamps removes it)
+    assert unsupported_ops(ops) == [], ops
+    result = run_cli("micro", path, "--find-arena", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    assert r["ops"] == ops and r["resolver"] == resolver_entries(ops) and len(r["resolver"]) == len(ops)
+    assert r["parity"]["passed"] and r["parity"]["max_steps"] <= 1, r["parity"]
+    assert r["float_model"] is False and r["problems"] == []
+    assert_found_arena_is_tight(path, r["arena"], tmp_path)
+
+
+def test_float_model_runs_and_warns(zoo, tmp_path):
+    path = zoo("digits_cnn", quantize=None)
+    result = run_cli("micro", path, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning: the model is float: TFLM runs it, but most MCUs want int8" in result.stderr
+    r = json.loads(result.stdout)
+    assert r["float_model"] is True and r["warning"].startswith("the model is float")
+    assert "QUANTIZE" not in r["ops"] and r["resolver"] == [m for m in DIGITS_RESOLVER
+                                                            if m not in ("AddQuantize", "AddDequantize")]
+    p = r["parity"]
+    assert p["passed"] and p["max_steps"] is None and p["max_abs"] <= 1e-4 * 10
+    a = r["arena"]
+    assert a["auto"] is True and a["works"] is True and a["requested_bytes"] >= 64 * 1024
+    assert a["tflm_recorded_bytes"] < a["requested_bytes"]
+
+
+def test_arena_kb_works_and_too_small(digits8, digits8_found):
+    kib = digits8_found["arena"]["recommended_bytes"] // 1024
+    result = run_cli("micro", digits8, "--arena-kb", kib, "--json", "--samples", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout)
+    assert r["arena"]["requested_bytes"] == kib * 1024 and r["arena"]["works"] is True
+    assert r["parity"]["passed"] and r["samples"] == 3
+
+    result = run_cli("micro", digits8, "--arena-kb", "1", "--json")
+    assert result.returncode == 1
+    r = json.loads(result.stdout)  # the document still comes, with the answer in it
+    assert r["arena"] == {**r["arena"], "requested_bytes": 1024, "works": False} and r["parity"] is None
+    assert r["arena"]["reason"]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert lines == [f"error: the model does not run with a 1.0 KiB arena ({r['arena']['reason']}): try a larger "
+                     f"--arena-kb, or --find-arena"]
+
+
+def _mcu(tmp_path: Path, ram_kb: int, flash_kb: int) -> Path:
+    path = tmp_path / "tiny-mcu.toml"
+    path.write_text(f'''name = "tiny-mcu"
+description = "a made-up Cortex-M4 board for tests"
+runtime = "tflite"
+memory_bandwidth_gbs = 0.4
+ram_kb = {ram_kb}
+flash_kb = {flash_kb}
+[cpu]
+cores = 1
+clock_ghz = 0.08
+isa = ["armv7e-m"]
+[peak]
+fp32_gops = 0.16
+int8_gops = 0.32
+''')
+    return path
+
+
+def test_target_that_does_not_fit(digits8, digits8_found, tmp_path):
+    arena = digits8_found["arena"]["recommended_bytes"]
+    size = digits8.stat().st_size
+    result = run_cli("micro", digits8, "--target", _mcu(tmp_path, ram_kb=4, flash_kb=16), "--json")
+    assert result.returncode == 1
+    t = json.loads(result.stdout)["target"]
+    assert t == {**t, "name": "tiny-mcu", "ram_fits": False, "flash_fits": False, "arena_bytes": arena,
+                 "model_bytes": size, "ram_kb": 4, "flash_kb": 16}
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1
+    assert (f"its arena needs {arena / 1024:,.1f} KiB (recommended, with margin) but tiny-mcu has 4.0 KiB of RAM"
+            in errors[0])
+    assert f"the file is {size / 1024:,.1f} KiB but tiny-mcu has 16.0 KiB of flash" in errors[0]
+
+
+def test_target_that_fits(digits8, tmp_path):
+    result = run_cli("micro", digits8, "--target", _mcu(tmp_path, ram_kb=256, flash_kb=1024))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vs 256 KiB RAM: fits" in result.stdout and "vs 1,024 KiB flash: fits" in result.stdout
+    assert "smallest that works" in result.stdout  # --target implies --find-arena
+    result = run_cli("micro", digits8, "--target", "rpi4", "--json", "--arena-kb", "64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    t = json.loads(result.stdout)["target"]
+    assert t["ram_fits"] and t["flash_fits"] is None and t["arena_bytes"] == 64 * 1024
+    assert t["note"] == "flash not checked: target rpi4 has no flash_kb (a board with a file system)"
+
+
+def test_no_arena_up_to_the_cap(digits8, tmp_path):
+    from edgehad.micro.arena import ArenaSearchError, find_arena
+
+    with pytest.raises(ArenaSearchError, match=r"no arena up to 4 KiB worked \(largest tried: 4,096 bytes"):
+        find_arena(digits8, _inputs(digits8, tmp_path, 1), lower=16, start=1024, cap=4096)
+
+
+def test_check_api_needs_no_torch(digits8):
+    """The bundle helper calls edgehad.micro.check in-process; it must not pull in torch."""
+    code = ("import sys, edgehad.micro\n"
+            f"r = edgehad.micro.check({str(digits8)!r}, find_arena=True, samples=2)\n"
+            "assert r['parity']['passed'] and r['arena']['min_bytes'] > 0\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.tflite"], "missing.tflite: no such file: check the path"),
+    (["model.onnx"], "model.onnx is not a .tflite file: TFLite Micro runs TFLite flatbuffers (convert it first"),
+    (["corrupt.tflite"], "corrupt.tflite is not a valid TFLite file"),
+    (["{digits}", "--arena-kb", "8", "--find-arena"], "--arena-kb and --find-arena exclude each other"),
+    (["{digits}", "--arena-kb", "0"], "--arena-kb must be a positive number of KiB, got 0.0"),
+    (["{digits}", "--samples", "0"], "--samples must be a whole number >= 1, got 0"),
+    (["{digits}", "--target", "no-such-board"], "unknown target 'no-such-board'; known targets:"),
+])
+def test_bad_input(args, message, digits8, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "corrupt.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(200)))
+    args = [a.replace("{digits}", str(digits8)) for a in args]
+    result = run_cli("micro", *args, cwd=tmp_path)
+    assert_clean_error(result, message)
+
+
+def test_ops_tflm_lacks_are_listed_and_exit_1(tmp_path):
+    """A real GELU model: TFLM has no GELU kernel, so `micro` names it and exits 1 (no traceback)."""
+    (tmp_path / "gelu.py").write_text(
+        "import torch\n"
+        "def net():\n"
+        "    torch.manual_seed(0)\n"
+        "    m = torch.nn.Sequential(torch.nn.GELU(), torch.nn.Linear(8, 4))\n"
+        "    m.example_inputs = (torch.randn(1, 8),)\n"
+        "    return m\n")
+    import edgehad
+
+    edgehad.convert(f"{tmp_path / 'gelu.py'}:net", formats=["tflite"], out=tmp_path / "conv")
+    result = run_cli("micro", tmp_path / "conv" / "model.tflite")
+    assert_clean_error(result, "TFLM has no kernel for GELU:", code=1)
