@@ -15,7 +15,8 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             keep_float: str | None = None, prune: float | None = None, prune_criterion: str | None = None,
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
             prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
-            rewrite: str | list | None = None, strict: bool | None = None, progress=None) -> dict:
+            rewrite: str | list | None = None, strict: bool | None = None, osr: str | None = None,
+            progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -60,6 +61,11 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             raise UserInputError("--no-distill needs --finetune-epochs N (or a recipe with a finetune stage)")
         if finetune_epochs != 0:
             overrides["finetune"] = {"epochs": finetune_epochs, "distill": distill}
+    if osr is not None:  # the COSTARR head (edgehad.stages.osr); the quantize stage keeps it float
+        overrides["osr"] = {"stats": str(osr)}
+        if keep_float == "auto":
+            raise UserInputError("--keep-float auto cannot be combined with --osr (it would quantize the head): "
+                                 "name the layers to keep float instead")
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
     if finetune_epochs == 0:  # explicit: no recovery, e.g. for a speed measurement
         stage_list = [s for s in stage_list if s.name != "finetune"]
@@ -86,7 +92,8 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
                                  "pass --finetune-epochs 0 to skip it (e.g. for a speed measurement)")
         if stage.needs_data and splits is None:
             what = {"finetune": "--finetune-epochs trains on its train split",
-                    "prune": f"--prune-criterion {getattr(stage, 'config', {}).get('criterion')} scores channels on it"}
+                    "prune": f"--prune-criterion {getattr(stage, 'config', {}).get('criterion')} scores channels on it",
+                    "osr": "--osr fit fits the COSTARR statistics on its train split"}
             raise UserInputError(f"{stage.name} needs --data: {what.get(stage.name, 'it uses real samples')}")
 
     params, macs = model_cost(loaded.module, loaded.example_inputs)

@@ -19,6 +19,7 @@ COMMANDS = {
     "convert": ("edgehad.cli.convert", "convert", "Convert a PyTorch model to verified ONNX and TFLite files."),
     "inspect": ("edgehad.cli.inspect", "inspect", "Describe a .onnx / .tflite file or a MODEL spec."),
     "micro": ("edgehad.cli.micro", "micro", "Run a .tflite under TFLite Micro: op support, parity, smallest arena."),
+    "osr": ("edgehad.cli.osr", "osr", "Open-set recognition: fit COSTARR statistics, evaluate known/unknown scores."),
     "profile": ("edgehad.cli.profile", "profile", "Measure latency and memory of .onnx/.tflite files, each in its own process."),
     "rewrite": ("edgehad.cli.rewrite", "rewrite", "List rewrite rules, or explain what they would do to a MODEL."),
     "targets": ("edgehad.cli.targets", "targets", "List the device descriptions; set up the emulated aarch64 one."),

@@ -36,6 +36,7 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--prune-unsafe", type=click.Choice(["skip", "stop"]), help="A group whose removal breaks the model: skip it (default) or stop.")
 @click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after rewrite/prune: N epochs of distillation on --data, best epoch kept; 0 skips it.")
 @click.option("--no-distill", "distill", flag_value=False, default=None, help="Fine-tune on labels only (no distillation from the original).")
+@click.option("--osr", metavar="STATS.npz|fit", help="Add the COSTARR open-set head: the files gain a second output, known_score. Stats from `edgehad osr fit`, or 'fit' on --data's train split (needed after --prune/--rewrite/--finetune-epochs).")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")
 @json_option
@@ -43,7 +44,8 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @command_errors
 def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
             calib_samples, int8_io, keep_float, rewrite, strict, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
-            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, out, keep_intermediate, as_json, debug):
+            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, osr, out, keep_intermediate, as_json,
+            debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
     MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
@@ -69,7 +71,7 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
                              prune_target=prune_target, prune_round_to=prune_round_to, prune_steps=prune_steps,
                              prune_structure=prune_structure, prune_unsafe=prune_unsafe,
                              finetune_epochs=finetune_epochs, distill=distill, rewrite=rewrite, strict=strict,
-                             progress=progress)
+                             osr=osr, progress=progress)
     if as_json:
         emit_json(report)
     else:

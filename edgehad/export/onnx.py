@@ -13,11 +13,12 @@ DEFAULT_OPSET = 18
 
 
 def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEFAULT_OPSET,
-                postprocess=None) -> Path:
+                postprocess=None, output_names: list[str] | None = None) -> Path:
     """Write ``model`` to ``path`` as ONNX; raises UnsupportedOpError naming the op and module.
 
     ``postprocess(model_proto)`` may rewrite the graph in place before it is
     saved (the int8 path uses it to reach onnxruntime's fused kernels).
+    ``output_names`` names the graph outputs (the COSTARR head's ``logits``, ``known_score``).
     """
     import torch
 
@@ -25,6 +26,7 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
     with captured() as log, atomic_path(path) as tmp:
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
+                                        output_names=output_names,
                                         optimize=True, verbose=False)
             if postprocess is None:
                 program.save(str(tmp))

@@ -15,6 +15,11 @@ always fail them.
 Float tolerance (DESIGN.md): max_abs <= 1e-4 * max(1, max|y|), and top-1 must
 agree on every sample whose reference top-2 gap exceeds that bound (a near tie
 may flip without the model being wrong).
+
+A model with several outputs (e.g. ``(logits, known_score)`` of the OSR head)
+also gets the metrics per output (``outputs``, in output order), and the float
+rule must hold for each output on its own scale: a [0, 1] score must not hide
+under the tolerance of logits ten times larger.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Parity:
     tolerance: float
     top1_disagreements_outside_ties: int
     passed: bool
+    outputs: list | None = None     # per output, when there are several: max_abs, tolerance, cosine, sqnr_db, within_tolerance
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +108,29 @@ def compare(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]], r
     signal = float((ref_flat ** 2).sum())
     sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
     sqnr = min(sqnr, 999.0)  # JSON has no infinity; 999 dB means "identical"
-    return Parity(max_abs, max_abs / scale, cosine, top1, sqnr, len(reference), tol, bad, passed)
+    per_output = None
+    counts = {len(s) for s in reference} | {len(s) for s in actual}
+    if len(counts) == 1 and counts.pop() > 1:
+        per_output = [_one_output([s[k] for s in reference], [s[k] for s in actual], rtol)
+                      for k in range(len(reference[0]))]
+        passed = passed and all(o["within_tolerance"] for o in per_output)
+    return Parity(max_abs, max_abs / scale, cosine, top1, sqnr, len(reference), tol, bad, passed, per_output)
+
+
+def _one_output(reference: list, actual: list, rtol: float) -> dict:
+    """The float rule and cosine / SQNR of one output over all samples."""
+    y = np.concatenate([np.asarray(o, np.float64).ravel() for o in reference])
+    y2 = np.concatenate([np.asarray(o, np.float64).ravel() for o in actual])
+    if y.shape != y2.shape:
+        raise ValueError(f"output sizes differ: {y.size} vs {y2.size}")
+    max_abs = float(np.abs(y - y2).max()) if y.size else 0.0
+    tol = rtol * max(1.0, float(np.abs(y).max()) if y.size else 1.0)
+    denom = float(np.linalg.norm(y) * np.linalg.norm(y2))
+    cosine = float(y @ y2 / denom) if denom > 0 else float(np.array_equal(y, y2))
+    noise, signal = float(((y - y2) ** 2).sum()), float((y ** 2).sum())
+    sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    return {"max_abs": max_abs, "tolerance": tol, "cosine": cosine, "sqnr_db": min(sqnr, 999.0),
+            "within_tolerance": max_abs <= tol}
 
 
 def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None) -> list[list[np.ndarray]]:

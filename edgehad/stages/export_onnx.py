@@ -28,20 +28,22 @@ class ExportOnnx(Stage):
 
     def run(self, artifact, ctx: Context):
         scheme, opset = quant_scheme(artifact), self.config["opset"]
+        names = artifact.extra.get("output_names")  # set by a stage that knows them (osr: logits, known_score)
 
         def write(path):
             if scheme == "int8":
-                return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, postprocess=_int8_layout)
+                return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, postprocess=_int8_layout,
+                                   output_names=names)
             if scheme in ("int8-dynamic", "fp16"):
                 from edgehad.quantize import dynamic, fp16
 
                 float_path = path.with_name(f".{path.stem}.float.onnx")
                 try:
-                    export_onnx(artifact.model, artifact.example_inputs, float_path, opset=opset)
+                    export_onnx(artifact.model, artifact.example_inputs, float_path, opset=opset, output_names=names)
                     convert = dynamic.onnx_dynamic_int8 if scheme == "int8-dynamic" else fp16.onnx_fp16
                     return convert(float_path, path)
                 finally:
                     float_path.unlink(missing_ok=True)
-            return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset)
+            return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, output_names=names)
 
         return add_export(artifact, ctx, "onnx", self.name, write)

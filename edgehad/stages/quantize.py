@@ -10,6 +10,7 @@ model stays float and each exporter applies its format's own tool
 from __future__ import annotations
 
 from edgehad.core.capture import captured
+from edgehad.core.errors import UserInputError
 from edgehad.core.stage import Context, Option, Stage, register
 
 SCHEMES = ("int8", "int8-dynamic", "fp16", "none")
@@ -62,11 +63,16 @@ class Quantize(Stage):
         step = max(1, len(calib) // 4)
         progress = lambda i, n: ctx.progress(f"quantize: calibrated {i}/{n}") if i % step == 0 or i == n else None
         keep = [k.strip() for k in (self.config["keep_float"] or "").split(",") if k.strip()]
+        required = list(artifact.extra.get("keep_float_required", []))  # e.g. the COSTARR head (stages/osr.py)
+        if required and keep == ["auto"]:
+            raise UserInputError("keep_float = 'auto' cannot be combined with the COSTARR head (it would quantize "
+                                 "the head): name the layers to keep float instead")
+        keep = keep + [r for r in required if r not in keep]
         kept, ranking = [], None
         if keep and keep != ["auto"]:
             from edgehad.quantize.sensitivity import check_layers, stem_layer
 
-            reasons = {}
+            reasons = {r: "COSTARR head: its cosine and division stay float (int8 would break them)" for r in required}
             if "stem" in keep:  # the first conv on the image channels, by name
                 stem = stem_layer(artifact.model)
                 keep = [stem if k == "stem" else k for k in keep]

@@ -1,0 +1,251 @@
+"""``edgehad osr fit`` and ``edgehad osr eval`` through a real subprocess: outputs, JSON, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.e2e.test_cli_convert import assert_clean_error
+
+KNOWN, UNKNOWN = "digits?classes=0-5", "digits?classes=6-9"
+SCORES = ["costarr", "pre_only", "post_only", "msp", "max_logit", "energy"]
+FIT_KEYS = {"out", "model", "data", "classifier", "features", "classes", "samples", "correct", "train_accuracy",
+            "counts", "excluded", "z_min", "z_max", "fingerprint"}
+EVAL_KEYS = {"model", "source", "stats", "split", "known", "unknown", "scores", "plot"}
+
+FACTORIES = textwrap.dedent('''
+    import torch
+    from edgehad import zoo
+
+    def never_three():
+        """digits_cnn whose class 3 is never predicted: no correctly classified sample of it."""
+        m = zoo.get_model("digits_cnn")
+        with torch.no_grad():
+            m.classifier[1].bias[3] -= 1e4
+        return m
+''')
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("osr") / "stats.npz"
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", "digits", "--out", out, "--json")
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def evaluated(fitted, tmp_path_factory):
+    _, stats = fitted
+    png = tmp_path_factory.mktemp("plot") / "oscr.png"
+    result = run_cli("osr", "eval", "zoo:digits_cnn", "--stats", stats, "--known", KNOWN, "--unknown", UNKNOWN,
+                     "--plot", png, "--json")
+    return result, png
+
+
+def test_fit_json(fitted):
+    result, out = fitted
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert set(doc) == FIT_KEYS
+    assert doc["classifier"] == "classifier.1" and doc["features"] == 64 and doc["classes"] == 10
+    assert doc["samples"] == 1437 and sum(doc["counts"]) == doc["correct"] >= 0.97 * 1437
+    assert doc["excluded"] == [] and doc["z_min"] < 0 < doc["z_max"]
+    from edgehad import zoo
+    from edgehad.osr.stats import check_stats, fingerprint, load_stats
+
+    stats = load_stats(out)
+    assert stats["fingerprint"] == doc["fingerprint"] == fingerprint(zoo.get_model("digits_cnn"), "classifier.1")
+    assert check_stats(stats, zoo.get_model("digits_cnn"))[0] == "classifier.1"
+    assert [p.name for p in out.parent.iterdir()] == ["stats.npz"]  # no temporary left behind
+
+
+def test_fit_text(tmp_path):
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", "digits", "--out", tmp_path / "s.npz")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"wrote {tmp_path / 's.npz'}: classifier classifier.1 (D=64, C=10), fitted on ")
+
+
+def test_eval_json_and_plot(evaluated, fitted):
+    result, png = evaluated
+    assert result.returncode == 0, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert set(doc) == EVAL_KEYS and doc["source"] == "torch" and doc["split"] == "val"
+    assert doc["known"]["samples"] == 217 and doc["unknown"]["samples"] == 143
+    assert doc["known"]["accuracy"] > 0.97
+    assert list(doc["scores"]) == SCORES
+    for name, m in doc["scores"].items():
+        assert set(m) == {"auroc", "fpr95", "auoscr"}
+        assert 0 <= m["fpr95"] <= 1 and 0 <= m["auoscr"] <= m["auroc"] + 1e-9 <= 1 + 1e-9, (name, m)
+    # the same numbers, recomputed in-process with scikit-learn's AUROC
+    from sklearn.metrics import roc_auc_score
+
+    from edgehad import zoo
+    from edgehad.data import load_data
+    from edgehad.osr import features, scores
+    from edgehad.osr.stats import load_stats
+
+    model, st = zoo.get_model("digits_cnn"), load_stats(fitted[1])
+    W = model.classifier[1].weight.detach().numpy()
+    fk, zk = features.penultimate(model, "classifier.1", load_data(KNOWN).val[0])
+    fu, zu = features.penultimate(model, "classifier.1", load_data(UNKNOWN).val[0])
+    y = np.r_[np.ones(len(fk)), np.zeros(len(fu))]
+    for name, fn in (("costarr", scores.costarr), ("post_only", scores.post_only)):
+        s = np.r_[fn(fk, zk, W, st), fn(fu, zu, W, st)]
+        assert doc["scores"][name]["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    assert doc["plot"] == str(png)
+    from PIL import Image
+
+    img = Image.open(png)
+    assert img.format == "PNG" and img.size == (800, 600)
+    assert (np.asarray(img.convert("L")) < 128).mean() > 0.005
+
+
+def test_eval_text(fitted):
+    result = run_cli("osr", "eval", "zoo:digits_cnn", "--stats", fitted[1], "--known", KNOWN, "--unknown", UNKNOWN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in SCORES:
+        assert name in result.stdout
+    assert "217 known" in result.stdout and "143 unknown" in result.stdout and "AUOSCR" in result.stdout
+
+
+def test_eval_exported_two_output_file(fitted, tmp_path):
+    """A real ONNX file with outputs (logits, known_score): COSTARR is read from the file."""
+    import torch
+
+    from edgehad import zoo
+    from edgehad.export.onnx import export_onnx
+    from edgehad.osr.stats import load_stats
+
+    st = load_stats(fitted[1])
+
+    class TwoOutputs(torch.nn.Module):  # the formula in torch, only to produce a file of that shape here
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+            self.register_buffer("mu_eta", torch.from_numpy(np.concatenate([st["mu"], st["eta"]], 1)))
+            self.lo, self.hi = st["z_min"], st["z_max"]
+
+        def forward(self, x):
+            f = self.model.mixer(self.model.features(x)).mean((2, 3))
+            lin = self.model.classifier[1]
+            z = lin(f)
+            c = z.argmax(1)
+            v = torch.cat([f, f * lin.weight[c]], 1)
+            cos = torch.nn.functional.cosine_similarity(v, self.mu_eta[c], dim=1, eps=1e-12)
+            g = ((z.max(1).values - self.lo) / (self.hi - self.lo)).clamp(0, 1)
+            return z, g * (1 + cos) / 2
+
+    path = export_onnx(TwoOutputs(zoo.get_model("digits_cnn")).eval(), (torch.rand(1, 1, 8, 8),),
+                       tmp_path / "model.onnx")
+    torch_res = json.loads(run_cli("osr", "eval", "zoo:digits_cnn", "--stats", fitted[1], "--known", KNOWN,
+                                   "--unknown", UNKNOWN, "--json").stdout)
+    result = run_cli("osr", "eval", path, "--stats", fitted[1], "--known", KNOWN, "--unknown", UNKNOWN, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "carries its own head; --stats is not used" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["source"] == "onnx" and doc["stats"] is None
+    assert doc["scores"]["pre_only"] is None and doc["scores"]["post_only"] is None
+    for name in ("costarr", "msp", "max_logit", "energy"):
+        for key in ("auroc", "fpr95", "auoscr"):
+            assert doc["scores"][name][key] == pytest.approx(torch_res["scores"][name][key], abs=0.01), (name, key)
+    text = run_cli("osr", "eval", path, "--known", KNOWN, "--unknown", UNKNOWN)
+    assert text.returncode == 0 and "n/a" in text.stdout
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_stats_from_another_model_shape(fitted, model_file):
+    result = run_cli("osr", "eval", f"{model_file}:net", "--stats", fitted[1], "--known", KNOWN, "--unknown", UNKNOWN)
+    # the tiny net's final Linear is body.3, not classifier.1
+    assert_clean_error(result, "are for another model: fitted with classifier 'classifier.1'")
+
+
+def test_stats_from_another_model_dimensions(tmp_path, model_file):
+    stats = tmp_path / "tiny.npz"
+    assert run_cli("osr", "fit", f"{model_file}:net", "--data", "digits", "--out", stats).returncode == 0
+    result = run_cli("osr", "eval", f"{model_file}:net", "--model-arg", "width=4", "--stats", stats,
+                     "--known", KNOWN, "--unknown", UNKNOWN)
+    assert_clean_error(result, "are for another model: features D=512 classes C=10, this model has D=256 C=10")
+
+
+def test_stats_from_other_weights(fitted):
+    result = run_cli("osr", "eval", "zoo:digits_cnn", "--model-arg", "act=silu", "--stats", fitted[1],
+                     "--known", KNOWN, "--unknown", UNKNOWN)
+    assert_clean_error(result, "were fitted on a different model")
+    assert "refit with `edgehad osr fit`" in result.stderr
+
+
+def test_class_without_correct_sample_warns(tmp_path):
+    factories = tmp_path / "factories.py"
+    factories.write_text(FACTORIES)
+    out = tmp_path / "s.npz"
+    result = run_cli("osr", "fit", f"{factories}:never_three", "--data", "digits", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: class 3 has no correctly classified training sample: excluded from the known set" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["excluded"] == [3] and doc["counts"][3] == 0
+    ev = run_cli("osr", "eval", f"{factories}:never_three", "--stats", out, "--known", KNOWN, "--unknown", UNKNOWN,
+                 "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert json.loads(ev.stdout)["known"]["accuracy"] < 0.9  # the 3s are misclassified, and still scored
+
+
+def test_unlabeled_data(tmp_path):
+    x = load_digits_x()
+    npz = tmp_path / "unlabeled.npz"
+    np.savez(npz, x_train=x[:100], x_val=x[100:150])
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", npz, "--out", tmp_path / "s.npz")
+    assert_clean_error(result, "osr fit needs labels")
+    minus = tmp_path / "minus.npz"
+    np.savez(minus, x_train=x[:100], y_train=-np.ones(100, np.int64), x_val=x[100:150], y_val=-np.ones(50, np.int64))
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", minus, "--out", tmp_path / "s.npz")
+    assert_clean_error(result, "negative labels usually mean unlabeled data")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def load_digits_x():
+    from edgehad.data import load_data
+
+    return load_data("digits").train[0]
+
+
+def test_missing_and_corrupt_stats(tmp_path):
+    args = ("--known", KNOWN, "--unknown", UNKNOWN)
+    assert_clean_error(run_cli("osr", "eval", "zoo:digits_cnn", "--stats", tmp_path / "none.npz", *args),
+                       "none.npz not found: refit with `edgehad osr fit")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"definitely not an npz archive")
+    assert_clean_error(run_cli("osr", "eval", "zoo:digits_cnn", "--stats", bad, *args),
+                       "is not a readable stats .npz")
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=np.zeros(2))
+    assert_clean_error(run_cli("osr", "eval", "zoo:digits_cnn", "--stats", other, *args),
+                       "is not an edgehad OSR stats file (missing z_min")
+    assert_clean_error(run_cli("osr", "eval", "zoo:digits_cnn", *args), "osr eval of a MODEL spec needs --stats")
+
+
+def test_bad_classifier_and_file_model(tmp_path, fitted):
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", "digits", "--classifier", "head", "--out",
+                     tmp_path / "s.npz")
+    assert_clean_error(result, "--classifier 'head': the model has no module of that name; Linear modules: classifier.1 (64->10)")
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", "digits", "--classifier", "features.0.0",
+                     "--out", tmp_path / "s.npz")
+    assert_clean_error(result, "is a Conv2d, not an nn.Linear")
+    result = run_cli("osr", "fit", tmp_path / "model.onnx", "--data", "digits", "--out", tmp_path / "s.npz")
+    assert_clean_error(result, "osr fit needs the PyTorch model")
+    result = run_cli("osr", "eval", tmp_path / "model.tflite", "--known", KNOWN, "--unknown", UNKNOWN)
+    assert_clean_error(result, "model.tflite not found")
+
+
+def test_failed_fit_keeps_the_good_file(fitted, tmp_path):
+    good = tmp_path / "keep.npz"
+    good.write_bytes(fitted[1].read_bytes())
+    result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", "digits?channels=3", "--out", good)
+    assert_clean_error(result, "do not fit")
+    assert good.read_bytes() == fitted[1].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]
