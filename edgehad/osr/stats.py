@@ -111,7 +111,9 @@ def fit_stats(model, x, y, classifier: str | None = None, batch: int = 256,
             eta[c] = (fc * W[c].astype(np.float64)).mean(0)
     missing = [int(c) for c in np.flatnonzero(counts == 0)]
     if missing:
-        warn(f"class{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+        # name up to 20 classes: a 1000-class model fitted on a few samples would print a page
+        named = ', '.join(map(str, missing[:20])) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        warn(f"class{'es' if len(missing) > 1 else ''} {named} "
              f"{'have' if len(missing) > 1 else 'has'} no correctly classified training sample: "
              f"excluded from the known set (inputs predicted as {'one of them' if len(missing) > 1 else 'it'} score 0)")
     return {
