@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from collections import Counter
@@ -93,7 +92,7 @@ def bench_model(name: str, workdir: Path, seconds: float, threads: int) -> list[
     from edgehad.export.onnx import export_onnx
     from edgehad.export.tflite import export_tflite
     from edgehad.inspection import inspect_file
-    from edgehad.osr.head import HEAD_MODULE, OSRHead
+    from edgehad.osr.head import HEAD_MODULE, OSRHead, interleaved_median_us
     from edgehad.runtime import Session
 
     model, stats = setup(name)
@@ -126,20 +125,12 @@ def bench_model(name: str, workdir: Path, seconds: float, threads: int) -> list[
         one = (time.perf_counter() - t0) / 5
         rounds = 20
         per_round = max(1, int(seconds / rounds / one))
-        times = {key: [] for key in sessions}
-        keys = list(sessions)
-        for r in range(rounds):
-            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-                s = sessions[key]
-                for _ in range(per_round):
-                    t = time.perf_counter()
-                    s.run(feed)
-                    times[key].append(time.perf_counter() - t)
-        us = {key: statistics.median(v) * 1e6 for key, v in times.items()}
-        for key in keys:
+        timed = interleaved_median_us(sessions, feed, rounds, per_round)
+        us = {key: v for key, (v, _) in timed.items()}
+        for key in sessions:
             added = us[key] - us["plain"]
             rows.append({"model": name, "format": fmt, "file": key, "us": us[key], "ops": ops[key],
-                         "added_us": added, "added_pct": 100 * added / us["plain"], "runs": len(times[key])})
+                         "added_us": added, "added_pct": 100 * added / us["plain"], "runs": timed[key][1]})
     return rows
 
 

@@ -177,7 +177,6 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
     fails to export is reported with its error, not raised: the conversion's
     own export stages decide about formats.
     """
-    import statistics
     import tempfile
     import time
     from collections import Counter
@@ -210,15 +209,7 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
             t0 = time.perf_counter()
             sessions["head"].run(feed)
             per_round = max(1, min(2000, int(seconds / 10 / max(time.perf_counter() - t0, 1e-6))))
-            times = {key: [] for key in sessions}
-            for r in range(10):
-                for key in (("plain", "head") if r % 2 == 0 else ("head", "plain")):
-                    s = sessions[key]
-                    for _ in range(per_round):
-                        t0 = time.perf_counter()
-                        s.run(feed)
-                        times[key].append(time.perf_counter() - t0)
-            us = {key: statistics.median(v) * 1e6 for key, v in times.items()}
+            us = {key: v for key, (v, _) in interleaved_median_us(sessions, feed, 10, per_round).items()}
             added = ops["head"] - ops["plain"]
             result[fmt] = {
                 "ops_added": dict(sorted(added.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -233,3 +224,21 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
 
 
 __all__ = ["OSRHead", "KnownScore", "measure_head", "HEAD_MODULE", "OUTPUT_NAMES"]
+
+
+def interleaved_median_us(sessions: dict, feed, rounds: int, per_round: int) -> dict:
+    """{key: (median us per run, runs)} of each ``Session``, timed in ``rounds`` rounds of ``per_round``
+    runs each, the order rotating every round so that drift on a shared machine hits every session alike."""
+    import statistics
+    import time
+
+    times = {key: [] for key in sessions}
+    keys = list(sessions)
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            run = sessions[key].run
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                run(feed)
+                times[key].append(time.perf_counter() - t0)
+    return {key: (statistics.median(v) * 1e6, len(v)) for key, v in times.items()}
