@@ -98,3 +98,15 @@ def test_check_on_the_sine_model(sine):
     failed = {p["bytes"] for p in a["probes"] if not p["works"]}
     assert a["min_bytes"] in worked and a["min_bytes"] - a["resolution_bytes"] in failed | {a["lower_bound_bytes"]}
     assert max(failed) < a["min_bytes"] <= min(worked)
+
+
+def test_check_stays_callable_after_its_module_is_imported(sine):
+    """``edgehad.micro.check`` is a function; a submodule of the same name used to replace it after the
+    first call, so a second call in one process (bundle after micro) failed with 'module is not callable'."""
+    import edgehad.micro
+
+    first = edgehad.micro.check(sine, arena_kb=64, samples=2)
+    second = edgehad.micro.check(sine, arena_kb=64, samples=2)
+    assert callable(edgehad.micro.check)
+    assert first["arena"]["works"] is True and second["arena"]["works"] is True
+    assert first["ops"] == second["ops"] == ["FULLY_CONNECTED"]

@@ -53,7 +53,7 @@ def test_format_flag_replaces_export_stages_and_overrides_win():
 @pytest.mark.parametrize("raw, message", [
     ({"stagez": {}}, "unknown recipe key 'stagez'"),
     ({"data": {"spec": "digits", "norm": "1,2"}}, "unknown recipe key 'data.norm'"),
-    ({"stages": {"quantise": {}}}, "unknown stage 'quantise': known stages are rewrite, prune, finetune, quantize"),
+    ({"stages": {"quantise": {}}}, "unknown stage 'quantise': known stages are rewrite, prune, finetune, osr, quantize"),
     ({"stages": {"export-onnx": {"opsett": 17}}}, "unknown option 'opsett' for stage 'export-onnx': valid options are opset"),
     ({"stages": {"export-onnx": {"opset": "17"}}}, "option 'opset' of stage 'export-onnx' must be int, got '17'"),
     ({"stages": {"verify": 3}}, "'stages.verify' in <recipe> must be a table"),
