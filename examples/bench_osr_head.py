@@ -88,12 +88,9 @@ def setup(name: str):
 
 
 def bench_model(name: str, workdir: Path, seconds: float, threads: int) -> list[dict]:
-    from edgehad.core.capture import captured
-    from edgehad.export.onnx import export_onnx
-    from edgehad.export.tflite import export_tflite
+    from edgehad.export.side_by_side import export_sessions, interleaved_medians
     from edgehad.inspection import inspect_file
-    from edgehad.osr.head import HEAD_MODULE, OSRHead, interleaved_median_us
-    from edgehad.runtime import Session
+    from edgehad.osr.head import HEAD_MODULE, OSRHead
 
     model, stats = setup(name)
     head = OSRHead(model, stats, example_inputs=model.example_inputs)
@@ -109,13 +106,10 @@ def bench_model(name: str, workdir: Path, seconds: float, threads: int) -> list[
     feed = [t.numpy() for t in model.example_inputs]
     rows = []
     for fmt in ("onnx", "tflite"):
-        sessions, ops = {}, {}
-        with captured():
-            for key, m in variants.items():
-                path = workdir / f"{name}.{key.replace(' ', '_')}.{fmt}"
-                (export_onnx if fmt == "onnx" else export_tflite)(m, model.example_inputs, path)
-                ops[key] = sum(Counter(inspect_file(path)["ops"]).values())
-                sessions[key] = Session(str(path), threads=threads)
+        folder = workdir / name
+        folder.mkdir(exist_ok=True)
+        paths, sessions = export_sessions(variants, model.example_inputs, fmt, folder, threads)
+        ops = {key: sum(Counter(inspect_file(path)["ops"]).values()) for key, path in paths.items()}
         for s in sessions.values():
             for _ in range(20):
                 s.run(feed)
@@ -125,8 +119,8 @@ def bench_model(name: str, workdir: Path, seconds: float, threads: int) -> list[
         one = (time.perf_counter() - t0) / 5
         rounds = 20
         per_round = max(1, int(seconds / rounds / one))
-        timed = interleaved_median_us(sessions, feed, rounds, per_round)
-        us = {key: v for key, (v, _) in timed.items()}
+        timed = interleaved_medians(sessions, feed, rounds, per_round)
+        us = {key: v * 1e6 for key, (v, _) in timed.items()}
         for key in sessions:
             added = us[key] - us["plain"]
             rows.append({"model": name, "format": fmt, "file": key, "us": us[key], "ops": ops[key],

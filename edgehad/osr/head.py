@@ -180,26 +180,17 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
     import tempfile
     import time
     from collections import Counter
-    from pathlib import Path
 
-    from edgehad.core.capture import captured
-    from edgehad.export.onnx import export_onnx
-    from edgehad.export.tflite import export_tflite
+    from edgehad.export.side_by_side import export_sessions, interleaved_medians
     from edgehad.inspection import inspect_file
-    from edgehad.runtime import Session
 
     feed = [np.asarray(t.detach().numpy()) for t in example_inputs]
     result = {"method": f"float exports with and without the head; median of interleaved runs, {threads} thread(s)"}
     with tempfile.TemporaryDirectory(prefix="edgehad-osr-") as tmp:
         for fmt in formats:
             try:
-                sessions, ops = {}, {}
-                with captured():
-                    for key, model in (("plain", plain), ("head", with_head)):
-                        path = Path(tmp) / f"{key}.{fmt}"
-                        (export_onnx if fmt == "onnx" else export_tflite)(model, example_inputs, path)
-                        ops[key] = Counter(inspect_file(path)["ops"])
-                        sessions[key] = Session(str(path), threads=threads)
+                paths, sessions = export_sessions({"plain": plain, "head": with_head}, example_inputs, fmt, tmp, threads)
+                ops = {key: Counter(inspect_file(path)["ops"]) for key, path in paths.items()}
             except Exception as exc:  # noqa: BLE001 - reported, the export stages judge the format
                 result[fmt] = {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}
                 continue
@@ -209,7 +200,7 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
             t0 = time.perf_counter()
             sessions["head"].run(feed)
             per_round = max(1, min(2000, int(seconds / 10 / max(time.perf_counter() - t0, 1e-6))))
-            us = {key: v for key, (v, _) in interleaved_median_us(sessions, feed, 10, per_round).items()}
+            us = {key: v * 1e6 for key, (v, _) in interleaved_medians(sessions, feed, 10, per_round).items()}
             added = ops["head"] - ops["plain"]
             result[fmt] = {
                 "ops_added": dict(sorted(added.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -225,20 +216,3 @@ def measure_head(plain, with_head, example_inputs, formats=("onnx", "tflite"), t
 
 __all__ = ["OSRHead", "KnownScore", "measure_head", "HEAD_MODULE", "OUTPUT_NAMES"]
 
-
-def interleaved_median_us(sessions: dict, feed, rounds: int, per_round: int) -> dict:
-    """{key: (median us per run, runs)} of each ``Session``, timed in ``rounds`` rounds of ``per_round``
-    runs each, the order rotating every round so that drift on a shared machine hits every session alike."""
-    import statistics
-    import time
-
-    times = {key: [] for key in sessions}
-    keys = list(sessions)
-    for r in range(rounds):
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            run = sessions[key].run
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                run(feed)
-                times[key].append(time.perf_counter() - t0)
-    return {key: (statistics.median(v) * 1e6, len(v)) for key, v in times.items()}

@@ -1,0 +1,50 @@
+"""Two (or more) models exported the same way and timed side by side in one process.
+
+The question after a pipeline stage is a ratio — pruned against original, with
+head against without — so both files run in the same process with
+edgehad.runtime.Session, warmed up alike, then timed in rounds whose order
+rotates, so that drift on a shared machine hits every file alike. Medians, not
+means: a preempted run must not move the figure. For absolute figures on a
+device, ``edgehad profile`` measures each file in its own process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+
+def export_sessions(models: dict, example_inputs: tuple, fmt: str, folder: Path, threads: int) -> tuple[dict, dict]:
+    """Export each of ``models`` ({key: nn.Module}) to ``folder/<key>.<fmt>``, fp32; ({key: path}, {key: Session})."""
+    from edgehad.core.capture import captured
+    from edgehad.export.onnx import export_onnx
+    from edgehad.export.tflite import export_tflite
+    from edgehad.runtime import Session
+
+    export = export_onnx if fmt == "onnx" else export_tflite
+    paths, sessions = {}, {}
+    with captured():
+        for key, model in models.items():
+            paths[key] = Path(folder) / f"{key}.{fmt}"
+            export(model, example_inputs, paths[key])
+            sessions[key] = Session(str(paths[key]), threads=threads)
+    return paths, sessions
+
+
+def interleaved_medians(sessions: dict, feed, rounds: int, per_round: int, warmup: int = 0) -> dict:
+    """{key: (median seconds per run, runs)} of each Session: ``warmup`` untimed runs each, then ``rounds``
+    rounds of ``per_round`` timed runs per session, the order rotating every round."""
+    for s in sessions.values():
+        for _ in range(warmup):
+            s.run(feed)
+    times = {key: [] for key in sessions}
+    keys = list(sessions)
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            run = sessions[key].run
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                run(feed)
+                times[key].append(time.perf_counter() - t0)
+    return {key: (statistics.median(v), len(v)) for key, v in times.items()}
