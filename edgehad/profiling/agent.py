@@ -461,6 +461,17 @@ def import_runtime(runtime):
 
 
 # -- op profiling -------------------------------------------------------------
+def kernel_times(events) -> list:
+    """(node name, op type, microseconds) of each kernel run in an onnxruntime profiler trace, in order.
+
+    The trace is Chrome-trace JSON; each node's kernel is an event of category "Node" named
+    "<node>_kernel_time" with its op type in args.op_name. (edgehad.quantize.speed reads traces too.)
+    """
+    suffix = "_kernel_time"
+    return [(str(ev["name"])[: -len(suffix)], ev.get("args", {}).get("op_name", "?"), float(ev.get("dur", 0)))
+            for ev in events if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith(suffix)]
+
+
 def ort_op_profile(path, threads, provider, feed, trt_cache=None, trt_fp16=False):
     """Aggregate onnxruntime's profiler kernel times by op type, per inference."""
     with tempfile.TemporaryDirectory(prefix="edgehad-prof-") as tmp:
@@ -472,14 +483,11 @@ def ort_op_profile(path, threads, provider, feed, trt_cache=None, trt_fp16=False
         with open(trace) as f:
             events = json.load(f)
     by_op = {}
-    for ev in events:
-        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
-            continue
-        op = ev.get("args", {}).get("op_name", "?")
+    for node, op, us in kernel_times(events):
         entry = by_op.setdefault(op, {"calls": 0, "us": 0.0, "nodes": set()})
         entry["calls"] += 1
-        entry["us"] += float(ev.get("dur", 0))
-        entry["nodes"].add(ev["name"][: -len("_kernel_time")])
+        entry["us"] += us
+        entry["nodes"].add(node)
     runs = _PROFILE_RUNS
     total = sum(e["us"] for e in by_op.values()) or 1.0
     ops = [{"op": op, "nodes": len(e["nodes"]), "calls": e["calls"] // runs, "ms": e["us"] / runs / 1000.0,

@@ -109,6 +109,8 @@ def conv_kernel_us(model_bytes: bytes, shape, threads: int) -> float:
     """Median per-run kernel time (us) of the Conv / QLinearConv node, from onnxruntime's profiler."""
     import onnxruntime as ort
 
+    from edgehad.profiling.agent import kernel_times
+
     feed = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
     best = float("inf")
     with tempfile.TemporaryDirectory(prefix="edgehad-speed-") as tmp:
@@ -125,9 +127,7 @@ def conv_kernel_us(model_bytes: bytes, shape, threads: int) -> float:
                 session.run(None, feed)
             with open(session.end_profiling()) as f:
                 events = json.load(f)
-            times = [float(e["dur"]) for e in events if e.get("cat") == "Node"
-                     and e["name"].endswith("_kernel_time")
-                     and e.get("args", {}).get("op_name") in ("Conv", "QLinearConv", "FusedConv")]
+            times = [us for _, op, us in kernel_times(events) if op in ("Conv", "QLinearConv", "FusedConv")]
             if len(times) >= RUNS:
                 best = min(best, statistics.median(times[-RUNS:]))
     return best
