@@ -29,6 +29,13 @@ def model_options(f):
     return click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for a MODEL spec.")(f)
 
 
+def model_spec(model_arg, weights, input_shape) -> dict:
+    """The API's keyword arguments from the ``model_options`` flags: model_args, weights, input_shape."""
+    from edgehad.loading import parse_model_args
+
+    return {"model_args": parse_model_args(model_arg), "weights": weights, "input_shape": list(input_shape) or None}
+
+
 def fail(message: str, code: int) -> None:
     from edgehad.core.capture import console
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_spec
 
 
 @click.command()
@@ -53,7 +53,6 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
     """
     from edgehad.api import convert as api_convert
     from edgehad.core.capture import captured, console
-    from edgehad.loading import parse_model_args
 
     con = console()
     def progress(msg: str) -> None:
@@ -62,8 +61,7 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
         elif debug or not as_json:
             con.print(f"[dim]… {msg}[/]")
     with captured():
-        report = api_convert(model, weights=weights, input_shape=list(input_shape) or None,
-                             model_args=parse_model_args(model_arg), recipe=recipe,
+        report = api_convert(model, **model_spec(model_arg, weights, input_shape), recipe=recipe,
                              formats=formats.split(",") if formats else None, data=data, normalize=normalize,
                              out=out, keep_intermediate=keep_intermediate, samples=samples, quantize=quantize,
                              calib=calib, calib_samples=calib_samples, int8_io=int8_io, keep_float=keep_float,

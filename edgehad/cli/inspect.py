@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options, model_spec
 
 
 @click.command()
@@ -17,11 +17,9 @@ def inspect(target, model_arg, weights, input_shape, as_json, debug):
     """Inputs, outputs, op histogram, params, MACs, size and quantization of FILE (.onnx, .tflite) or MODEL."""
     from edgehad.api import inspect as api_inspect
     from edgehad.core.capture import captured
-    from edgehad.loading import parse_model_args
 
     with captured():
-        info = api_inspect(target, model_args=parse_model_args(model_arg), weights=weights,
-                           input_shape=list(input_shape) or None)
+        info = api_inspect(target, **model_spec(model_arg, weights, input_shape))
     if as_json:
         emit_json(info)
     else:

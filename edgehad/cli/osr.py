@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options, model_spec
 
 
 @click.group()
@@ -42,13 +42,11 @@ def fit(model, model_arg, weights, input_shape, data, normalize, classifier, out
     """
     from edgehad import osr as api
     from edgehad.core.capture import captured, console
-    from edgehad.loading import parse_model_args
 
     con = console()
     with captured():
         summary = api.fit(model, data, out, classifier=classifier, normalize=normalize,
-                          model_args=parse_model_args(model_arg), weights=weights,
-                          input_shape=list(input_shape) or None, warn=_warner(con))
+                          **model_spec(model_arg, weights, input_shape), warn=_warner(con))
     if as_json:
         emit_json(summary)
         return
@@ -81,14 +79,12 @@ def eval_(model, model_arg, weights, input_shape, stats_path, known, unknown, sp
     """
     from edgehad import osr as api
     from edgehad.core.capture import captured, console
-    from edgehad.loading import parse_model_args
 
     if stats_path and str(model).endswith((".onnx", ".tflite")):
         console().print(f"[dim]note: {model} carries its own head; --stats is not used[/]")
     with captured():
         result = api.evaluate(model, known, unknown, stats=stats_path, normalize=normalize, split=split, plot=plot,
-                              model_args=parse_model_args(model_arg), weights=weights,
-                              input_shape=list(input_shape) or None)
+                              **model_spec(model_arg, weights, input_shape))
     if as_json:
         emit_json(result)
     else:

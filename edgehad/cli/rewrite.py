@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_options, model_spec
 
 
 @click.command()
@@ -37,11 +37,9 @@ def rewrite(model, list_rules, explain, rule_names, model_arg, weights, input_sh
             _print_rules(result)
         return
     from edgehad.core.capture import captured
-    from edgehad.loading import parse_model_args
 
     with captured():
-        result = api.explain_rewrite(model, rules=rule_names, model_args=parse_model_args(model_arg),
-                                     weights=weights, input_shape=list(input_shape) or None)
+        result = api.explain_rewrite(model, rules=rule_names, **model_spec(model_arg, weights, input_shape))
     if as_json:
         emit_json(result)
     else:
