@@ -45,12 +45,8 @@ def parse_agent_output(stdout: str, stderr: str, returncode: int, label, rename:
     return document
 
 
-def profile_file(path, job: Job | None = None, **settings) -> dict:
-    """Measure one ``.onnx``/``.tflite`` file in a fresh ``sys.executable`` process; the agent's JSON plus ``path``.
-
-    ``settings`` are ``Job`` fields, for callers that do not build a Job themselves.
-    """
-    job = job or Job(**settings)
+def profile_file(path, job: Job) -> dict:
+    """Measure one ``.onnx``/``.tflite`` file in a fresh ``sys.executable`` process; the agent's JSON plus ``path``."""
     path = check_file(path)
     resolved = str(path.resolve())
     inputs = str(Path(job.inputs).resolve()) if job.inputs else None
