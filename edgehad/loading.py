@@ -179,9 +179,17 @@ def _load_exported_program(path: str, model_args: dict, weights: str | None):
         raise UserInputError(f"--model-arg does not apply to {path}: a .pt2 program is already built")
     if weights:
         raise UserInputError(f"--weights does not apply to {path}: a .pt2 program carries its weights")
+    from edgehad.core.unpickling import is_refused_pickle, no_code_from_pickles
+
     try:
-        program = torch.export.load(path)
+        with no_code_from_pickles():
+            program = torch.export.load(path)
     except Exception as exc:
+        if is_refused_pickle(exc):
+            raise UserInputError(
+                f"{path} holds pickled Python objects, refused without running them: "
+                "save the program with torch.export.save from plain tensors and modules"
+            ) from exc
         raise UserInputError(f"{path} is not a torch.export program ({type(exc).__name__}): save it with torch.export.save") from exc
     example = None
     if getattr(program, "example_inputs", None):
