@@ -30,7 +30,10 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     from edgehad.loading import load_model
     from edgehad.report import write_report
 
+    from edgehad.core.files import check_out_folder
+
     progress = progress or (lambda msg: None)
+    out = check_out_folder(out)  # before anything heavy: a folder that cannot be written costs nothing
     if isinstance(input_shape, str):
         input_shape = [input_shape]
     if isinstance(formats, str):

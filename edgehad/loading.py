@@ -87,6 +87,7 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
     tensors = []
     for text in shapes:
         shape, dtype = parse_input_shape(text)
+        _check_allocatable(text, shape, torch.empty((), dtype=getattr(torch, dtype)).element_size())
         if dtype.startswith("float"):
             t = torch.randn(shape, generator=gen).to(getattr(torch, dtype))
         elif dtype == "bool":
@@ -95,6 +96,23 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
             t = torch.randint(0, 10, shape, generator=gen).to(getattr(torch, dtype))
         tensors.append(t)
     return tuple(tensors)
+
+
+def _check_allocatable(text: str, shape: tuple, itemsize: int) -> None:
+    """Refuse an input larger than this machine's RAM before torch tries (and fails) to allocate it."""
+    import math
+    import os
+
+    need = math.prod(shape) * itemsize
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # not on Linux: let the allocation decide
+        return
+    if need > ram:
+        raise UserInputError(
+            f"--input-shape {text} needs {need / 2**30:,.1f} GiB for one input, more than this machine's "
+            f"{ram / 2**30:,.1f} GiB of RAM: give the shape the model expects"
+        )
 
 
 def _import_factory(spec: str):
@@ -134,6 +152,8 @@ def load_model(
             raise UserInputError(f"factory {spec!r} does not accept these arguments ({exc}): check --model-arg") from exc
         except Exception as exc:
             raise UserInputError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:  # a factory must return a model, not end the process
+            raise UserInputError(f"factory {spec!r} called sys.exit({exc.code!r}): it must return a torch.nn.Module") from None
         if not isinstance(module, torch.nn.Module):
             raise UserInputError(f"factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
         example = getattr(module, "example_inputs", None)
@@ -161,13 +181,29 @@ def check_inputs_fit(module, example: tuple, spec: str) -> None:
 
     try:
         with torch.no_grad():
-            module(*example)
+            outputs = module(*example)
     except Exception as exc:
         shapes = ", ".join("x".join(str(d) for d in t.shape) for t in example)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(
             f"inputs of shape {shapes} do not fit {spec!r} ({first}): pass the shape the model expects with --input-shape"
         ) from exc
+    check_outputs(outputs, spec)
+
+
+def check_outputs(outputs, spec: str) -> None:
+    """A model must return tensors: one, or a (nested) tuple, list or dict of them."""
+    import torch
+    from torch.utils import _pytree
+
+    leaves = _pytree.tree_leaves(outputs)
+    wrong = [leaf for leaf in leaves if not isinstance(leaf, torch.Tensor)]
+    if not leaves or wrong:
+        what = "nothing" if not leaves else f"a {type(wrong[0]).__name__} ({str(wrong[0])[:40]!r})"
+        raise UserInputError(
+            f"{spec!r} returns {what} among its outputs: a model to convert must return a tensor, "
+            "or a tuple, list or dict of tensors"
+        )
 
 
 def _load_exported_program(path: str, model_args: dict, weights: str | None):
@@ -251,6 +287,12 @@ def load_weights(module, path: str) -> None:
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
     if wrong:
         raise UserInputError(f"weights in {path} have other shapes than the model: {_first(wrong)}")
+    # load_state_dict would cast int64 counts into float weights (or back) without a word
+    kinds = [f"{k} {state[k].dtype} vs {v.dtype}" for k, v in own.items()
+             if state[k].is_floating_point() != v.is_floating_point()]
+    if kinds:
+        raise UserInputError(f"weights in {path} have other dtypes than the model (integer vs float): {_first(kinds)}; "
+                             "re-save them from the model they belong to")
     module.load_state_dict(state, strict=True)
 
 

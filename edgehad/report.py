@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from edgehad.core.files import write_text
+from edgehad.core.jsondoc import dumps
 
 
 def write_report(report: dict, folder: Path) -> None:
-    write_text(folder / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text(folder / "report.json", dumps(report, indent=2) + "\n")
     write_text(folder / "report.md", render_markdown(report))
 
 

@@ -8,6 +8,7 @@ function of the Python API. Commands are imported only when run, so
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -35,6 +36,25 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's own usage errors as one ``error:`` line (exit 2), like every other error."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        from edgehad.cli.common import fail
+
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help is the answer
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:  # UsageError, BadParameter, NoSuchOption, FileError
+            where = getattr(getattr(exc, "ctx", None), "command_path", None)
+            hint = f" (see '{where} --help')" if isinstance(exc, click.UsageError) and where else ""
+            fail(" ".join(exc.format_message().split()) + hint, exc.exit_code)
+        except click.Abort:
+            fail("aborted", 1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]

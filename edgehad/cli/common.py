@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import json
+import signal
 import sys
 import traceback
 
@@ -55,8 +55,11 @@ def command_errors(f):
         from edgehad.core.capture import set_passthrough
 
         set_passthrough(debug)
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return f(*args, **kwargs)
+        except Terminated:
+            fail("terminated: nothing was written to the output folder", 128 + signal.SIGTERM)
         except EdgehadError as exc:
             if debug:
                 traceback.print_exc()
@@ -69,8 +72,19 @@ def command_errors(f):
             if debug:
                 traceback.print_exc()
             fail(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)", 1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` (staging folders, children) runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated()
 
 
 def _one_line(text: str) -> str:
@@ -78,5 +92,7 @@ def _one_line(text: str) -> str:
 
 
 def emit_json(document) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    from edgehad.core.jsondoc import dumps
+
+    sys.stdout.write(dumps(document, indent=2) + "\n")
     sys.stdout.flush()
