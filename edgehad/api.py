@@ -34,6 +34,8 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
 
     progress = progress or (lambda msg: None)
     out = check_out_folder(out)  # before anything heavy: a folder that cannot be written costs nothing
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 10000):
+        raise UserInputError(f"samples must be an integer in [1, 10000], got {samples!r}")
     if isinstance(input_shape, str):
         input_shape = [input_shape]
     if isinstance(formats, str):

@@ -6,6 +6,16 @@ import click
 
 from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_spec
 
+# Flags whose value lands in a stage option (edgehad.core.stage): checked here against that option's schema,
+# so an error names the flag the user typed. --finetune-epochs is not here: 0 means "skip the stage", which the
+# option (>= 1) does not say, and edgehad.api.convert refuses a negative count naming the flag.
+STAGE_FLAGS = {  # parameter: (flag, stage, option)
+    "calib_samples": ("--calib-samples", "quantize", "calib_samples"),
+    "prune": ("--prune", "prune", "ratio"),
+    "prune_round_to": ("--prune-round-to", "prune", "round_to"),
+    "prune_steps": ("--prune-steps", "prune", "steps"),
+}
+
 
 @click.command()
 @click.argument("model")
@@ -54,6 +64,7 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
     from edgehad.api import convert as api_convert
     from edgehad.core.capture import captured, console
 
+    check_stage_flags(calib_samples=calib_samples, prune=prune, prune_round_to=prune_round_to, prune_steps=prune_steps)
     con = console()
     def progress(msg: str) -> None:
         if msg.startswith("warning:"):  # warnings always reach stderr, --json or not
@@ -74,6 +85,16 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
         emit_json(report)
     else:
         _print_summary(report)
+
+
+def check_stage_flags(**given) -> None:
+    """Refuse a flag value its stage option's schema refuses (``--prune-steps must be >= 1, got 0``)."""
+    from edgehad.core.stage import get_stage
+
+    for param, value in given.items():
+        if value is not None:
+            flag, stage, option = STAGE_FLAGS[param]
+            get_stage(stage).check_option(option, value, flag)
 
 
 def _print_summary(report: dict) -> None:

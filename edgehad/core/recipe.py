@@ -12,9 +12,13 @@
     [stages.export-tflite]
     [stages.verify]
 
-Unknown top-level keys, unknown stages and unknown stage options are errors
-that name the key. The order of tables does not matter: stages run in their
-declared order (edgehad.core.stage).
+Every value has a declared type and range (each stage's options, see
+``recipe_schema()``): a recipe is checked whole against that JSON Schema when
+it is read, before any model is loaded. Unknown top-level keys, unknown
+stages, unknown stage options, wrong types (``opset = true``), values out of
+range (``opset = 17``, ``rtol = -1``) and NaN/infinity are errors that name
+the key. The order of tables does not matter: stages run in their declared
+order (edgehad.core.stage).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
-from edgehad.core.stage import Stage, get_stage
+from edgehad.core.stage import Stage, get_stage, stages as registered_stages
+from edgehad.core.validation import check
 
 TOP_LEVEL_KEYS = {"name", "description", "data", "stages"}
 DATA_KEYS = {"spec", "normalize"}
@@ -53,16 +58,50 @@ def find_recipe(ref: str) -> Path:
     raise UserInputError(f"recipe {ref} does not exist: give a .toml path or one of: {known}")
 
 
+def recipe_schema() -> dict:
+    """The JSON Schema (Draft 2020-12) every recipe fits: one table per registered stage, each option typed."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edgehad recipe",
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "description": "the recipe's name (default: its file name)"},
+            "description": {"type": "string"},
+            "data": {
+                "type": "object",
+                "properties": {"spec": {"type": "string", "minLength": 1, "description": "a --data spec"},
+                               "normalize": {"type": "string", "minLength": 1, "description": "MEAN,STD"}},
+                "additionalProperties": False,
+            },
+            "stages": {
+                "type": "object",
+                "properties": {name: cls.options_schema() for name, cls in registered_stages().items()},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    }
+
+
 def load_recipe(ref: str) -> Recipe:
     path = find_recipe(ref)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"recipe {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                             f"{exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise UserInputError(f"recipe {path} cannot be read ({exc.strerror or exc}): "
+                             "check the path and its permissions") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"recipe {path} is not valid TOML ({exc}): fix the syntax") from exc
     return parse_recipe(raw, source=str(path))
 
 
 def parse_recipe(raw: dict, source: str = "<recipe>") -> Recipe:
+    """A Recipe from a parsed TOML table, checked whole against ``recipe_schema()``; errors name the key."""
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
         raise UserInputError(
@@ -81,11 +120,10 @@ def parse_recipe(raw: dict, source: str = "<recipe>") -> Recipe:
         cls = get_stage(name)  # unknown stage -> error naming it
         if not isinstance(opts, dict):
             raise UserInputError(f"'stages.{name}' in {source} must be a table of options")
-        try:
-            cls.resolve(opts)
-        except UserInputError as exc:
-            raise UserInputError(f"{exc} (in {source})") from None
-    return Recipe(name=str(raw.get("name", Path(source).stem)), description=str(raw.get("description", "")),
+        # an unknown option: resolve's message lists the options the stage does take
+        cls.resolve(opts, source=f"recipe {source}")
+    check(raw, recipe_schema(), f"recipe {source}")  # the whole recipe: name, description, data too
+    return Recipe(name=raw.get("name", Path(source).stem), description=raw.get("description", ""),
                   data=dict(data), stages={k: dict(v) for k, v in stages.items()}, path=source)
 
 

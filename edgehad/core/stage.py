@@ -26,9 +26,15 @@ from edgehad.core.errors import UserInputError
 
 @dataclass(frozen=True)
 class Option:
-    """A stage option: what a recipe may set under ``[stages.NAME]``."""
+    """A stage option: what a recipe may set under ``[stages.NAME]``.
 
-    type: type | tuple
+    ``schema`` is a JSON Schema (Draft 2020-12) fragment that every value must
+    fit, whether it comes from a recipe, a flag or a Python call: its type and
+    range, e.g. ``{"type": "integer", "minimum": 1}`` or ``{"enum": [...]}``.
+    All of them together are the recipe schema (edgehad.core.recipe.recipe_schema).
+    """
+
+    schema: dict
     default: Any
     help: str
 
@@ -56,27 +62,61 @@ class Stage:
         self.config = self.resolve(options)
 
     @classmethod
-    def resolve(cls, given: dict) -> dict:
+    def options_schema(cls) -> dict:
+        """The JSON Schema of this stage's ``[stages.NAME]`` table: every option, its help and default."""
+        return {
+            "type": "object",
+            "description": cls.summary,
+            "properties": {key: {**opt.schema, "description": opt.help, "default": opt.default}
+                           for key, opt in cls.options.items()},
+            "additionalProperties": False,
+        }
+
+    @classmethod
+    def resolve(cls, given: dict, source: str = "") -> dict:
+        """Every option's value: ``given`` (None means not given) checked against its schema, else the default.
+
+        An unknown option, a value of the wrong type (``true`` is not an integer)
+        or out of range, NaN or infinity: UserInputError naming
+        ``stages.NAME.KEY``, raised before any model is loaded.
+        """
+        from edgehad.core.validation import check
+
         unknown = sorted(set(given) - set(cls.options))
         if unknown:
             valid = ", ".join(sorted(cls.options)) or "none"
-            raise UserInputError(f"unknown option {unknown[0]!r} for stage {cls.name!r}: valid options are {valid}")
-        config = {}
-        for key, opt in cls.options.items():
-            value = given.get(key, opt.default)
-            if value is not None and not isinstance(value, opt.type):
-                raise UserInputError(f"option {key!r} of stage {cls.name!r} must be {_type_name(opt.type)}, got {value!r}")
-            config[key] = value
-        return config
+            where = f" (in {source})" if source else ""
+            raise UserInputError(f"unknown option {unknown[0]!r} for stage {cls.name!r}: "
+                                 f"valid options are {valid}{where}")
+        given = {key: value for key, value in given.items() if value is not None}
+        # checked where it sits in a recipe, so the error names stages.NAME.KEY
+        nested = {"type": "object", "properties": {"stages": {"type": "object",
+                                                              "properties": {cls.name: cls.options_schema()}}}}
+        check({"stages": {cls.name: given}}, nested, source)
+        return {key: _as_declared(opt.schema, given.get(key, opt.default)) for key, opt in cls.options.items()}
+
+    @classmethod
+    def check_option(cls, key: str, value, label: str) -> None:
+        """Check one value of option ``key`` against its schema; an error calls it ``label`` (e.g. a flag)."""
+        from edgehad.core.validation import check
+
+        check({label: value}, {"type": "object", "properties": {label: cls.options[key].schema}})
 
     def run(self, artifact, ctx: Context):  # pragma: no cover - interface
         raise NotImplementedError
 
 
-def _type_name(t) -> str:
-    if isinstance(t, tuple):
-        return " or ".join(x.__name__ for x in t)
-    return t.__name__
+def _as_declared(schema: dict, value):
+    """``value`` as the Python type its schema names, once it fits the schema.
+
+    JSON Schema calls 18.0 an integer and 1 a number; stages do arithmetic and
+    pass these to libraries that want an int (range, opset) or a float.
+    """
+    if schema.get("type") == "integer" and isinstance(value, float):
+        return int(value)
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 _REGISTRY: dict[str, type[Stage]] = {}

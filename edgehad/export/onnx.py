@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError
+from edgehad.core.errors import ConversionError, UserInputError
 from edgehad.core.files import atomic_path
 from edgehad.export.lowering import unsupported_op_error
 
 DEFAULT_OPSET = 18
+# The opsets torch.onnx.export(dynamo=True) writes as asked (torch 2.13, onnxscript 0.7, measured): it builds
+# every graph at torchlib's opset 18, and onnxscript's version converter moves it to 18..25. Below 18 it falls
+# back to ONNX's C converter, which fails for common ops (no Relu adapter below 14, for one) and then keeps
+# opset 18 with only a log line; above 25 it always keeps 18. So these are the opsets a file can have;
+# onnxruntime 1.32 loads all of them. export_onnx still checks the written file against the request.
+MIN_OPSET, MAX_OPSET = 18, 25
 
 
 def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEFAULT_OPSET,
@@ -19,15 +25,20 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
     ``postprocess(model_proto)`` may rewrite the graph in place before it is
     saved (the int8 path uses it to reach onnxruntime's fused kernels).
     ``output_names`` names the graph outputs (the COSTARR head's ``logits``, ``known_score``).
+    The file's ONNX opset is ``opset`` (one of MIN_OPSET..MAX_OPSET), or nothing is written.
     """
     import torch
 
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserInputError(f"ONNX opset {opset!r} cannot be written: torch.onnx writes opsets "
+                             f"{MIN_OPSET}..{MAX_OPSET}; ask for one of those")
     path = Path(path)
     with captured() as log, atomic_path(path) as tmp:
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
                                         output_names=output_names,
                                         optimize=True, verbose=False)
+            check_opset(program.model_proto, opset)
             if postprocess is None:
                 program.save(str(tmp))
             else:
@@ -36,6 +47,8 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
                 proto = program.model_proto
                 postprocess(proto)
                 onnx.save(proto, str(tmp))
+        except UserInputError:
+            raise
         except Exception as exc:
             err = unsupported_op_error("torch.onnx", exc, model, example_inputs)
             if err is not None:
@@ -43,6 +56,24 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
             raise ConversionError(f"ONNX export failed: {_summary(exc)}") from exc
     del log
     return path
+
+
+def file_opset(proto_or_path) -> int | None:
+    """The default-domain (ai.onnx) opset a model imports; a path is read without its external data."""
+    if isinstance(proto_or_path, (str, Path)):
+        import onnx
+
+        proto_or_path = onnx.load(str(proto_or_path), load_external_data=False)
+    versions = {o.domain: o.version for o in proto_or_path.opset_import}
+    return versions.get("", versions.get("ai.onnx"))
+
+
+def check_opset(proto_or_path, opset: int) -> None:
+    """Refuse a file whose opset is not the one asked for: the exporter falls back silently."""
+    written = file_opset(proto_or_path)
+    if written != opset:
+        raise UserInputError(f"ONNX opset {opset} was asked for but the file has opset {written} (the exporter "
+                             f"could not convert this model to {opset}): ask for opset {written}")
 
 
 def _summary(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ passed through onnxruntime's dynamic quantizer / float16 converter.
 """
 
 from edgehad.core.stage import Context, Option, Stage, register
-from edgehad.export.onnx import DEFAULT_OPSET, export_onnx
+from edgehad.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, export_onnx
 from edgehad.stages._exporting import add_export, quant_scheme
 
 
@@ -24,7 +24,8 @@ class ExportOnnx(Stage):
     name = "export-onnx"
     order = 50
     summary = "export to ONNX with torch.onnx (dynamo exporter)"
-    options = {"opset": Option(int, DEFAULT_OPSET, "ONNX opset version")}
+    options = {"opset": Option({"type": "integer", "minimum": MIN_OPSET, "maximum": MAX_OPSET}, DEFAULT_OPSET,
+                              f"ONNX opset version: {MIN_OPSET}..{MAX_OPSET}, what torch.onnx writes as asked")}
 
     def run(self, artifact, ctx: Context):
         scheme, opset = quant_scheme(artifact), self.config["opset"]
@@ -41,7 +42,9 @@ class ExportOnnx(Stage):
                 try:
                     export_onnx(artifact.model, artifact.example_inputs, float_path, opset=opset, output_names=names)
                     convert = dynamic.onnx_dynamic_int8 if scheme == "int8-dynamic" else fp16.onnx_fp16
-                    return convert(float_path, path)
+                    written = convert(float_path, path)
+                    check_opset(path, opset)  # the converters write their own opset_import
+                    return written
                 finally:
                     float_path.unlink(missing_ok=True)
             return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, output_names=names)

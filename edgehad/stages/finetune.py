@@ -16,23 +16,17 @@ class Finetune(Stage):
     summary = "finetune: recover accuracy on --data with knowledge distillation from the original"
     needs_data = True
     options = {
-        "epochs": Option(int, 5, "training epochs (the best validation epoch is kept)"),
-        "distill": Option(bool, True, "distil from the original model's logits (else labels only)"),
-        "lr": Option(float, 1e-3, "Adam learning rate (cosine decay)"),
-        "batch_size": Option(int, 64, "batch size"),
-        "temperature": Option(float, 4.0, "distillation temperature T"),
-        "alpha": Option(float, 0.7, "weight of the distillation term against cross-entropy"),
-        "patience": Option(int, 5, "stop after this many epochs without a better validation score"),
-        "seed": Option(int, 0, "seed for initialisation order and shuffling"),
+        "epochs": Option({"type": "integer", "minimum": 1}, 5, "training epochs (the best validation epoch is kept)"),
+        "distill": Option({"type": "boolean"}, True, "distil from the original model's logits (else labels only)"),
+        "lr": Option({"type": "number", "exclusiveMinimum": 0}, 1e-3, "Adam learning rate (cosine decay)"),
+        "batch_size": Option({"type": "integer", "minimum": 1}, 64, "batch size"),
+        "temperature": Option({"type": "number", "exclusiveMinimum": 0}, 4.0, "distillation temperature T"),
+        "alpha": Option({"type": "number", "minimum": 0, "maximum": 1}, 0.7,
+                        "weight of the distillation term against cross-entropy"),
+        "patience": Option({"type": "integer", "minimum": 1}, 5,
+                           "stop after this many epochs without a better validation score"),
+        "seed": Option({"type": "integer", "minimum": 0}, 0, "seed for initialisation order and shuffling"),
     }
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        from edgehad.core.errors import UserInputError
-
-        if self.config["epochs"] < 1:  # 0 removes the stage before it is built (edgehad.api.convert)
-            raise UserInputError(f"finetune epochs must be >= 1 in a recipe (drop the stage to skip it), "
-                                 f"got {self.config['epochs']}")
 
     def run(self, artifact, ctx: Context):
         from edgehad.core.errors import UserInputError

@@ -17,32 +17,39 @@ class Prune(Stage):
     order = 20
     summary = "prune: remove output channels of coupled layer groups (masks, then compaction)"
     options = {
-        "ratio": Option(float, 0.5, "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
-        "criterion": Option(str, "magnitude", "magnitude, bn-scale, taylor or learned (the last two need --data)"),
-        "scope": Option(str, "layer", "layer: the same ratio in every group; global: rank all channels together"),
-        "target": Option(str, "channels", "what the ratio counts: channels, macs or params"),
-        "round_to": Option(int, 8, "kept channels per group: a multiple of this"),
-        "unsafe": Option(str, "skip", "a group whose removal breaks the model: skip it (warning) or stop"),
-        "structure": Option(str, "channels", "channels (smaller, faster layers) or elements (zeros: size only)"),
-        "steps": Option(int, 1, "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
-        "step_epochs": Option(int, 2, "gradual: fine-tuning epochs after each round but the last (needs --data)"),
-        "latency": Option(bool, True, "measure original vs pruned exports (fp32) in onnxruntime and LiteRT"),
-        "samples": Option(int, 256, "train samples a data-driven criterion uses"),
-        "seed": Option(int, 0, "seed for the samples a criterion draws"),
+        "ratio": Option({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, 0.5,
+                        "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
+        "criterion": Option({"type": "string", "minLength": 1}, "magnitude",
+                            "magnitude, bn-scale, taylor or learned (the last two need --data)"),
+        "scope": Option({"enum": ["layer", "global"]}, "layer",
+                        "layer: the same ratio in every group; global: rank all channels together"),
+        "target": Option({"enum": ["channels", "macs", "params"]}, "channels",
+                         "what the ratio counts: channels, macs or params"),
+        "round_to": Option({"type": "integer", "minimum": 1}, 8, "kept channels per group: a multiple of this"),
+        "unsafe": Option({"enum": ["skip", "stop"]}, "skip",
+                         "a group whose removal breaks the model: skip it (warning) or stop"),
+        "structure": Option({"enum": ["channels", "elements"]}, "channels",
+                            "channels (smaller, faster layers) or elements (zeros: size only)"),
+        "steps": Option({"type": "integer", "minimum": 1}, 1,
+                        "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
+        "step_epochs": Option({"type": "integer", "minimum": 0}, 2,
+                              "gradual: fine-tuning epochs after each round but the last (needs --data)"),
+        "latency": Option({"type": "boolean"}, True,
+                          "measure original vs pruned exports (fp32) in onnxruntime and LiteRT"),
+        "samples": Option({"type": "integer", "minimum": 1}, 256, "train samples a data-driven criterion uses"),
+        "seed": Option({"type": "integer", "minimum": 0}, 0, "seed for the samples a criterion draws"),
     }
 
     def __init__(self, **options):
         super().__init__(**options)
-        self.settings().check()  # bad ratios and names fail before any model is loaded
+        # the criterion is checked by its registry (not an enum in the schema: a new criterion is one new
+        # file), before any model is loaded
+        self.settings().check()
         from edgehad.core.errors import UserInputError
 
-        if self.config["structure"] not in ("channels", "elements"):
-            raise UserInputError(f"--prune-structure {self.config['structure']!r}: use channels or elements")
         if self.config["structure"] == "elements" and self.config["criterion"] != "magnitude":
             raise UserInputError("--prune-structure elements ranks weights by magnitude only: "
                                  "drop --prune-criterion or use channels")
-        if self.config["steps"] < 1:
-            raise UserInputError(f"--prune-steps must be >= 1, got {self.config['steps']}")
 
     @property
     def needs_data(self) -> bool:

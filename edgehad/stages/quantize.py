@@ -22,23 +22,17 @@ class Quantize(Stage):
     order = 40
     summary = "quantize: int8 static (PT2E, calibrated), int8-dynamic or fp16"
     options = {
-        "scheme": Option(str, "int8", f"one of {', '.join(SCHEMES)}"),
-        "calib": Option(str, "data", "'data' (the train split of --data) or 'random' (explicit, reported)"),
-        "calib_samples": Option(int, 256, "calibration samples"),
-        "int8_io": Option(bool, False, "TFLite: int8 inputs/outputs instead of float"),
-        "keep_float": Option(str, "", "'auto', or module names to keep in float, comma-separated ('stem': the first conv on "
-                                   "<= 4 channels; 'speed': the leading convs measured faster in fp32 than int8)"),
-        "target_cosine": Option(float, 0.995, "keep-float auto: least output cosine against float"),
+        "scheme": Option({"enum": list(SCHEMES)}, "int8", f"one of {', '.join(SCHEMES)}"),
+        "calib": Option({"enum": ["data", "random"]}, "data",
+                        "'data' (the train split of --data) or 'random' (explicit, reported)"),
+        "calib_samples": Option({"type": "integer", "minimum": 1}, 256, "calibration samples"),
+        "int8_io": Option({"type": "boolean"}, False, "TFLite: int8 inputs/outputs instead of float"),
+        "keep_float": Option({"type": "string"}, "",
+                             "'auto', or module names to keep in float, comma-separated ('stem': the first conv on "
+                             "<= 4 channels; 'speed': the leading convs measured faster in fp32 than int8)"),
+        "target_cosine": Option({"type": "number", "minimum": 0, "maximum": 1}, 0.995,
+                                "keep-float auto: least output cosine against float"),
     }
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        from edgehad.core.errors import UserInputError
-
-        if self.config["scheme"] not in SCHEMES:
-            raise UserInputError(f"unknown quantization scheme {self.config['scheme']!r}: use one of {', '.join(SCHEMES)}")
-        if self.config["calib"] not in ("data", "random"):
-            raise UserInputError(f"--calib {self.config['calib']!r}: use 'data' or 'random'")
 
     def run(self, artifact, ctx: Context):
         scheme = self.config["scheme"]

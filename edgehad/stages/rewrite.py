@@ -16,8 +16,8 @@ class Rewrite(Stage):
     order = 10
     summary = "rewrite: replace structures with Hadamard-product blocks (attention -> AFT, FFN -> GLU, ...)"
     options = {
-        "rules": Option(str, "", "rule names, comma-separated (edgehad rewrite --list)"),
-        "strict": Option(bool, False, "fail when a rule matched nothing (otherwise a warning says why)"),
+        "rules": Option({"type": "string"}, "", "rule names, comma-separated (edgehad rewrite --list)"),
+        "strict": Option({"type": "boolean"}, False, "fail when a rule matched nothing (otherwise a warning says why)"),
     }
 
     def __init__(self, **options):

@@ -16,10 +16,13 @@ class Verify(Stage):
     order = 60
     summary = "run each exported file in onnxruntime / LiteRT and compare with the torch model"
     options = {
-        "rtol": Option(float, FLOAT_RTOL, "float tolerance: max_abs <= rtol * max(1, max|y|)"),
-        "threads": Option(int, 1, "runtime threads while verifying"),
-        "min_cosine": Option(float, 0.99, "quantized files: least output cosine against the quantized torch model"),
-        "metric_samples": Option(int, 1000, "with --data: validation samples for the task metric"),
+        "rtol": Option({"type": "number", "minimum": 0}, FLOAT_RTOL,
+                       "float tolerance: max_abs <= rtol * max(1, max|y|)"),
+        "threads": Option({"type": "integer", "minimum": 1}, 1, "runtime threads while verifying"),
+        "min_cosine": Option({"type": "number", "minimum": 0, "maximum": 1}, 0.99,
+                             "quantized files: least output cosine against the quantized torch model"),
+        "metric_samples": Option({"type": "integer", "minimum": 1}, 1000,
+                                 "with --data: validation samples for the task metric"),
     }
 
     def run(self, artifact, ctx: Context):
