@@ -3,7 +3,9 @@
 A target says what a device can do: cores, clock, ISA, peak fp32/int8
 throughput, memory bandwidth, RAM, an optional GPU, and the runtime to prefer.
 The profiler's roofline and the converter's choices read it. The schema is
-data too, ``targets/schema.toml``: every key, its type, unit and meaning.
+data too, ``targets/schema.toml``: a JSON Schema (Draft 2020-12) written in
+TOML, every key with its type, range, unit and meaning, checked with
+jsonschema through ``edgehad.core.validation.check`` like every other setting.
 
 Adding a device is one new file, ``targets/<name>.toml``; ``list_targets()``
 finds it. ``EDGEHAD_TARGETS_DIR`` points the lookup at another folder (the
@@ -18,13 +20,11 @@ import tomllib
 from pathlib import Path
 
 from edgehad.core.errors import EdgehadError, UserInputError
+from edgehad.core.validation import check
 
 ENV_VAR = "EDGEHAD_TARGETS_DIR"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "targets"
 SCHEMA_FILE = "schema.toml"
-
-_TYPES = {"str", "int", "float", "bool", "list[str]", "table"}
-_SCHEMA_FIELDS = {"type", "required", "doc", "choices", "positive", "keys"}
 
 
 def targets_dir() -> Path:
@@ -34,79 +34,31 @@ def targets_dir() -> Path:
 
 
 def load_schema() -> dict:
-    """The parsed schema (see targets/schema.toml); checked for shape so typos there fail loudly."""
+    """The parsed JSON Schema (targets/schema.toml), itself checked so that a mistake there fails loudly."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     path = BUILTIN_DIR / SCHEMA_FILE
     try:
         schema = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise EdgehadError(f"edgehad's target schema {path} cannot be read ({e}): reinstall edgehad") from None
-    _check_schema(schema, "")
+        Draft202012Validator.check_schema(schema)
+    except (OSError, tomllib.TOMLDecodeError, SchemaError) as e:
+        message = " ".join(str(getattr(e, "message", e)).split())
+        raise EdgehadError(f"edgehad's target schema {path} is broken ({message}): reinstall edgehad") from None
     return schema
 
 
-def _check_schema(entries: dict, prefix: str) -> None:
-    for key, spec in entries.items():
-        where = f"{BUILTIN_DIR / SCHEMA_FILE}: [{prefix}{key}]"
-        if not isinstance(spec, dict) or spec.get("type") not in _TYPES or set(spec) - _SCHEMA_FIELDS:
-            raise EdgehadError(f"{where} is not a valid schema entry: fix the schema")
-        if spec["type"] == "table":
-            _check_schema(spec.get("keys", {}), f"{prefix}{key}.keys.")
-
-
-def _doc(spec: dict) -> str:
-    return spec.get("doc", "").rstrip(".") or "see targets/schema.toml"
-
-
-def _type_error(source: str, key: str, spec: dict, value) -> UserInputError:
-    article = "an" if spec["type"][0] in "aeiou" else "a"
-    return UserInputError(f"{source}: '{key}' must be {article} {spec['type']}, got {type(value).__name__} {value!r}")
-
-
-def _check_value(source: str, key: str, spec: dict, value):
-    kind = spec["type"]
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if kind == "str":
-        ok = isinstance(value, str)
-    elif kind == "int":
-        ok = is_int
-    elif kind == "float":
-        ok = is_int or isinstance(value, float)
-        if ok:
-            value = float(value)
-    elif kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "list[str]":
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    else:  # table
-        ok = isinstance(value, dict)
-    if not ok:
-        raise _type_error(source, key, spec, value)
-    if "choices" in spec and value not in spec["choices"]:
-        raise UserInputError(
-            f"{source}: '{key}' must be one of {', '.join(map(str, spec['choices']))}, got {value!r}"
-        )
-    if spec.get("positive") and not value > 0:
-        raise UserInputError(f"{source}: '{key}' must be greater than 0, got {value!r}")
-    return value
-
-
-def _validate(source: str, data: dict, entries: dict, prefix: str) -> dict:
+def _typed_numbers(data: dict, schema: dict) -> dict:
+    """``data`` with each "number" a float and each "integer" an int (JSON Schema takes 4 and 4.0 for both)."""
     out = {}
-    for key in data:
-        if key not in entries:
-            where = f"[{prefix[:-1]}]" if prefix else "the top level"
-            raise UserInputError(
-                f"{source}: unknown key '{prefix}{key}'; known keys at {where}: {', '.join(entries)}"
-            )
-    for key, spec in entries.items():
-        full = f"{prefix}{key}"
-        if key not in data:
-            if spec.get("required"):
-                raise UserInputError(f"{source}: missing required key '{full}': add it ({_doc(spec)})")
-            continue
-        value = _check_value(source, full, spec, data[key])
-        if spec["type"] == "table":
-            value = _validate(source, value, spec.get("keys", {}), f"{full}.")
+    for key, value in data.items():
+        spec = schema.get("properties", {}).get(key, {})
+        if spec.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif spec.get("type") == "integer" and isinstance(value, float):
+            value = int(value)
+        elif spec.get("type") == "object" and isinstance(value, dict):
+            value = _typed_numbers(value, spec)
         out[key] = value
     return out
 
@@ -118,7 +70,9 @@ def validate_target(data: dict, source: str = "target") -> dict:
     """
     if not isinstance(data, dict):
         raise UserInputError(f"{source}: a target description is a TOML table, got {type(data).__name__}")
-    return _validate(source, data, load_schema(), "")
+    schema = load_schema()
+    check(data, schema, source)
+    return _typed_numbers(data, schema)
 
 
 def _read(path: Path) -> dict:

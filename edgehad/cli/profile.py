@@ -7,16 +7,50 @@ import click
 from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
 
 
+class _Number(click.ParamType):
+    """Any number as written ("4", "1e20", "nan"): its range is edgehad.profiling.job's to check, in one place
+    for the CLI and the Python API, so that every out-of-range value gets the same one-line error."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value).strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+
+
+NUMBER = _Number()
+
+
+def _within(setting: str) -> str:
+    """The setting's range as Job declares it, for --help: "an integer in [1, 1024]"."""
+    from edgehad.core.validation import allowed
+    from edgehad.profiling.job import SETTINGS_SCHEMA
+
+    return allowed(SETTINGS_SCHEMA["properties"][setting])
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE [FILE ...]")
 @click.option("--runtime", type=click.Choice(["auto", "ort", "tflite"]), default="auto", show_default=True,
               help="auto picks onnxruntime for .onnx and LiteRT for .tflite.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Runtime threads.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before the timed ones.")
-@click.option("--runs", type=int, default=None, help="Timed runs [default: 100].")
-@click.option("--seconds", type=float, default=None, help="Time budget for the timed runs, instead of --runs.")
+@click.option("--threads", type=NUMBER, default=1, show_default=True, help=f"Runtime threads, {_within('threads')}.")
+@click.option("--warmup", type=NUMBER, default=10, show_default=True,
+              help=f"Untimed runs before the timed ones, {_within('warmup')}.")
+@click.option("--runs", type=NUMBER, default=None, help=f"Timed runs, {_within('runs')} [default: 100].")
+@click.option("--seconds", type=NUMBER, default=None,
+              help=f"Time budget for the timed runs, instead of --runs: {_within('seconds')}.")
 @click.option("--op-profile", is_flag=True, help="Per-op time breakdown (onnxruntime; op counts for TFLite).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--seed", type=NUMBER, default=0, show_default=True,
+              help=f"Seed of the random inputs, {_within('seed')}.")
 @click.option("--data", "data", default=None, metavar="SPEC",
               help="Feed validation samples of this data spec (e.g. digits) instead of random inputs.")
 @click.option("--target", default=None, metavar="NAME",
@@ -29,7 +63,8 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.option("--ep", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider.")
 @click.option("--power", is_flag=True, help="Jetson: report tegrastats' power rails too.")
-@click.option("--timeout", type=float, default=None, help="Seconds allowed per file, start to result.")
+@click.option("--timeout", type=NUMBER, default=None,
+              help=f"Seconds allowed per file, start to result: {_within('timeout')}.")
 @click.option("--report", "report", default=None, metavar="DIR",
               help="Also write an offline HTML report with plots to DIR/index.html.")
 @json_option

@@ -4,6 +4,11 @@ A ``Job`` turns into the agent's command line (``Job.agent_args``) for any
 place the agent runs: a local subprocess, a device over SSH, the emulated
 aarch64 userland. The model (and the optional inputs file) are named by the
 path they have *there*, which only the runner knows.
+
+Every numeric setting has a declared type and range, ``SETTINGS_SCHEMA`` (JSON
+Schema, checked with ``edgehad.core.validation.check``, which also refuses NaN
+and infinity), checked when the Job is made: the CLI and the Python API both
+build Jobs, so a bad value stops there, before any file is read or host reached.
 """
 
 from __future__ import annotations
@@ -12,10 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.validation import allowed, check, literal
 
 SUFFIXES = {".onnx": "ort", ".tflite": "tflite"}
 RUNTIMES = ("auto", "ort", "tflite")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+# Upper bounds are finite so that a typo (--runs 1e20, --seconds 1e9) is an error, not a run that never ends:
+# a day of timed runs, a week for the whole run, ten million runs, numpy's 32-bit seed range.
+SETTINGS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "threads": {"type": "integer", "minimum": 1, "maximum": 1024},
+        "warmup": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "runs": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+        "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 604_800},
+    },
+}
+_INTEGERS = ("threads", "warmup", "runs", "seed")
 
 
 @dataclass(frozen=True)
@@ -42,16 +63,17 @@ class Job:
         if self.provider != "cpu" and self.runtime == "tflite":
             raise UserInputError(f"--ep {self.provider} is an onnxruntime execution provider; "
                                  f"profile a .onnx file or use --ep cpu")
-        if int(self.threads) < 1:
-            raise UserInputError(f"--threads must be at least 1, got {self.threads}")
-        if int(self.warmup) < 0:
-            raise UserInputError(f"--warmup must be 0 or more, got {self.warmup}")
-        if self.seconds is not None and float(self.seconds) <= 0:
-            raise UserInputError(f"--seconds must be more than 0, got {self.seconds}")
-        if self.seconds is None and int(self.runs) < 1:
-            raise UserInputError(f"--runs must be at least 1, got {self.runs}")
-        if self.timeout is not None and float(self.timeout) <= 0:
-            raise UserInputError(f"--timeout must be more than 0, got {self.timeout}")
+        for key, spec in SETTINGS_SCHEMA["properties"].items():
+            value = getattr(self, key)
+            if value is None and key in ("seconds", "timeout"):
+                continue
+            if key == "runs" and self.seconds is not None:
+                continue  # a time budget replaces the count; the count is not used
+            _check_setting(key, value, spec)
+            if key in _INTEGERS:  # 5.0 from the CLI's number parsing, checked whole above
+                object.__setattr__(self, key, int(value))
+            else:
+                object.__setattr__(self, key, float(value))
 
     def agent_args(self, model: str, inputs: str | None = None) -> list[str]:
         """The agent's arguments after ``python agent.py``; ``model``/``inputs`` as paths where it runs."""
@@ -68,6 +90,15 @@ class Job:
         if self.power:
             args.append("--power")
         return args
+
+
+def _check_setting(key: str, value, spec: dict) -> None:
+    """One setting against its schema; the error names the flag and says the allowed range, also for NaN."""
+    flag = f"--{key}"
+    try:
+        check({flag: value}, {"type": "object", "properties": {flag: spec}})
+    except UserInputError:
+        raise UserInputError(f"{flag} must be {allowed(spec)}, got {literal(value)}") from None
 
 
 def check_file(path) -> Path:

@@ -124,7 +124,7 @@ def test_agent_errors_are_json(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("missing", "missing.onnx: no such file"),
     ("txt", "profile supports .onnx (onnxruntime) and .tflite (LiteRT) files"),
-    ("runs0", "--runs must be at least 1"),
+    ("runs0", "--runs must be an integer in [1, 10000000], got 0"),
     ("corrupt", "ort cannot load this model"),
 ])
 def test_bad_inputs_exit_2_with_one_error_line(case, message, models, tmp_path):

@@ -305,12 +305,16 @@ def test_missing_hosts_file(models, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, message", [
     ("[pi\nhost = 1", "not valid TOML"),
-    ('[pi]\nhost = "a"\nprot = 22\n', "unknown key(s) prot"),
-    ('[pi]\nuser = "me"\n', "no host; add host ="),
-    ('pi = "192.0.2.1"\n', "pi is not a host table"),
-    ('[pi]\nhost = "a"\nport = "22"\n', "port must be an integer"),
-    ('[pi]\nhost = "a"\nport = 70000\n', "port 70000 is not between 1 and 65535"),
+    ('[pi]\nhost = "a"\nprot = 22\n', "unknown key 'pi.prot': valid keys are host, identity_file, port,"),
+    ('[pi]\nuser = "me"\n', "pi: 'host' is a required property"),
+    ('pi = "192.0.2.1"\n', 'pi must be a table, got "192.0.2.1"'),
+    ('[pi]\nhost = "a"\nport = "22"\n', 'pi.port must be an integer in [1, 65535], got "22"'),
+    ('[pi]\nhost = "a"\nport = 70000\n', "pi.port must be in [1, 65535], got 70000"),
     ('[pi]\nhost = "a"\nssh_options = ["StrictHostKeyChecking=no"]\n', "edgehad keeps host-key checking on"),
+    # spellings the old pattern let through to ssh (defect 5)
+    ('[pi]\nhost = "a"\nssh_options = ["StrictHostKeyChecking=false"]\n', "edgehad keeps host-key checking on"),
+    ('[pi]\nhost = "a"\nssh_options = ["StrictHostKeyChecking\\tno"]\n', "edgehad keeps host-key checking on"),
+    ('[pi]\nhost = "a"\nssh_options = ["UserKnownHostsFile=/dev/null"]\n', "edgehad keeps host-key checking on"),
     ('[pi]\nhost = "a"\nssh_options = ["-oProxyCommand=x"]\n', "ssh_options entries are ssh -o options"),
     ('[pi]\nhost = "-oProxyCommand=x"\n', "must not start with '-'"),
 ])
