@@ -27,6 +27,12 @@ for images), y int64. Specs:
     (y one-dimensional), e.g. a torch ``DataLoader``; or simply a pair of arrays
     ``(x, y)``. numpy arrays and torch tensors are both accepted.
 
+Every split is checked where it is loaded (any command, any split): x numeric
+and finite (no NaN or infinity, after the cast to float32), y integer class
+labels >= 0, one per sample, no split empty. A refusal is one line naming the
+file or spec, the array and what to fix. A ``MODULE:FUNCTION`` that calls
+``sys.exit()`` is refused the same way.
+
 ``normalize``: ``x = (x - mean) / std``, given as the string ``"MEAN,STD"``
 (one value for all channels, e.g. ``"0.5,0.25"``) or ``"M1/M2/M3,S1/S2/S3"``
 (one value per channel, along dim 1), or as a tuple ``(mean, std)`` of numbers
@@ -78,7 +84,7 @@ def load_data(spec: str, normalize: str | tuple | None = None) -> DataSplits:
         )
     for name, (x, y) in (("train", train), ("val", val)):
         if len(x) == 0:
-            raise UserInputError(f"data spec {spec!r}: the {name} split is empty")
+            raise UserInputError(f"data spec {spec!r}: the {name} split is empty: give it at least one sample")
     mean, std = _parse_normalize(normalize)
     if normalize is not None:
         train = (_apply_normalize(train[0], mean, std, spec), train[1])
@@ -221,8 +227,8 @@ def _load_npz(path_str: str):
         four = ("x_train", "y_train", "x_val", "y_val")
         if set(four) <= names:
             arrays = {k: _npz_array(archive, k, path_str) for k in four}
-            train = _as_xy(arrays["x_train"], arrays["y_train"], f"{path_str} (train)")
-            val = _as_xy(arrays["x_val"], arrays["y_val"], f"{path_str} (val)")
+            train = _as_xy(arrays["x_train"], arrays["y_train"], path_str, ("x_train", "y_train"))
+            val = _as_xy(arrays["x_val"], arrays["y_val"], path_str, ("x_val", "y_val"))
             layout = "x_train, y_train, x_val, y_val"
         elif {"x", "y"} <= names:
             x, y = _as_xy(_npz_array(archive, "x", path_str), _npz_array(archive, "y", path_str), path_str)
@@ -262,10 +268,13 @@ def _load_function(spec: str):
         result = fn()
     except Exception as e:
         raise UserInputError(f"data spec {spec!r}: {func_name}() raised {type(e).__name__}: {e}") from None
+    except SystemExit as e:  # else the CLI would exit with the user's code and no message at all
+        raise UserInputError(f"data spec {spec!r}: {func_name}() called sys.exit({e.code!r}) instead of returning "
+                             "(train, val): return the data, or raise an exception with a message") from None
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise UserInputError(f"data spec {spec!r}: {func_name}() must return (train, val), got {type(result).__name__}")
-    train = _materialize(result[0], f"{spec} (train)")
-    val = _materialize(result[1], f"{spec} (val)")
+    train = _materialize(result[0], f"{spec} (train split)")
+    val = _materialize(result[1], f"{spec} (val split)")
     return train, val, {}
 
 
@@ -297,6 +306,9 @@ def _materialize(data, source: str) -> tuple[np.ndarray, np.ndarray]:
         raise
     except Exception as e:
         raise UserInputError(f"{source}: iterating the data failed: {type(e).__name__}: {e}") from None
+    except SystemExit as e:  # a generator or DataLoader worker that exits: a clear line, not the user's exit code
+        raise UserInputError(f"{source}: iterating the data called sys.exit({e.code!r}); "
+                             "raise an exception with a message instead") from None
     if not xs:
         raise UserInputError(f"{source}: the data is empty")
     if "bad" in kinds or len(kinds) > 1:
@@ -313,17 +325,46 @@ def _materialize(data, source: str) -> tuple[np.ndarray, np.ndarray]:
     return _as_xy(x, y, source)
 
 
-def _as_xy(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check and cast: x float32, y int64 with one label per sample."""
-    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise UserInputError(f"{source}: x and y must be numeric arrays (x is {x.dtype}, y is {y.dtype})")
+def _as_xy(x: np.ndarray, y: np.ndarray, source: str, names: tuple[str, str] = ("x", "y")):
+    """Check and cast: x float32 and finite, y int64 class labels (integers >= 0), one per sample, not empty.
+
+    Every refusal is one line naming ``source`` (the file or spec), the array
+    (``names``) and what to fix: a NaN input, a negative label (often "unlabeled")
+    or an empty split would otherwise give a silently wrong accuracy or a
+    calibration of nothing.
+    """
+    xn, yn = names
+    for name, a in ((xn, x), (yn, y)):
+        if a.dtype.kind not in "biuf":
+            raise UserInputError(f"{source}: array {name!r} is {a.dtype}, not numeric: save x as numbers "
+                                 "(e.g. float32) and y as integer class labels")
+    if x.ndim == 0:
+        raise UserInputError(f"{source}: array {xn!r} is a scalar: it must hold one sample per row")
     if y.ndim != 1:
-        raise UserInputError(f"{source}: y must be one label per sample (1-D), got shape {list(y.shape)}")
+        raise UserInputError(f"{source}: array {yn!r} must be one label per sample (1-D), got shape {list(y.shape)}")
     if len(x) != len(y):
-        raise UserInputError(f"{source}: x has {len(x)} samples but y has {len(y)} labels")
-    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-        raise UserInputError(f"{source}: y must hold integer class labels, found fractional values")
-    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+        raise UserInputError(f"{source}: {xn} has {len(x)} samples but {yn} has {len(y)} labels: "
+                             "give one label per sample")
+    if len(x) == 0:
+        raise UserInputError(f"{source}: arrays {xn!r} and {yn!r} are empty: the split needs at least one sample")
+    with np.errstate(over="ignore", invalid="ignore"):  # checked after the cast: 1e300 in float64 is inf in float32
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise UserInputError(f"{source}: array {xn!r} holds NaN or infinite values in {int(bad.sum())} of {len(x)} "
+                             f"samples (first: sample {int(np.flatnonzero(bad)[0])}): drop or repair those samples")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise UserInputError(f"{source}: array {yn!r} holds NaN or infinite labels: "
+                                 "labels must be integer class indices 0..C-1")
+        if not np.all(np.mod(y, 1) == 0):
+            raise UserInputError(f"{source}: array {yn!r} must hold integer class labels, found fractional "
+                                 f"values (e.g. {y[np.mod(y, 1) != 0][0]}): give class indices 0..C-1")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise UserInputError(f"{source}: array {yn!r} holds negative labels ({int((y < 0).sum())} of {len(y)}, "
+                             f"min {int(y.min())}): labels are class indices 0..C-1; drop unlabeled samples")
+    return x, y
 
 
 # --- normalize ----------------------------------------------------------------------

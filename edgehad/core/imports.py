@@ -30,6 +30,8 @@ def import_attr(spec: str, what: str = "factory"):
             raise UserInputError(f"module {target!r} in {spec!r} cannot be imported ({exc}): check the name or install it") from exc
         except Exception as exc:
             raise UserInputError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:
+            raise UserInputError(f"importing {target} called sys.exit({exc.code!r}): remove the call from module level") from None
     found = getattr(module, attr, None)
     if found is None or not callable(found):
         raise UserInputError(f"{target} has no {what} {attr!r}: check the name after ':' in {spec!r}")
@@ -52,6 +54,9 @@ def _import_file(path: Path, spec: str):
     except Exception as exc:  # the user's file failed to import
         sys.modules.pop(name, None)
         raise UserInputError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:  # a file that ends the process at import is not a module to use
+        sys.modules.pop(name, None)
+        raise UserInputError(f"importing {path} called sys.exit({exc.code!r}): remove the call from module level") from None
     finally:
         sys.path.remove(str(resolved.parent))
     return module

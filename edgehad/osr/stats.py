@@ -27,6 +27,12 @@ scalars), ``mu``, ``eta`` [C, D] float32, ``known`` [C] bool, ``counts`` [C]
 int64 (correct samples per class), ``classifier`` (the final Linear's module
 name), ``fingerprint`` (``fingerprint(model, classifier)``), ``samples`` (how
 many were fitted on), ``version``.
+
+Every reader goes through one check, ``validate_stats``: a NaN in mu would
+make ``known_score`` NaN for every input predicted as that class, in the
+deployed file too, so non-finite values, wrong dtypes or shapes, negative or
+inconsistent counts and a file without a known class are refused on load
+(``convert --osr FILE`` and ``osr eval`` alike), after a fit and before a save.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ from edgehad.core.errors import UserInputError
 
 VERSION = 1
 ARRAY_KEYS = ("z_min", "z_max", "mu", "eta", "known", "counts", "classifier", "fingerprint", "samples", "version")
+REFIT = "refit with `edgehad osr fit MODEL --data SPEC --out FILE.npz`"
+# each array of the format: numpy dtype kinds accepted, rank, and how a message names it
+FORMAT = {
+    "z_min": ("f", 0, "a float scalar"), "z_max": ("f", 0, "a float scalar"),
+    "mu": ("f", 2, "a float [C, D] array"), "eta": ("f", 2, "a float [C, D] array"),
+    "known": ("b", 1, "a bool [C] array"), "counts": ("iu", 1, "an integer [C] array"),
+    "classifier": ("U", 0, "a string"), "fingerprint": ("U", 0, "a string"),
+    "samples": ("iu", 0, "an integer scalar"), "version": ("iu", 0, "an integer scalar"),
+}
 
 
 def fingerprint(model, classifier: str = "") -> str:
@@ -116,20 +131,30 @@ def fit_stats(model, x, y, classifier: str | None = None, batch: int = 256,
         warn(f"class{'es' if len(missing) > 1 else ''} {named} "
              f"{'have' if len(missing) > 1 else 'has'} no correctly classified training sample: "
              f"excluded from the known set (inputs predicted as {'one of them' if len(missing) > 1 else 'it'} score 0)")
-    return {
+    stats = {
         "z_min": float(z_k.min()), "z_max": float(z_k.max()),
         "mu": mu.astype(np.float32), "eta": eta.astype(np.float32),
         "known": counts > 0, "counts": counts,
         "classifier": name, "fingerprint": fingerprint(model, name),
         "samples": int(correct.sum()), "version": VERSION,
     }
+    # a model whose features overflow (or NaN weights) must not yield a file that poisons every score
+    return validate_stats(stats, "osr fit", fix="the model's features or logits are not finite on this data: "
+                                                "check its weights and the data's normalization")
 
 
 def save_stats(path, stats: dict) -> Path:
-    """Write ``stats`` to ``path`` (.npz) atomically: a failed write never replaces a good file."""
+    """Write ``stats`` to ``path`` (.npz) atomically: a failed write never replaces a good file.
+
+    Statistics ``validate_stats`` refuses are never written.
+    """
     from edgehad.core.files import atomic_path
 
     path = Path(path)
+    missing = [k for k in ARRAY_KEYS if k not in stats]
+    if missing:
+        raise UserInputError(f"stats for {path} lack {', '.join(missing)}: fit them with `edgehad osr fit`")
+    validate_stats(stats, f"stats for {path}", fix="fit them with `edgehad osr fit`")
     arrays = {k: np.asarray(stats[k]) for k in ARRAY_KEYS}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
@@ -138,36 +163,107 @@ def save_stats(path, stats: dict) -> Path:
 
 
 def load_stats(path) -> dict:
-    """Read a stats ``.npz`` written by ``save_stats`` (no pickle); a bad file is a ``UserInputError``."""
+    """Read a stats ``.npz`` written by ``save_stats``; anything ``validate_stats`` refuses is a ``UserInputError``.
+
+    Loaded with ``allow_pickle=False``: an object array is refused, never unpickled.
+    """
     p = Path(path)
-    refit = "refit with `edgehad osr fit MODEL --data SPEC --out FILE.npz`"
     if not p.is_file():
-        raise UserInputError(f"stats file {path} not found: {refit}")
+        raise UserInputError(f"stats file {path} not found: {REFIT}")
+    raw = {}
     try:
         with np.load(p, allow_pickle=False) as archive:
             missing = [k for k in ARRAY_KEYS if k not in archive.files]
             if missing:
-                raise UserInputError(f"{path} is not an edgehad OSR stats file (missing {', '.join(missing)}): {refit}")
-            raw = {k: archive[k] for k in ARRAY_KEYS}
+                raise UserInputError(f"{path} is not an edgehad OSR stats file (missing {', '.join(missing)}): {REFIT}")
+            for k in ARRAY_KEYS:
+                raw[k] = _read_array(archive, k, path)
     except UserInputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserInputError(f"{path} is not a readable stats .npz ({type(exc).__name__}): {refit}") from None
-    stats = {
-        "z_min": float(raw["z_min"]), "z_max": float(raw["z_max"]),
-        "mu": raw["mu"].astype(np.float32), "eta": raw["eta"].astype(np.float32),
-        "known": raw["known"].astype(bool), "counts": raw["counts"].astype(np.int64),
-        "classifier": str(raw["classifier"]), "fingerprint": str(raw["fingerprint"]),
-        "samples": int(raw["samples"]), "version": int(raw["version"]),
+        raise UserInputError(f"{path} is not a readable stats .npz ({type(exc).__name__}): {REFIT}") from None
+    return validate_stats(raw, str(path))
+
+
+def _read_array(archive, key: str, path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # numpy refuses to unpickle: say so rather than "unreadable"
+            raise UserInputError(f"{path} is not a readable stats .npz: array {key!r} is an object array, "
+                                 f"which edgehad never unpickles: {REFIT}") from None
+        raise
+
+
+def validate_stats(arrays: dict, source: str, fix: str = "") -> dict:
+    """Refuse statistics that would poison the score; return them typed (the dict ``load_stats`` gives).
+
+    The one check of the format, run on every stats file read (``load_stats``:
+    ``convert --osr FILE``, ``osr eval``) and on every fit before it is used or
+    written. ``arrays`` maps each of ``ARRAY_KEYS`` to a value. Refused, with
+    one line naming ``source``, the array and ``fix`` (default: refit): another
+    format version; a wrong dtype or rank; mu, eta, known, counts that disagree
+    on the number of classes C; NaN or infinity in z_min, z_max, mu or eta;
+    z_max <= z_min; negative counts or samples; counts that do not sum to
+    samples; a known class without a sample; no known class at all.
+    """
+    fix = fix or REFIT
+    a = {k: np.asarray(arrays[k]) for k in ARRAY_KEYS}
+
+    def refuse(what: str):
+        return UserInputError(f"{source}: {what}: {fix}")
+
+    version = a["version"]
+    if version.ndim == 0 and version.dtype.kind in "iu" and int(version) != VERSION:
+        raise refuse(f"stats format version {int(version)}, this edgehad reads {VERSION}")
+    for key, (kinds, rank, wanted) in FORMAT.items():
+        v = a[key]
+        if v.dtype.kind not in kinds or v.ndim != rank:
+            got = f"{v.dtype} of shape {list(v.shape)}" if v.ndim else f"a {v.dtype} scalar"
+            raise refuse(f"array {key!r} must be {wanted}, found {got}")
+    mu, eta, known, counts = a["mu"], a["eta"], a["known"], a["counts"]
+    C, D = mu.shape
+    if C == 0 or D == 0:
+        raise refuse(f"array 'mu' is empty (shape {list(mu.shape)}): the stats have no class or no feature")
+    if eta.shape != mu.shape or known.shape != (C,) or counts.shape != (C,):
+        raise refuse(f"the arrays disagree on the shape: mu {list(mu.shape)}, eta {list(eta.shape)}, "
+                     f"known {list(known.shape)}, counts {list(counts.shape)} (want [C, D], [C, D], [C], [C])")
+    for key in ("z_min", "z_max", "mu", "eta"):
+        bad = ~np.isfinite(a[key])
+        if bad.any():
+            where = f" (class{'es' if bad.ndim and bad.any(1).sum() > 1 else ''} " \
+                    f"{_first_classes(np.flatnonzero(bad.any(1)))})" if bad.ndim else ""
+            raise refuse(f"array {key!r} holds {int(bad.sum())} NaN or infinite value{'s' if bad.sum() > 1 else ''}"
+                         f"{where}; a poisoned statistic would make known_score NaN")
+    z_min, z_max = float(a["z_min"]), float(a["z_max"])
+    if not z_max > z_min:
+        raise refuse(f"z_max {z_max} is not above z_min {z_min}")
+    if (counts < 0).any() or int(a["samples"]) < 0:
+        neg = np.flatnonzero(counts < 0)
+        raise refuse(f"counts must not be negative, found {int(counts[neg[0]])} for class {int(neg[0])}" if len(neg)
+                     else f"samples must not be negative, found {int(a['samples'])}")
+    if int(counts.sum()) != int(a["samples"]):
+        raise refuse(f"counts sum to {int(counts.sum())} but samples is {int(a['samples'])}")
+    empty_known = np.flatnonzero(known & (counts == 0))
+    if len(empty_known):
+        raise refuse(f"class{'es' if len(empty_known) > 1 else ''} {_first_classes(empty_known)} marked known "
+                     "without a correctly classified sample (counts 0)")
+    if not known.any():
+        raise refuse("no known class (every entry of 'known' is False): every input would score 0")
+    if not str(a["classifier"]) or not str(a["fingerprint"]):
+        raise refuse("'classifier' and 'fingerprint' must not be empty")
+    return {
+        "z_min": z_min, "z_max": z_max, "mu": mu.astype(np.float32), "eta": eta.astype(np.float32),
+        "known": known.astype(bool), "counts": counts.astype(np.int64),
+        "classifier": str(a["classifier"]), "fingerprint": str(a["fingerprint"]),
+        "samples": int(a["samples"]), "version": int(a["version"]),
     }
-    C = stats["mu"].shape[0] if stats["mu"].ndim == 2 else -1
-    if (stats["mu"].ndim != 2 or stats["eta"].shape != stats["mu"].shape or stats["known"].shape != (C,)
-            or not np.isfinite([stats["z_min"], stats["z_max"]]).all() or stats["z_max"] <= stats["z_min"]):
-        raise UserInputError(f"{path} holds inconsistent stats (shapes mu {list(stats['mu'].shape)}, "
-                             f"eta {list(stats['eta'].shape)}, known {list(stats['known'].shape)}): {refit}")
-    if stats["version"] != VERSION:
-        raise UserInputError(f"{path} is stats format version {stats['version']}, this edgehad reads {VERSION}: {refit}")
-    return stats
+
+
+def _first_classes(classes) -> str:
+    """Up to 5 class indices, then how many more: a 1000-class model must not print a page."""
+    classes = [int(c) for c in classes]
+    return ", ".join(map(str, classes[:5])) + (f" and {len(classes) - 5} more" if len(classes) > 5 else "")
 
 
 def check_stats(stats: dict, model, path: str = "the stats") -> tuple[str, object]:
@@ -200,4 +296,4 @@ def check_stats(stats: dict, model, path: str = "the stats") -> tuple[str, objec
     return name, module
 
 
-__all__ = ["fingerprint", "fit_stats", "save_stats", "load_stats", "check_stats", "VERSION"]
+__all__ = ["fingerprint", "fit_stats", "save_stats", "load_stats", "validate_stats", "check_stats", "VERSION"]

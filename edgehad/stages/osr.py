@@ -31,9 +31,12 @@ class Osr(Stage):
     order = 35
     summary = "osr: add the COSTARR open-set head; the files gain a second output, known_score"
     options = {
-        "stats": Option(str, FIT, "a stats .npz from `edgehad osr fit`, or 'fit' (fit on the train split of --data)"),
-        "classifier": Option(str, "", "fit: the final nn.Linear's module name (default: found automatically)"),
-        "measure": Option(bool, True, "export with and without the head (float) to count the added ops and time them"),
+        "stats": Option({"type": "string", "minLength": 1}, FIT,
+                        "a stats .npz from `edgehad osr fit`, or 'fit' (fit on the train split of --data)"),
+        "classifier": Option({"type": "string"}, "",
+                             "fit: the final nn.Linear's module name (default: found automatically)"),
+        "measure": Option({"type": "boolean"}, True,
+                          "export with and without the head (float) to count the added ops and time them"),
     }
 
     def __init__(self, **options):

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.e2e.test_cli_convert import assert_clean_error
+from tests.unit.test_osr_stats_checks import Marker
 
 KNOWN, UNKNOWN = "digits?classes=0-5", "digits?classes=6-9"
 SCORES = ["costarr", "pre_only", "post_only", "msp", "max_logit", "energy"]
@@ -204,7 +205,9 @@ def test_unlabeled_data(tmp_path):
     minus = tmp_path / "minus.npz"
     np.savez(minus, x_train=x[:100], y_train=-np.ones(100, np.int64), x_val=x[100:150], y_val=-np.ones(50, np.int64))
     result = run_cli("osr", "fit", "zoo:digits_cnn", "--data", minus, "--out", tmp_path / "s.npz")
-    assert_clean_error(result, "negative labels usually mean unlabeled data")
+    # refused where the data is loaded, naming the file and the array
+    assert_clean_error(result, "minus.npz: array 'y_train' holds negative labels (100 of 100, min -1): labels are "
+                               "class indices 0..C-1; drop unlabeled samples")
     assert not (tmp_path / "s.npz").exists()
 
 
@@ -249,3 +252,42 @@ def test_failed_fit_keeps_the_good_file(fitted, tmp_path):
     assert_clean_error(result, "do not fit")
     assert good.read_bytes() == fitted[1].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.npz"]
+
+
+# --- poisoned statistics: the same files refused by convert --osr and osr eval (issue #13) ---------
+
+
+def poison(good, path, case):
+    """A copy of the good stats file ``good`` with one defect, written with np.savez (save_stats refuses)."""
+    with np.load(good, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    if case == "nan-mu":
+        arrays["mu"] = arrays["mu"].copy()
+        arrays["mu"][3, 7] = np.nan
+    elif case == "no-known-class":
+        arrays["known"] = np.zeros_like(arrays["known"])
+    else:  # an object array whose element creates a marker file if unpickled
+        arrays["eta"] = np.empty(1, dtype=object)
+        arrays["eta"][0] = Marker(path.parent / "unpickled")
+    np.savez(path, **arrays)
+    return path
+
+
+POISON_MESSAGES = {
+    "nan-mu": ": array 'mu' holds 1 NaN or infinite value (class 3); a poisoned statistic would make known_score NaN",
+    "no-known-class": ": no known class (every entry of 'known' is False)",
+    "object-array": " is not a readable stats .npz: array 'eta' is an object array, which edgehad never unpickles",
+}
+
+
+@pytest.mark.parametrize("command", ["convert", "eval"])
+@pytest.mark.parametrize("case", list(POISON_MESSAGES))
+def test_poisoned_stats_are_refused_by_every_reader(fitted, tmp_path, case, command):
+    stats = poison(fitted[1], tmp_path / f"{case}.npz", case)
+    if command == "convert":
+        result = run_cli("convert", "zoo:digits_cnn", "--osr", stats, "--out", tmp_path / "out")
+    else:
+        result = run_cli("osr", "eval", "zoo:digits_cnn", "--stats", stats, "--known", KNOWN, "--unknown", UNKNOWN)
+    assert_clean_error(result, f"{stats}{POISON_MESSAGES[case]}")
+    assert "refit with `edgehad osr fit" in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "unpickled").exists()

@@ -173,12 +173,12 @@ def bad_npz(tmp_path_factory):
     x = x.copy()
     x[5, 0, 0, 0] = np.nan
     np.savez(tmp / "nan.npz", x_train=x, y_train=y, x_val=x[:10], y_val=y[:10])
-    np.savez(tmp / "few.npz", x_train=x[6:16], y_train=y[6:16], x_val=x[:10], y_val=y[:10])
+    np.savez(tmp / "few.npz", x_train=x[6:16], y_train=y[6:16], x_val=x[6:16], y_val=y[6:16])  # no NaN: x[5] has it
     return tmp
 
 
 @pytest.mark.parametrize("data, extra, message", [
-    ("nan.npz", [], "has NaN or Inf values in 1 of 256 samples (first: train sample 5)"),
+    ("nan.npz", [], "nan.npz: array 'x_train' holds NaN or infinite values in 1 of 1437 samples (first: sample 5)"),
     ("few.npz", [], "calibration asked for 256 samples but {dir}/few.npz has 10 in its train split"),
     ("digits?size=16", [], "gives inputs of shape 1x1x16x16 but the model takes 1x1x8x8"),
 ])

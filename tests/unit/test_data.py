@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from edgehad.core.errors import UserInputError
 from edgehad.data import load_data, sample_inputs
+from tests.unit.test_osr_stats_checks import Marker
 
 # digits per class in scikit-learn's 1,797 scans, and the val counts a stratified 20% split gives
 DIGITS_PER_CLASS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
@@ -209,3 +210,111 @@ def test_sample_inputs(digits):
     assert sample_inputs(digits, 10_000).shape[0] == 360
     with pytest.raises(UserInputError, match="unknown split 'test'"):
         sample_inputs(digits, 3, split="test")
+
+
+# --- data that must be refused where it is loaded (issue #13) ------------------------------------
+
+
+def _digits_arrays(n_train=40, n_val=20):
+    d = load_data("digits")
+    return {"x_train": d.train[0][:n_train], "y_train": d.train[1][:n_train],
+            "x_val": d.val[0][:n_val], "y_val": d.val[1][:n_val]}
+
+
+def _poisoned(tmp_path, **changes):
+    arrays = {**_digits_arrays(), **changes}
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _with_value(name, index, value, dtype=np.float32):
+    a = _digits_arrays()[name].astype(dtype)
+    a.reshape(len(a), -1)[index[0], index[1]] = value
+    return a
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda: {"x_val": _with_value("x_val", (3, 5), np.nan)},
+         r"bad.npz: array 'x_val' holds NaN or infinite values in 1 of 20 samples \(first: sample 3\): drop or repair"),
+        (lambda: {"x_train": _with_value("x_train", (7, 0), np.inf)},
+         r"array 'x_train' holds NaN or infinite values in 1 of 40 samples \(first: sample 7\)"),
+        (lambda: {"x_val": _with_value("x_val", (0, 0), 1e300, np.float64)},  # finite in float64, inf in float32
+         r"array 'x_val' holds NaN or infinite values in 1 of 20 samples"),
+        (lambda: {"y_val": np.r_[-np.ones(5, np.int64), np.zeros(15, np.int64)]},
+         r"array 'y_val' holds negative labels \(5 of 20, min -1\): labels are class indices 0..C-1; drop unlabeled"),
+        (lambda: {"y_train": np.full(40, 1.5)}, r"array 'y_train' must hold integer class labels, found fractional values \(e.g. 1.5\)"),
+        (lambda: {"y_val": np.r_[np.nan, np.zeros(19)]}, r"array 'y_val' holds NaN or infinite labels"),
+        (lambda: {"y_val": np.array(["a"] * 20)}, r"array 'y_val' is <U1, not numeric"),
+        (lambda: {"x_val": np.zeros((21, 1, 8, 8), np.float32)}, r"x_val has 21 samples but y_val has 20 labels: give one label"),
+        (lambda: {"x_val": np.zeros((0, 1, 8, 8), np.float32), "y_val": np.zeros(0, np.int64)},
+         r"arrays 'x_val' and 'y_val' are empty: the split needs at least one sample"),
+        (lambda: {"x_train": np.float32(1.0)}, r"array 'x_train' is a scalar: it must hold one sample per row"),
+    ],
+    ids=["nan-x_val", "inf-x_train", "float32-overflow", "negative-labels", "fractional-labels", "nan-labels",
+         "string-labels", "length-mismatch", "empty-split", "scalar-x"],
+)
+def test_bad_npz_is_refused_naming_file_and_array(tmp_path, change, message):
+    with pytest.raises(UserInputError, match=message):
+        load_data(_poisoned(tmp_path, **change()))
+
+
+def test_bad_xy_npz_names_its_arrays(tmp_path):
+    x = np.zeros((20, 3), np.float32)
+    x[4, 1] = np.nan
+    path = tmp_path / "xy.npz"
+    np.savez(path, x=x, y=np.repeat([0, 1], 10))
+    with pytest.raises(UserInputError, match=r"xy.npz: array 'x' holds NaN or infinite values in 1 of 20 samples"):
+        load_data(str(path))
+
+
+def test_npz_object_array_is_never_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    evil = np.empty(1, dtype=object)
+    evil[0] = Marker(marker)
+    path = _poisoned(tmp_path, y_train=evil)
+    with pytest.raises(UserInputError, match=r"array 'y_train' is an object array; edgehad loads .npz files without pickle"):
+        load_data(path)
+    assert not marker.exists()
+
+
+EXITING_MODULE = textwrap.dedent("""
+    import sys
+
+    import numpy as np
+
+    def exits():
+        sys.exit(3)
+
+    def _batches():
+        yield np.zeros((2, 3)), np.array([0, 1])
+        sys.exit("stop")
+
+    def exits_while_iterating():
+        return _batches(), (np.zeros((2, 3)), np.array([0, 1]))
+""")
+
+
+def test_function_spec_that_exits_is_refused(tmp_path):
+    (tmp_path / "exiting.py").write_text(EXITING_MODULE)
+    spec = f"{tmp_path / 'exiting.py'}"
+    with pytest.raises(UserInputError, match=r"exits\(\) called sys.exit\(3\) instead of returning \(train, val\)"):
+        load_data(f"{spec}:exits")
+    with pytest.raises(UserInputError, match=r"\(train split\): iterating the data called sys.exit\('stop'\)"):
+        load_data(f"{spec}:exits_while_iterating")
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(4)\ndef data():\n    return None\n")
+    with pytest.raises(UserInputError, match=r"exits_on_import.py called sys.exit\(4\): remove the call from module level"):
+        load_data(f"{tmp_path / 'exits_on_import.py'}:data")
+
+
+def test_function_spec_with_negative_labels_is_refused(tmp_path):
+    (tmp_path / "neg.py").write_text(textwrap.dedent("""
+        import numpy as np
+
+        def data():
+            return (np.zeros((4, 2)), np.array([0, 1, -1, 0])), (np.zeros((2, 2)), np.array([0, 1]))
+    """))
+    with pytest.raises(UserInputError, match=r"neg.py:data \(train split\): array 'y' holds negative labels \(1 of 4"):
+        load_data(f"{tmp_path / 'neg.py'}:data")
