@@ -17,10 +17,13 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, fail, js
                    "path); implies --find-arena unless --arena-kb is given.")
 @click.option("--samples", type=int, default=8, show_default=True, metavar="N",
               help="Seeded random inputs compared between TFLM and LiteRT.")
+@click.option("--timeout", type=float, default=None, metavar="S",
+              help="Seconds each TFLM or LiteRT run may take (default 120); a model that takes longer is "
+                   "reported as one that does not finish (exit 2).")
 @json_option
 @debug_option
 @command_errors
-def micro(file, arena_kb, find_arena, target, samples, as_json, debug):
+def micro(file, arena_kb, find_arena, target, samples, timeout, as_json, debug):
     """Run FILE (.tflite) under TFLite Micro: op support, resolver entries, parity with LiteRT, arena size.
 
     Each TFLM run happens in a child process, since a too-small arena can crash
@@ -43,7 +46,7 @@ def micro(file, arena_kb, find_arena, target, samples, as_json, debug):
 
     with captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line stays off the terminal
         result = check(file, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
-                       progress=progress)
+                       progress=progress, timeout=timeout)
     if result["warning"]:  # warnings reach stderr, --json or not
         con.print(f"[yellow]warning: {result['warning']}[/]", markup=True)
     if as_json:

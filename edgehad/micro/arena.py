@@ -37,13 +37,17 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgehad.core.errors import EdgehadError
+from edgehad.core.children import run_child
+from edgehad.core.errors import EdgehadError, UserInputError
 
 RESOLUTION_BYTES = 256
 MARGIN = 0.10  # 10%, then rounded up to whole KiB
 ALIGN = 16  # TFLM aligns arena allocations to 16 bytes (MicroArenaBufferAlignment)
 CAP_BYTES = 256 * 1024 * 1024  # no MCU has more; a model that needs more is not an MCU model
-PROBE_TIMEOUT_S = 300
+# Seconds one probe may take. An MCU-sized model runs its samples under TFLM's reference kernels on a
+# desktop CPU in well under a second; one that takes minutes loops (a WHILE whose condition never turns
+# false) or would take hours on an MCU. The limit turns that into an answer instead of a hang.
+PROBE_TIMEOUT_S = 120
 HOST_NOTE = (
     "measured on this 64-bit host (8-byte pointers) with TFLM's reference kernels; a 32-bit MCU needs "
     "a little less (its pointers and interpreter structs are smaller), optimized kernels (CMSIS-NN, "
@@ -60,7 +64,23 @@ _RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
 
 
 class ArenaSearchError(EdgehadError):
-    """No arena up to the cap worked, or TFLM failed for a reason other than the arena size (exit 1)."""
+    """No arena up to the cap worked, or TFLM failed for a reason other than the arena size (exit 1).
+
+    ``probe``: the run that failed, so a caller can tell a crash or a refusal from "too large".
+    """
+
+    def __init__(self, message: str, probe: Probe | None = None):
+        super().__init__(message)
+        self.probe = probe
+
+
+class ProbeTimeoutError(UserInputError):
+    """A TFLM run did not finish within its time limit (exit 2: the model loops, or is no MCU model)."""
+
+    def __init__(self, model, timeout: float):
+        super().__init__(f"{model}: the model did not finish in {timeout:g} s under TFLite Micro: it may loop (a "
+                         f"WHILE whose condition never turns false) or be far too slow for an MCU; check the file "
+                         f"(edgehad inspect {model}), or give each run more time with --timeout")
 
 
 @dataclass
@@ -96,7 +116,11 @@ def _reason(proc: subprocess.CompletedProcess) -> str:
 
 def run_probe(model: str | os.PathLike, arena_bytes: int, inputs_npz: str | os.PathLike,
               out_npz: str | os.PathLike | None = None, timeout: float = PROBE_TIMEOUT_S) -> Probe:
-    """Run ``edgehad.micro.probe`` in a child process with ``arena_bytes``; outputs land in ``out_npz``."""
+    """Run ``edgehad.micro.probe`` in a child process with ``arena_bytes``; outputs land in ``out_npz``.
+
+    Raises ProbeTimeoutError when the run takes more than ``timeout`` seconds (the child is killed):
+    a bigger arena would not help, so it is not a "does not fit".
+    """
     with tempfile.TemporaryDirectory(prefix="edgehad-micro-") as tmp:
         out = Path(out_npz) if out_npz else Path(tmp) / "out.npz"
         cmd = [sys.executable, "-m", "edgehad.micro.probe", str(model), str(int(arena_bytes)),
@@ -104,9 +128,9 @@ def run_probe(model: str | os.PathLike, arena_bytes: int, inputs_npz: str | os.P
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         env.pop("PYTHONFAULTHANDLER", None)  # a crash is an expected answer here, not worth a stack dump
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, env=env)
+            proc = run_child(cmd, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
-            return Probe(int(arena_bytes), False, f"timed out after {timeout:.0f} s")
+            raise ProbeTimeoutError(model, timeout) from None
         if proc.returncode == 0 and out.is_file():
             found = _RECORDED.search(proc.stderr or "")
             return Probe(int(arena_bytes), True, recorded_bytes=int(found[1]) if found else None)
@@ -120,23 +144,24 @@ def _kib(n: int) -> str:
     return f"{n:,} bytes ({n / 1024:,.1f} KiB)"
 
 
-def first_working(model, inputs_npz, start: int, cap: int = CAP_BYTES, progress=None) -> tuple[Probe, list]:
+def first_working(model, inputs_npz, start: int, cap: int = CAP_BYTES, progress=None,
+                  timeout: float = PROBE_TIMEOUT_S) -> tuple[Probe, list]:
     """Probe ``start``, doubling until a size works; (the probe that worked, every probe). Raises past ``cap``."""
     progress = progress or (lambda msg: None)
     probes = []
     size = _align_up(max(start, ALIGN))
     while True:
-        p = run_probe(model, size, inputs_npz)
+        p = run_probe(model, size, inputs_npz, timeout=timeout)
         probes.append(p)
         progress(f"arena {_kib(size)}: {'works' if p.works else 'does not fit (' + p.reason + ')'}")
         if p.works:
             return p, probes
         if not p.allocation_failure:
             raise ArenaSearchError(f"{model}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
-                                   f"memory: {p.reason}")
+                                   f"memory: {p.reason}", p)
         if size >= cap:
             raise ArenaSearchError(f"{model}: no arena up to {cap // 1024} KiB worked (largest tried: "
-                                   f"{_kib(size)}: {p.reason}); the model is too large for TFLM on an MCU")
+                                   f"{_kib(size)}: {p.reason}); the model is too large for TFLM on an MCU", p)
         size = min(size * 2, cap)
 
 
@@ -150,14 +175,14 @@ def recommended(min_bytes: int, margin: float = MARGIN) -> int:
 
 
 def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
-               resolution: int = RESOLUTION_BYTES, progress=None) -> dict:
+               resolution: int = RESOLUTION_BYTES, progress=None, timeout: float = PROBE_TIMEOUT_S) -> dict:
     """The smallest working arena (module docstring); a dict for the ``arena`` key of ``check``.
 
     ``lower`` is a size known not to work (the largest activation tensor), ``start``
-    the first size tried for the upper bound.
+    the first size tried for the upper bound; ``timeout`` the seconds each probe may take.
     """
     progress = progress or (lambda msg: None)
-    top, probes = first_working(model, inputs_npz, start, cap, progress)
+    top, probes = first_working(model, inputs_npz, start, cap, progress, timeout)
     hi, recorded = top.bytes, top.recorded_bytes
     lo = min(_align_up(lower), hi - ALIGN)
     for p in probes[:-1]:  # sizes that failed while doubling are lower bounds too
@@ -174,7 +199,7 @@ def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
             mid = _align_up((lo + hi) // 2)
         if mid >= hi:
             break
-        p = run_probe(model, mid, inputs_npz)
+        p = run_probe(model, mid, inputs_npz, timeout=timeout)
         probes.append(p)
         progress(f"arena {_kib(mid)}: {'works' if p.works else 'does not fit'}")
         if p.works:
@@ -182,7 +207,7 @@ def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
         else:
             if not p.allocation_failure:
                 raise ArenaSearchError(f"{model}: TFLM failed with a {_kib(mid)} arena, and not for lack of "
-                                       f"memory: {p.reason}")
+                                       f"memory: {p.reason}", p)
             lo = mid
     return {
         "min_bytes": hi,

@@ -2,21 +2,24 @@
 
 Steps: read the op list and map it to MicroMutableOpResolver entries
 (edgehad.micro.ops; ops TFLM has no kernel for stop here, exit 1); draw
-seeded sample inputs and run them under TFLM in a child process
-(edgehad.micro.probe) and under LiteRT here; compare (edgehad.micro.samples);
-size the tensor arena (edgehad.micro.arena); check arena and file size
-against a target's RAM and flash.
+seeded sample inputs and run them under TFLM (edgehad.micro.probe) and under
+LiteRT (edgehad.micro.reference), each in a time-limited child process;
+compare (edgehad.micro.samples); size the tensor arena (edgehad.micro.arena);
+check arena and file size against a target's RAM and flash.
 
 Outcomes that are results, not bad input, land in ``problems`` (the CLI exits
 1 after printing the document): outputs that differ from LiteRT, a requested
 arena that is too small, a model that does not fit the target. A model TFLM
 cannot run at all (missing kernels, no arena up to the cap) raises an
-EdgehadError with exit code 1; bad arguments and unreadable files raise
-UserInputError (exit 2).
+EdgehadError with exit code 1. Bad arguments and bad files raise
+UserInputError (exit 2): unreadable or corrupt flatbuffers, opcodes TFLite does
+not have, a model that LiteRT refuses too (so the file, not TFLM, is at fault),
+and a run that does not finish within the time limit (it loops).
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -24,11 +27,33 @@ from pathlib import Path
 import numpy as np
 
 from edgehad.core.errors import EdgehadError, UserInputError
+from edgehad.core.validation import allowed, literal
+from edgehad.core.validation import check as check_schema  # this module's check() is micro's
 from edgehad.micro import arena as arena_mod
 from edgehad.micro import samples as samples_mod
 from edgehad.micro.ops import model_ops, resolver_entries, unsupported_ops
 
 START_MIN_BYTES = 64 * 1024  # the first arena tried: at least this, more for large activations
+MAX_ARENA_KB = arena_mod.CAP_BYTES // 1024  # the cap of the arena search: more than any MCU has
+# Every sample is held in memory in each process (and in two .npz files): enough to judge parity,
+# bounded so that a typo cannot ask for gigabytes.
+MAX_SAMPLES = 1000
+MAX_SAMPLE_BYTES = 1 << 30
+MAX_TIMEOUT_S = 86_400
+# The numeric options, checked with the project's one schema library (edgehad.core.validation).
+OPTIONS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "--arena-kb": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ARENA_KB},
+        "--samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
+        "--timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+    },
+}
+OPTION_LIMITS = {
+    "--arena-kb": f"KiB; {MAX_ARENA_KB:,} KiB = 256 MiB, the cap of the arena search, is more RAM than any MCU has",
+    "--samples": "seeded inputs compared with LiteRT; a few are enough",
+    "--timeout": "seconds each TFLM or LiteRT run may take",
+}
 FLOAT_WARNING = ("the model is float: TFLM runs it, but most MCUs want int8 (no FPU, or a slow one, and 4x the "
                  "flash): convert with --quantize int8")
 
@@ -44,15 +69,24 @@ def tflm_version() -> str:
         raise EdgehadError("the tflite-micro package is not installed: pip install tflite-micro") from None
 
 
-def _validate(path, arena_kb, find_arena, samples) -> Path:
+def _check_option(flag: str, value) -> None:
+    """One option against OPTIONS_SCHEMA; the error names the flag, the range and why the range ends there."""
+    spec = OPTIONS_SCHEMA["properties"][flag]
+    try:
+        check_schema({flag: value}, {"type": "object", "properties": {flag: spec}})
+    except UserInputError:
+        shown = literal(value).removesuffix(".0") if isinstance(value, float) else literal(value)
+        raise UserInputError(f"{flag} must be {allowed(spec)}, got {shown} ({OPTION_LIMITS[flag]})") from None
+
+
+def _validate(path, arena_kb, find_arena, samples, timeout) -> Path:
     if arena_kb is not None and find_arena:
         raise UserInputError("--arena-kb and --find-arena exclude each other: pass --arena-kb N to try one size, "
                              "or --find-arena to search for the smallest")
-    if arena_kb is not None and (isinstance(arena_kb, bool) or not isinstance(arena_kb, (int, float))
-                                 or not arena_kb > 0):
-        raise UserInputError(f"--arena-kb must be a positive number of KiB, got {arena_kb!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise UserInputError(f"--samples must be a whole number >= 1, got {samples!r}")
+    if arena_kb is not None:
+        _check_option("--arena-kb", arena_kb)
+    _check_option("--samples", samples)
+    _check_option("--timeout", timeout)
     p = Path(path)
     if p.suffix.lower() != ".tflite":
         hint = " (convert it first: edgehad convert MODEL, then pass its model.tflite)" \
@@ -66,7 +100,23 @@ def _tensor_bytes(t) -> int:
         item = np.dtype(t.dtype).itemsize
     except TypeError:
         item = 1
-    return int(np.prod([max(int(d), 1) for d in t.shape])) * item
+    return math.prod(max(int(d), 1) for d in t.shape) * item  # Python ints: a corrupt shape must not wrap
+
+
+def _check_input_sizes(path, sub, samples: int) -> None:
+    """Refuse inputs no arena up to the cap could hold, or samples that would need gigabytes here."""
+    total = 0
+    for idx in sub.inputs:
+        t = sub.tensors[idx]
+        n = _tensor_bytes(t)
+        if n > arena_mod.CAP_BYTES:
+            raise UserInputError(f"{path}: input {t.name!r} of shape {list(t.shape)} takes {n:,} bytes, more than "
+                                 f"the {MAX_ARENA_KB:,} KiB arena cap: no MCU can run it (a corrupt file, or no "
+                                 f"MCU model)")
+        total += n
+    if total * samples > MAX_SAMPLE_BYTES:
+        raise UserInputError(f"--samples {samples} would hold {total * samples:,} bytes of inputs "
+                             f"(at most {MAX_SAMPLE_BYTES:,}): use fewer --samples")
 
 
 def _save_inputs(path: Path, arrays: list, n_outputs: int) -> Path:
@@ -97,8 +147,25 @@ def target_check(target: dict, arena_bytes: int, arena_what: str, size_bytes: in
     return entry, problems
 
 
+def _unknown_opcodes(ops) -> list[str]:
+    """Builtin codes the TFLite schema does not define (the reader names them ``BUILTIN_<code>``)."""
+    return [op for op in ops if op.startswith("BUILTIN_")]
+
+
+def _refused_by_litert(path, inputs_npz, timeout: float, tflm_said: str) -> None:
+    """TFLM failed for a reason other than the arena: if LiteRT refuses the file too, the file is at fault
+    (exit 2); otherwise return and let the caller report TFLM's failure (exit 1)."""
+    from edgehad.micro.reference import litert_reference
+
+    with tempfile.TemporaryDirectory(prefix="edgehad-micro-ref-") as tmp:
+        why = litert_reference(path, inputs_npz, Path(tmp) / "ref.npz", timeout)
+    if why is not None:
+        raise UserInputError(f"{path} is not a valid TFLite model: TFLM ({tflm_said}) and LiteRT ({why}) both "
+                             f"refuse it; re-export it")
+
+
 def check(path, arena_kb: float | None = None, find_arena: bool = False, target: str | None = None,
-          samples: int = 8, seed: int = 0, progress=None) -> dict:
+          samples: int = 8, seed: int = 0, progress=None, timeout: float = arena_mod.PROBE_TIMEOUT_S) -> dict:
     """Run ``path`` under TFLite Micro; returns one dict (keys below; the CLI's --json prints it).
 
     ``path, tflm_version, size_bytes, ops, resolver, unsupported, float_model, warning, samples,
@@ -108,16 +175,22 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
     host_note} with ``auto`` when no size was given), target (None, or see target_check), problems``.
 
     ``target`` (a name in targets/ or a .toml path) implies ``find_arena`` unless ``arena_kb`` is given.
+    ``timeout``: seconds each child run (TFLM or LiteRT) may take; past it, ProbeTimeoutError (exit 2).
     """
     from edgehad.inspection.tflite_file import inspect_tflite
     from edgehad.targets import load_target
 
     progress = progress or (lambda msg: None)
-    p = _validate(path, arena_kb, find_arena, samples)
+    p = _validate(path, arena_kb, find_arena, samples, timeout)
     tgt = load_target(target) if target else None
     version = tflm_version()
     info = inspect_tflite(p)  # validates the flatbuffer: a corrupt file is a UserInputError here
     ops = model_ops(p)
+    unknown = _unknown_opcodes(ops)
+    if unknown:
+        raise UserInputError(f"{path} is not a valid TFLite model: it uses opcode(s) TFLite does not define "
+                             f"({', '.join(op.removeprefix('BUILTIN_') for op in unknown)}): the file is corrupt or "
+                             f"from a newer TFLite; re-export it")
     missing = unsupported_ops(ops)
     if missing:
         raise NoKernelError(f"{path}: TFLM has no kernel for {', '.join(missing)}: replace those layers with ones "
@@ -125,6 +198,7 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
                             f"with an OS")
     float_model = not info["quantized"]
     _, sub = samples_mod.graph(p)
+    _check_input_sizes(path, sub, samples)
     inputs, drawn = samples_mod.make_inputs(sub, samples, seed)
     if tgt is not None and arena_kb is None:
         find_arena = True
@@ -135,25 +209,32 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
     problems = []
     activations = [_tensor_bytes(t) for t in sub.tensors if not t.constant]
     lower = max(activations, default=arena_mod.ALIGN)
-    start = max(START_MIN_BYTES, 1 << int(2 * sum(activations) + 16 * 1024).bit_length())
+    start = min(max(START_MIN_BYTES, 1 << int(2 * sum(activations) + 16 * 1024).bit_length()), arena_mod.CAP_BYTES)
     with tempfile.TemporaryDirectory(prefix="edgehad-micro-") as tmp:
         all_in = _save_inputs(Path(tmp) / "inputs.npz", inputs, len(sub.outputs))
         one_in = _save_inputs(Path(tmp) / "one.npz", [a[:1] for a in inputs], len(sub.outputs))
         out = Path(tmp) / "out.npz"
-        if find_arena:
-            progress("searching for the smallest arena (bisection, one child process per size)")
-            arena = arena_mod.find_arena(p, one_in, lower, start, progress=progress)
-            size = arena["recommended_bytes"]
-        elif arena_kb is not None:
-            size = int(round(arena_kb * 1024))
-            arena = {"requested_bytes": size, "auto": False}
-        else:
-            top, _ = arena_mod.first_working(p, one_in, start, progress=progress)
-            size = top.bytes
-            arena = {"requested_bytes": size, "auto": True,
-                     "note": "a generous size that works; --find-arena finds the smallest"}
+        try:
+            if find_arena:
+                progress("searching for the smallest arena (bisection, one child process per size)")
+                arena = arena_mod.find_arena(p, one_in, lower, start, progress=progress, timeout=timeout)
+                size = arena["recommended_bytes"]
+            elif arena_kb is not None:
+                size = int(round(arena_kb * 1024))
+                arena = {"requested_bytes": size, "auto": False}
+            else:
+                top, _ = arena_mod.first_working(p, one_in, start, progress=progress, timeout=timeout)
+                size = top.bytes
+                arena = {"requested_bytes": size, "auto": True,
+                         "note": "a generous size that works; --find-arena finds the smallest"}
+        except arena_mod.ArenaSearchError as exc:
+            # A refusal or a crash may be the file's fault, not TFLM's: ask LiteRT. "Too large" is an answer.
+            failed = exc.probe
+            if failed is not None and (not failed.allocation_failure or failed.reason.startswith("crashed")):
+                _refused_by_litert(path, one_in, timeout, failed.reason)
+            raise
         progress(f"running {samples} sample(s) under TFLM with a {_kib(size)} arena")
-        run = arena_mod.run_probe(p, size, all_in, out)
+        run = arena_mod.run_probe(p, size, all_in, out, timeout=timeout)
         if "min_bytes" not in arena:
             arena.update(works=run.works, reason=run.reason or None, tflm_recorded_bytes=run.recorded_bytes,
                          host_note=arena_mod.HOST_NOTE)
@@ -161,8 +242,18 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
             with np.load(out) as data:
                 got = [data[f"out_{j}"] for j in range(len(sub.outputs))]
             progress("running the same samples under LiteRT")
-            parity = samples_mod.compare(sub, samples_mod.litert_outputs(p, sub, inputs), got)
-            default = samples_mod.compare(sub, samples_mod.litert_outputs(p, sub, inputs, reference=False), got)
+            ref_out = Path(tmp) / "reference.npz"
+            from edgehad.micro.reference import litert_reference
+
+            why = litert_reference(p, all_in, ref_out, timeout)
+            if why is not None:
+                raise UserInputError(f"{path} is not a valid TFLite model: TFLM ran it but LiteRT refuses it "
+                                     f"({why}); re-export it")
+            with np.load(ref_out) as data:
+                reference = [data[f"ref_{j}"] for j in range(len(sub.outputs))]
+                default_kernels = [data[f"default_{j}"] for j in range(len(sub.outputs))]
+            parity = samples_mod.compare(sub, reference, got)
+            default = samples_mod.compare(sub, default_kernels, got)
             parity["vs_default_kernels"] = {"max_abs": default["max_abs"], "max_steps": default["max_steps"]}
             if not parity["passed"]:
                 problems.append(f"TFLM's outputs differ from LiteRT's reference kernels beyond the bar "
@@ -171,6 +262,7 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
         else:
             parity = None
             if not run.allocation_failure and arena_kb is not None:
+                _refused_by_litert(path, one_in, timeout, run.reason)
                 raise EdgehadError(f"{path}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
                                    f"memory: {run.reason}")
             problems.append(f"the model does not run with a {_kib(size)} arena ({run.reason}): "

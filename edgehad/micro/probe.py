@@ -65,6 +65,9 @@ def main(argv: list[str]) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"tflm error: {exc}", file=sys.stderr)
         return EXIT_TFLM_ERROR
+    except MemoryError:  # the host could not give the arena itself: it does not fit here, whatever the model
+        print(f"unable to allocate an arena of {int(arena)} bytes on this host (MemoryError)", file=sys.stderr)
+        return EXIT_TFLM_ERROR
     tmp = f"{out_path}.tmp.npz"  # np.savez appends .npz unless the name already ends with it
     np.savez(tmp, **{f"out_{j}": o for j, o in enumerate(outputs)})
     os.replace(tmp, out_path)

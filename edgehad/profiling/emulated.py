@@ -66,6 +66,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from edgehad.core.children import run_child
 from edgehad.core.errors import EdgehadError, UserInputError
 from edgehad.profiling.job import Job, check_file
 from edgehad.profiling.local import AGENT, parse_agent_output
@@ -81,6 +82,11 @@ MIRROR = "http://deb.debian.org/debian"
 PYTHON = "usr/bin/python3.11"      # inside root/
 SITE = "opt/edgehad-site"          # inside root/: the aarch64 wheels
 GLIBC_MINOR = 36                   # bookworm's glibc 2.36: the newest manylinux tag its wheels may carry
+# Time limits of the programs run here (edgehad.core.children: every child has one). Generous: they
+# stop a hang (a stalled download, a loop under emulation), not a slow network or a slow model.
+CHECK_TIMEOUT_S = 60.0             # the mount-namespace check, dpkg-deb on one .deb
+DOWNLOAD_TIMEOUT_S = 1800.0        # debootstrap's download, pip fetching one wheel
+RUN_TIMEOUT_S = 4 * 3600.0         # the agent under emulation without --timeout (tens of times slower than a board)
 # python itself, its stdlib's C extensions' libraries, and the C++ runtime onnxruntime and LiteRT link.
 ROOT_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
 # Dependencies that only installing needs (no maintainer script runs here), so they are not unpacked.
@@ -158,7 +164,10 @@ def _check_namespace() -> None:
         cpuinfo = Path(tmp) / "cpuinfo"
         cpuinfo.write_text(_cpuinfo(1))
         cmd = ["unshare", *_unshare_flags(), "sh", "-c", _LAUNCHER, "edgehad-emulated", str(cpuinfo), "0", "true"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = run_child(cmd, timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc = subprocess.CompletedProcess(cmd, -9, "", f"no answer in {CHECK_TIMEOUT_S:g} s")
     if proc.returncode != 0:
         why = " ".join(proc.stderr.split())[-300:] or f"exit code {proc.returncode}"
         raise UserInputError(f"{NAME} needs a private mount namespace, and `unshare {' '.join(_unshare_flags())}` "
@@ -181,8 +190,12 @@ def _cpuinfo(cores: int) -> str:
     return "\n".join(_CPUINFO_CORE.format(i=i) for i in range(cores)) + "\n"
 
 
-def _run(cmd, what: str, **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+def _run(cmd, what: str, timeout: float = CHECK_TIMEOUT_S) -> subprocess.CompletedProcess:
+    try:
+        proc = run_child(cmd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgehadError(f"{NAME} setup: {what} did not finish in {timeout:g} s; check the network and run the "
+                           f"setup again") from None
     if proc.returncode != 0:
         tail = " ".join((proc.stderr or proc.stdout).split())[-600:]
         raise EdgehadError(f"{NAME} setup: {what} failed (exit code {proc.returncode}): {tail}; "
@@ -256,7 +269,10 @@ def _install_wheels(site: Path, progress) -> dict[str, str]:
         specs = [f"{name}=={pinned}", name] if pinned else [name]
         for spec in specs:
             progress(f"installing the aarch64 wheel of {spec}")
-            proc = subprocess.run([*base, spec], capture_output=True, text=True)
+            try:
+                proc = run_child([*base, spec], timeout=DOWNLOAD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess(spec, -9, "", f"pip did not finish in {DOWNLOAD_TIMEOUT_S:g} s")
             if proc.returncode == 0:
                 break
             if spec != specs[-1]:
@@ -343,7 +359,8 @@ def _build(staging: Path, progress) -> dict:
     root.mkdir()
     progress(f"downloading an arm64 Debian {SUITE} userland from {MIRROR} (debootstrap)")
     _run(["debootstrap", "--download-only", "--arch=arm64", "--variant=minbase",
-          f"--include={','.join(ROOT_PACKAGES)}", SUITE, str(downloads), MIRROR], "debootstrap")
+          f"--include={','.join(ROOT_PACKAGES)}", SUITE, str(downloads), MIRROR], "debootstrap",
+         timeout=DOWNLOAD_TIMEOUT_S)
     debs = {}
     for line in (downloads / "debootstrap" / "debpaths").read_text().splitlines():
         name, _, where = line.partition(" ")
@@ -351,7 +368,7 @@ def _build(staging: Path, progress) -> dict:
     packages = _closure(debs, ROOT_PACKAGES)
     progress(f"unpacking {len(packages)} of {len(debs)} packages (python and what it links)")
     for name in sorted(packages):
-        _run(["dpkg-deb", "-x", str(debs[name]), str(root)], f"unpacking {debs[name].name}")
+        _run(["dpkg-deb", "-x", str(debs[name]), str(root)], f"unpacking {debs[name].name}", timeout=600)
     _remove(downloads)
     if not (root / PYTHON).is_file():
         raise EdgehadError(f"{NAME} setup: {PYTHON} is missing after unpacking; run the setup again")
@@ -362,7 +379,10 @@ def _build(staging: Path, progress) -> dict:
     progress("checking that python and the runtimes start under emulation")
     probe = "import json, platform, sys; " + "; ".join(f"import {m}" for m in WHEEL_MODULES.values()) + \
             "; print(json.dumps({'arch': platform.machine(), 'python': platform.python_version()}))"
-    proc = _emulated(staging, ["-c", probe], timeout=600)
+    try:
+        proc = _emulated(staging, ["-c", probe], timeout=600)
+    except subprocess.TimeoutExpired:
+        raise EdgehadError(f"{NAME} setup: python and the runtimes did not start under emulation in 600 s") from None
     try:
         seen = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -378,7 +398,10 @@ def _build(staging: Path, progress) -> dict:
 
 # -- running ----------------------------------------------------------------
 def _emulated(folder: Path, args, timeout: float | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python3.11 ARGS`` of ``folder/root`` under qemu, in its own mount namespace with an ARM CPU view."""
+    """``python3.11 ARGS`` of ``folder/root`` under qemu, in its own mount namespace with an ARM CPU view.
+
+    ``timeout`` (None: RUN_TIMEOUT_S): past it, subprocess.TimeoutExpired, with qemu killed.
+    """
     root = folder / "root"
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="edgehad-emulated-run-") as tmp:
@@ -393,7 +416,7 @@ def _emulated(folder: Path, args, timeout: float | None = None, env: dict | None
         cmd = ["unshare", *_unshare_flags(), "sh", "-c", _LAUNCHER, "edgehad-emulated", str(cpuinfo),
                f"0-{cores - 1}", shutil.which("qemu-aarch64-static") or "qemu-aarch64-static",
                "-L", str(root), str(root / PYTHON), *map(str, args)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env)
+        return run_child(cmd, timeout=timeout or RUN_TIMEOUT_S, env=run_env)
 
 
 def run_emulated_python(args, timeout: float | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -428,10 +451,11 @@ def profile_emulated(path, job: Job) -> dict:
         inputs = _place(Path(job.inputs).resolve(), tmp / "inputs") if job.inputs else None
         agent = _place(AGENT, tmp / "agent")
         args = [str(agent), *job.agent_args(str(model), str(inputs) if inputs else None)]
+        limit = job.timeout or RUN_TIMEOUT_S
         try:
-            proc = _emulated(folder, args, timeout=job.timeout)
+            proc = _emulated(folder, args, timeout=limit)
         except subprocess.TimeoutExpired:
-            raise UserInputError(f"{shown}: profiling under emulation took longer than {job.timeout} s; "
+            raise UserInputError(f"{shown}: profiling under emulation took longer than {limit:g} s; "
                                  f"use fewer --runs (emulation is tens of times slower than a board)") from None
         rename = {str(model): str(shown)}
         if inputs:

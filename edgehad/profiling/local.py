@@ -12,10 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgehad.core.children import run_child
 from edgehad.core.errors import UserInputError
 from edgehad.profiling.job import Job, check_file
 
 AGENT = Path(__file__).with_name("agent.py")
+# The agent's limit when --timeout is not given: every child gets one (edgehad.core.children). An hour
+# is far beyond any sensible profile here (100 runs of a model that takes seconds each), so it only
+# stops a run that hangs.
+AGENT_TIMEOUT_S = 3600.0
 
 
 def agent_env() -> dict:
@@ -50,11 +55,13 @@ def profile_file(path, job: Job) -> dict:
     path = check_file(path)
     resolved = str(path.resolve())
     inputs = str(Path(job.inputs).resolve()) if job.inputs else None
+    limit = job.timeout or AGENT_TIMEOUT_S
     try:
-        proc = subprocess.run([sys.executable, str(AGENT), *job.agent_args(resolved, inputs)], capture_output=True,
-                              text=True, timeout=job.timeout, env=agent_env())
+        proc = run_child([sys.executable, str(AGENT), *job.agent_args(resolved, inputs)], timeout=limit,
+                         env=agent_env())
     except subprocess.TimeoutExpired:
-        raise UserInputError(f"{path}: profiling took longer than {job.timeout} s; use fewer --runs") from None
+        raise UserInputError(f"{path}: profiling took longer than {limit:g} s; use fewer --runs"
+                             + ("" if job.timeout else " (or a larger --timeout)")) from None
     document = parse_agent_output(proc.stdout, proc.stderr, proc.returncode, path, {resolved: str(path)})
     document["path"] = str(path)
     document.setdefault("emulated", False)

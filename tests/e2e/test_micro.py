@@ -264,8 +264,8 @@ def test_check_api_needs_no_torch(digits8):
     (["model.onnx"], "model.onnx is not a .tflite file: TFLite Micro runs TFLite flatbuffers (convert it first"),
     (["corrupt.tflite"], "corrupt.tflite is not a valid TFLite file"),
     (["{digits}", "--arena-kb", "8", "--find-arena"], "--arena-kb and --find-arena exclude each other"),
-    (["{digits}", "--arena-kb", "0"], "--arena-kb must be a positive number of KiB, got 0.0"),
-    (["{digits}", "--samples", "0"], "--samples must be a whole number >= 1, got 0"),
+    (["{digits}", "--arena-kb", "0"], "--arena-kb must be a number in (0, 262144], got 0 (KiB;"),
+    (["{digits}", "--samples", "0"], "--samples must be an integer in [1, 1000], got 0"),
     (["{digits}", "--target", "no-such-board"], "unknown target 'no-such-board'; known targets:"),
 ])
 def test_bad_input(args, message, digits8, tmp_path):
