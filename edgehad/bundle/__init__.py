@@ -15,7 +15,13 @@ writes, for a ``.tflite`` model:
     README.md           how to build and run each part (readme.py)
 
 An ``.onnx`` model gets the model, manifest, Python part and README only:
-TFLite Micro cannot run ONNX.
+TFLite Micro cannot run ONNX. Its external data files (``model.onnx.data``)
+come along, at the same place relative to the model; a data location outside
+the model's folder is refused.
+
+User strings reach the generated C, C++, Python and Markdown only escaped
+(quoting.py); the C name of the array is checked or derived (names.py) so that
+it clashes with no keyword, header name or generated name.
 
 Nothing is lost: the folder is built in a hidden sibling and renamed into place
 at the end, so a failed bundle leaves no partial folder (and an existing one
@@ -31,13 +37,17 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgehad.core.errors import EdgehadError, UserInputError
 
 __all__ = ["build", "validate_manifest"]
 
 SUPPORTED_SUFFIXES = (".tflite", ".onnx")
+# The files build writes beside the model: an ONNX data file of one of these names would be overwritten.
+GENERATED_FILES = frozenset({"manifest.json", "model_data.h", "model_data.c", "main.cc", "Makefile",
+                             "edgehad_runtime.py", "run_model.py", "README.md"})
 
 
 def validate_manifest(document, source: str = "manifest.json") -> dict:
@@ -67,13 +77,14 @@ def build(model, out, *, target: str | None = None, name: str | None = None, lab
     out = Path(out)
     # every check on the user's input comes before anything is written
     if not model.is_file():
-        raise UserInputError(f"{model}: no such file: check the path")
+        raise UserInputError(f"{_shown(model)}: no such file: check the path")
     suffix = model.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UserInputError(f"{model}: bundle takes .tflite or .onnx files, not '{suffix or 'no extension'}'")
+        raise UserInputError(f"{_shown(model)}: bundle takes .tflite or .onnx files, not '{suffix or 'no extension'}'")
     symbol = c_array.check_symbol(name) if name is not None else c_array.symbol_from_filename(model.stem)
     _check_out(out, force)
     label_list = _read_labels(labels)
+    external = _external_data(model) if suffix == ".onnx" else []
 
     from edgehad.inspection import inspect_file
 
@@ -86,20 +97,20 @@ def build(model, out, *, target: str | None = None, name: str | None = None, lab
     if suffix == ".tflite":
         micro = _micro_check(model)
         if float_model:
-            message = (f"{model.name} has float inputs and outputs: it runs under TFLite Micro, but most "
+            message = (f"{_shown(model.name)} has float inputs and outputs: it runs under TFLite Micro, but most "
                        "microcontrollers want an int8 model (edgehad convert --quantize int8 --int8-io)")
             warn(message)
             notes.append(message)
     else:
         notes.append("ONNX model: no C array or TFLite Micro program (TFLite Micro runs .tflite files only); "
                      "use the Python runtime, or bundle the .tflite file")
-    target_doc = _check_target(target, model, micro) if target else None
+    target_doc = _check_target(target, model, micro, external) if target else None
     preprocessing, note = _preprocessing(model)
     if note:
         notes.append(note)
 
     manifest = _manifest(model, info, symbol if micro else None, micro, label_list, preprocessing, target_doc,
-                         float_model, notes)
+                         float_model, notes, external)
     from edgehad.bundle.manifest import validate_manifest as _validate
 
     try:
@@ -107,11 +118,17 @@ def build(model, out, *, target: str | None = None, name: str | None = None, lab
     except UserInputError as e:  # our own output: a bug, not the user's mistake
         raise EdgehadError(f"internal error: {e}") from None
 
-    files = _write(out, force, model, manifest, symbol, micro, label_list)
+    files = _write(out, force, model, manifest, symbol, micro, label_list, external)
     return {"out": str(out), "files": files, "manifest": manifest}
 
 
 # -- checks -------------------------------------------------------------------
+
+def _shown(path) -> str:
+    """A path for a one-line message: as it is, or as a Python literal when it holds a newline or the like."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
@@ -137,7 +154,84 @@ def _read_labels(labels) -> list[str] | None:
     lines = [ln for ln in lines if ln]
     if not lines:
         raise UserInputError(f"--labels {labels}: no labels in it: write one label per line")
+    source = "--labels" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
+    for i, label in enumerate(lines, 1):
+        # a label is one line of text: a control character (ESC, NUL, a tab, a newline given through the
+        # Python API) would reach the terminal of whoever runs the program, or the README, as it is
+        bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+        if bad is not None:
+            raise UserInputError(f"{source}: label {i} ({label!r}) holds the control character {bad!r}: "
+                                 "write each label as one line of printable text")
     return lines
+
+
+def _external_data(model: Path) -> list[str]:
+    """The files an ONNX model keeps its tensors in (``location`` of external data), relative to its folder.
+
+    Each must be a relative path to a file inside the model's folder (after
+    symlinks are followed): onnxruntime reads ``folder/location``, so a
+    location that is absolute or climbs out with ``..`` would make the bundle
+    carry, or its users read, a file from elsewhere.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # inspect_file has already said what is wrong with an unreadable file
+        return []
+    folder = model.parent.resolve()
+    found: list[str] = []
+    for tensor in _onnx_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = f"{_shown(model)}: tensor {tensor.name!r} keeps its data"
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not isinstance(location, str) or not location or not location.isprintable():
+            # protobuf hands back bytes for a string that is not UTF-8; a NUL or newline names no file
+            raise UserInputError(f"{where} in an external file with no usable name ({location!r}): save the "
+                                 "model again (onnx.save_model(..., save_as_external_data=True, location=NAME))")
+        parts = location.replace("\\", "/").split("/")
+        if PurePosixPath(location).is_absolute() or PureWindowsPath(location).anchor or ".." in parts:
+            raise UserInputError(
+                f"{where} at {location!r}, outside the model's folder: bundle only reads data files beside the "
+                "model; save the model again with a relative location (onnx.save_model(..., "
+                "save_as_external_data=True, location=NAME))")
+        try:
+            path = (model.parent / location).resolve()
+            present = path.is_file()
+        except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop
+            path, present = None, False
+        if path is not None and not path.is_relative_to(folder):
+            raise UserInputError(
+                f"{where} in {location!r}, which leads outside the model's folder (to {_shown(path)}): copy the "
+                "data file beside the model instead of linking to it")
+        if not present:
+            raise UserInputError(f"{where} in {location!r}, which is not there: put that file beside the model "
+                                 "(the model does not load without it)")
+        relative = path.relative_to(folder).as_posix()
+        if relative in GENERATED_FILES or relative == model.name:
+            raise UserInputError(f"{where} in {location!r}, a name the bundle writes a file of its own under: save "
+                                 "the model again with another location for its external data")
+        if relative not in found:
+            found.append(relative)
+    return found
+
+
+def _onnx_tensors(graph):
+    """Every TensorProto of a graph: initializers, sparse ones, and attributes, in subgraphs too."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
 
 
 def _check_label_count(labels: list[str], outputs: list[dict], source) -> None:
@@ -162,22 +256,23 @@ def _micro_check(model: Path) -> dict:
     missing = unsupported_ops(model_ops(model))  # before the (slow) TFLM runs
     if missing:
         raise UnsupportedByMicroError(
-            f"{model.name} uses ops TensorFlow Lite Micro has no kernel for: {', '.join(missing)}; the C program "
-            "could not run it, so no bundle was written (replace those layers, or bundle the .onnx file for "
-            "the Python runtime)")
+            f"{_shown(model.name)} uses ops TensorFlow Lite Micro has no kernel for: {', '.join(missing)}; "
+            "the C program could not run it, so no bundle was written (replace those layers, or bundle the .onnx "
+            "file for the Python runtime)")
     result = edgehad.micro.check(str(model), find_arena=True)
     if result.get("problems"):
-        raise EdgehadError(f"{model.name} failed the TFLite Micro check, so no bundle was written: "
-                           + "; ".join(result["problems"]) + " (see edgehad micro " + str(model) + ")")
+        raise EdgehadError(f"{_shown(model.name)} failed the TFLite Micro check, so no bundle was written: "
+                           + "; ".join(result["problems"]) + " (see edgehad micro " + _shown(model) + ")")
     return result
 
 
-def _check_target(name: str, model: Path, micro: dict | None) -> dict:
-    """Model size against the target's flash, recommended arena against its RAM; UserInputError if either fails."""
+def _check_target(name: str, model: Path, micro: dict | None, external: list[str]) -> dict:
+    """Model size (with its external data) against the target's flash, recommended arena against its RAM;
+    UserInputError if either fails."""
     from edgehad.targets import load_target
 
     t = load_target(name)
-    size = model.stat().st_size
+    size = model.stat().st_size + sum((model.parent / f).stat().st_size for f in external)
     flash_kb = t.get("flash_kb")
     doc = {"name": t["name"], "ram_kb": t["ram_kb"], "flash_kb": flash_kb,
            "model_fits_flash": None, "arena_fits_ram": None}
@@ -185,14 +280,16 @@ def _check_target(name: str, model: Path, micro: dict | None) -> dict:
         doc["model_fits_flash"] = size <= flash_kb * 1024
         if not doc["model_fits_flash"]:
             raise UserInputError(
-                f"{model.name} is {size} bytes ({size / 1024:.1f} KiB) but target {t['name']} has {flash_kb} KiB "
+                f"{_shown(model.name)} is {size} bytes ({size / 1024:.1f} KiB) but target {t['name']} has "
+                f"{flash_kb} KiB "
                 f"of flash: quantize it (--quantize int8) or prune it, or pick a larger target")
     if micro is not None:
         arena = micro["arena"]["recommended_bytes"]
         doc["arena_fits_ram"] = arena <= t["ram_kb"] * 1024
         if not doc["arena_fits_ram"]:
             raise UserInputError(
-                f"{model.name} needs a {arena} byte ({arena / 1024:.1f} KiB) tensor arena (recommended; minimum "
+                f"{_shown(model.name)} needs a {arena} byte ({arena / 1024:.1f} KiB) tensor arena (recommended; "
+                "minimum "
                 f"{micro['arena']['min_bytes']} bytes) but target {t['name']} has {t['ram_kb']} KiB of RAM: "
                 "use a smaller input or model, or pick a larger target")
     return doc
@@ -210,7 +307,7 @@ def _preprocessing(model: Path) -> tuple[dict | None, str | None]:
         return None, f"preprocessing unknown: {report_path.name} beside the model is not valid JSON"
     names = {Path(a.get("path", "")).name for a in report.get("artifacts") or [] if isinstance(a, dict)}
     if model.name not in names:
-        return None, (f"preprocessing unknown: {report_path.name} beside the model does not list {model.name} "
+        return None, (f"preprocessing unknown: {report_path.name} beside the model does not list {_shown(model.name)} "
                       "among the files it wrote")
     prep = report.get("preprocessing")
     if not prep:
@@ -220,7 +317,7 @@ def _preprocessing(model: Path) -> tuple[dict | None, str | None]:
 
 # -- manifest and files -------------------------------------------------------
 
-def _manifest(model, info, symbol, micro, labels, preprocessing, target_doc, float_model, notes) -> dict:
+def _manifest(model, info, symbol, micro, labels, preprocessing, target_doc, float_model, notes, external) -> dict:
     from edgehad import __version__
     from edgehad.bundle.manifest import SCHEMA_VERSION, sha256_of, tensor_entry
 
@@ -239,7 +336,8 @@ def _manifest(model, info, symbol, micro, labels, preprocessing, target_doc, flo
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"file": model.name, "format": model.suffix.lower().lstrip("."),
                   "size_bytes": model.stat().st_size, "sha256": sha256_of(model),
-                  "quantized": bool(info.get("quantized")), "float_model": float_model},
+                  "quantized": bool(info.get("quantized")), "float_model": float_model,
+                  "external_data": list(external)},
         "inputs": [tensor_entry(t) for t in info["inputs"]],
         "outputs": [tensor_entry(t) for t in info["outputs"]],
         "labels": labels,
@@ -266,14 +364,22 @@ def _arena_note(arena: dict) -> str:
     return arena.get("host_note") or arena.get("note") or HOST_NOTE
 
 
-def _write(out: Path, force: bool, model: Path, manifest: dict, symbol: str, micro, labels) -> list[str]:
-    """Write every file into a hidden sibling of ``out``, then rename it into place."""
+def _write(out: Path, force: bool, model: Path, manifest: dict, symbol: str, micro, labels,
+           external: list[str]) -> list[str]:
+    """Write every file into a hidden sibling of ``out``, then rename it into place.
+
+    ``external`` (ONNX data files, relative to the model's folder) keep their
+    relative place beside the model, where onnxruntime looks for them.
+    """
     from edgehad.bundle import c_array, python_app, readme, tflm_program
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         shutil.copyfile(model, stage / model.name)
+        for relative in external:
+            (stage / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model.parent / relative, stage / relative)
         data = (stage / model.name).read_bytes()
         if micro is not None:
             (stage / "model_data.h").write_text(c_array.render_header(symbol, data, model.name))

@@ -1,23 +1,34 @@
-"""The bundle's README.md: what is in the folder and how to build and run each part."""
+"""The bundle's README.md: what is in the folder and how to build and run each part.
+
+Every string that came from the user or the model (file, tensor, label and
+target names, notes that quote them) goes through quoting.md_text/md_code, and
+the Python snippet names the model with ``repr``: a name holding a newline,
+backticks or ``#`` cannot add a heading, a code fence or a line of code.
+"""
 
 from __future__ import annotations
+
+from edgehad.bundle.quoting import md_code, md_text
 
 
 def _tensor_line(t: dict) -> str:
     q = t["quantization"]
     quant = f", scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else ""
-    return f"- `{t['name']}`: {t['dtype']} {t['shape']}{quant}"
+    return f"- {md_code(t['name'])}: {md_text(t['dtype'])} {md_text(str(t['shape']))}{quant}"
 
 
 def render(manifest: dict) -> str:
     model = manifest["model"]
     lines = [
-        f"# {model['file']}: edgehad bundle",
+        f"# {md_text(model['file'])}: edgehad bundle",
         "",
         f"Written by edgehad {manifest['edgehad_version']} on {manifest['created']}. "
-        f"`{model['file']}`: {model['size_bytes']} bytes, SHA-256 `{model['sha256']}`. "
+        f"{md_code(model['file'])}: {model['size_bytes']} bytes, SHA-256 `{model['sha256']}`. "
         "`manifest.json` describes the model for programs (schema: edgehad/bundle/manifest.schema.json).",
         "",
+        *([f"Its tensors' data is in {', '.join(md_code(f) for f in model['external_data'])}: keep "
+           + ("it" if len(model["external_data"]) == 1 else "them") + " beside the model, where onnxruntime "
+           "looks.", ""] if model.get("external_data") else []),
         "## Inputs and outputs",
         "",
         "Quantized tensors: real = (q - zero_point) * scale.",
@@ -30,8 +41,9 @@ def render(manifest: dict) -> str:
         "",
     ]
     if manifest["labels"]:
-        lines += [f"Labels ({len(manifest['labels'])}, in output order): "
-                  + ", ".join(manifest["labels"][:20]) + (" ..." if len(manifest["labels"]) > 20 else ""), ""]
+        shown = ", ".join(md_text(label) for label in manifest["labels"][:20])
+        more = " ..." if len(manifest["labels"]) > 20 else ""
+        lines += [f"Labels ({len(manifest['labels'])}, in output order): {shown}{more}", ""]
     lines += ["## Preprocessing", ""]
     if manifest["preprocessing"]:
         lines += ["Apply this to the raw input before the model (recorded when the model was converted):", "",
@@ -53,7 +65,7 @@ def render(manifest: dict) -> str:
         "",
         "```python",
         "from edgehad_runtime import Session",
-        f"session = Session(\"{model['file']}\")",
+        f"session = Session({model['file']!r})",
         "scores = session.run([x])[0]       # x: float32 array of the input's shape",
         "```",
         "",
@@ -99,11 +111,11 @@ def render(manifest: dict) -> str:
     target = manifest["target"]
     if target:
         flash = f"{target['flash_kb']} KiB flash" if target["flash_kb"] else "no flash figure"
-        lines += ["## Target", "", f"Checked against `{target['name']}` ({target['ram_kb']} KiB RAM, {flash}): "
+        lines += ["## Target", "", f"Checked against {md_code(target['name'])} ({target['ram_kb']} KiB RAM, {flash}): "
                   f"model fits flash: {_yes(target['model_fits_flash'])}, arena fits RAM: "
                   f"{_yes(target['arena_fits_ram'])}.", ""]
     if manifest["notes"]:
-        lines += ["## Notes", "", *[f"- {n}" for n in manifest["notes"]], ""]
+        lines += ["## Notes", "", *[f"- {md_text(n)}" for n in manifest["notes"]], ""]
     return "\n".join(lines)
 
 

@@ -11,7 +11,9 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, json_opt
 @click.argument("file", metavar="FILE")
 @click.option("--out", required=True, metavar="DIR", help="Folder to write; it must not exist or be empty (see --force).")
 @click.option("--target", metavar="NAME", help="Check model size against its flash_kb and the arena against its ram_kb.")
-@click.option("--name", "symbol", metavar="SYMBOL", help="C name of the model array (default: from the file name).")
+@click.option("--name", "symbol", metavar="SYMBOL",
+              help="C name of the model array (default: from the file name, prefixed with g_ if it would clash). "
+                   "Refused if it is a C/C++ keyword or clashes with a name the headers or main.cc use.")
 @click.option("--labels", type=click.Path(dir_okay=False), metavar="FILE", help="Class names, one per line, in output order.")
 @click.option("--force", is_flag=True, help="Replace DIR if it exists and is not empty.")
 @json_option
@@ -43,8 +45,10 @@ def bundle(file, out, target, symbol, labels, force, as_json, debug):
 
 def _print(summary: dict) -> None:
     m = summary["manifest"]
-    lines = [f"{summary['out']}: {len(summary['files'])} files ({', '.join(summary['files'])})",
-             f"model: {m['model']['file']}, {m['model']['size_bytes']} bytes, sha256 {m['model']['sha256'][:16]}..."]
+    lines = [f"{_shown(summary['out'])}: {len(summary['files'])} files "
+             f"({', '.join(_shown(f) for f in summary['files'])})",
+             f"model: {_shown(m['model']['file'])}, {m['model']['size_bytes']} bytes, "
+             f"sha256 {m['model']['sha256'][:16]}..."]
     if m["tflm"]:
         arena = m["tflm"]["arena"]
         lines.append(f"TFLM: {m['tflm']['resolver_size']} ops ({', '.join(m['tflm']['resolver'])}); arena "
@@ -57,6 +61,11 @@ def _print(summary: dict) -> None:
     for note in m["notes"]:
         lines.append(f"note: {note}")
     click.echo("\n".join(lines))
+
+
+def _shown(name: str) -> str:
+    """A file name on one line: as it is, or as a Python literal when it holds a newline or the like."""
+    return name if name.isprintable() else repr(name)
 
 
 def _yn(value) -> str:
