@@ -35,12 +35,18 @@ def validate_manifest(document, source: str = "manifest.json") -> dict:
     """
     import jsonschema
 
+    from edgehad.core.validation import first_non_finite
+
     if isinstance(document, (str, Path)):
         source = str(document)
         try:
             document = json.loads(Path(document).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserInputError(f"{source} cannot be read as JSON ({e}): check the file") from None
+    bad = first_non_finite(document)  # JSON Schema's "number" lets NaN through; a manifest is strict JSON
+    if bad is not None:
+        raise UserInputError(f"{source} does not follow edgehad's bundle manifest schema: at {bad[0]}: "
+                             f"{bad[1]} is not a finite number")
     validator = jsonschema.Draft202012Validator(load_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     if error is not None:

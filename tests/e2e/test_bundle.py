@@ -377,3 +377,18 @@ def test_schema_ships_with_the_package():
     assert resources.files("edgehad.bundle").joinpath("manifest.schema.json").is_file()
     assert load_schema()["properties"]["schema_version"] == {"const": 1, "description": load_schema()[
         "properties"]["schema_version"]["description"]}
+
+
+def test_a_manifest_with_a_non_finite_number_is_refused(bundled, tmp_path):
+    """JSON Schema's "number" admits NaN (Python's json reads the NaN token): the manifest check does not."""
+    from edgehad.bundle import validate_manifest
+    from edgehad.core.errors import UserInputError
+
+    out, _ = bundled
+    text = (out / "manifest.json").read_text()
+    doc = json.loads(text)
+    doc["inputs"][0]["quantization"]["scale"] = float("nan")
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError, match=r"at inputs\[0\].quantization.scale: nan is not a finite number"):
+        validate_manifest(bad)
