@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgehad.core.children import kill_group, popen_options, run_child
 from edgehad.core.errors import UserInputError
 from edgehad.profiling.hosts import Host, hosts_file, resolve_host  # noqa: F401  (resolve_host: run.py's import)
 from edgehad.profiling.job import Job
@@ -52,7 +53,8 @@ CONNECT_TIMEOUT_S = 15
 _DEFAULT_OPTIONS = ("BatchMode=yes", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "ServerAliveInterval=5",
                     "ServerAliveCountMax=4")
 _CLEANUP_TIMEOUT_S = 30
-_STEP_TIMEOUT_S = 60  # mktemp, rm: tiny commands; copying gets no limit but --timeout's
+_STEP_TIMEOUT_S = 60  # mktemp, rm: tiny commands
+COPY_LIMIT_S = 3600  # copying a model (timeout=None): --timeout's deadline if given, else an hour
 
 _locks: dict[tuple, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -103,7 +105,7 @@ def _destination(host: Host) -> str:
 def _address_key(host: Host) -> tuple:
     """(user, hostname, port) as ssh resolves them with ~/.ssh/config: one lock per real device."""
     try:
-        out = subprocess.run(_ssh(host, None, "-G"), capture_output=True, text=True, timeout=10).stdout
+        out = run_child(_ssh(host, None, "-G"), timeout=10).stdout
     except FileNotFoundError:
         raise UserInputError("no ssh client here: install OpenSSH (Debian/Ubuntu: apt install openssh-client)") \
             from None
@@ -185,7 +187,8 @@ class _Session:
         log = open(os.path.join(self.folder, "master.log"), "w+")  # a file, not a pipe: nothing waits on it
         try:
             self.master = subprocess.Popen(_ssh(self.host, self.control, "-N", master=True),
-                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                           **popen_options())
         except FileNotFoundError:
             log.close()
             raise _Failed("no ssh client here: install OpenSSH (Debian/Ubuntu: apt install openssh-client)") \
@@ -204,9 +207,8 @@ class _Session:
     def run(self, command: str, doing: str, stdin=None, timeout: float | None = _STEP_TIMEOUT_S) -> str:
         """``command`` on the device; its stdout, or _Failed with ssh's or the command's message."""
         try:
-            proc = subprocess.run([*_ssh(self.host, self.control), command],
-                                  stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=self.remaining(timeout))
+            proc = run_child([*_ssh(self.host, self.control), command], stdin=stdin,
+                             timeout=self.remaining(timeout) or COPY_LIMIT_S)
         except subprocess.TimeoutExpired:
             raise _Failed(f"{self.host.name}: {doing} took longer than {self.remaining(timeout):.0f} s; "
                           f"the connection may be stuck") from None
@@ -241,12 +243,12 @@ class _Session:
         if self.master is not None and self.master.poll() is None:
             try:
                 if os.path.exists(self.control):  # up: ask it to exit (it tells a ProxyJump child too)
-                    subprocess.run(_ssh(self.host, self.control, "-O", "exit"), capture_output=True, timeout=10)
+                    run_child(_ssh(self.host, self.control, "-O", "exit"), timeout=10)
                 else:  # still connecting (we gave up waiting)
                     self.master.terminate()
                 self.master.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.master.kill()
+                kill_group(self.master)
                 self.master.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -264,7 +266,7 @@ def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int
     host = session.host
     proc = subprocess.Popen([*_ssh(host, session.control), command],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace")
+                            text=True, errors="replace", **popen_options())
     out: list[str] = []
     err: list[str] = []
 
@@ -283,11 +285,11 @@ def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int
     try:
         rc = proc.wait(timeout=session.remaining())
     except subprocess.TimeoutExpired:
-        proc.kill()  # the remote agent is killed by the cleanup step (its process group)
+        kill_group(proc)  # the remote agent is killed by the cleanup step (its process group)
         proc.wait()
         rc = None
     except BaseException:  # Ctrl-C: stop the local client; the finally in profile_remote cleans the device
-        proc.kill()
+        kill_group(proc)
         proc.wait()
         raise
     for t in readers:
