@@ -131,8 +131,11 @@ def _shown(path) -> str:
 
 
 def _check_out(out: Path, force: bool) -> None:
+    from edgehad.core.files import check_writable
+
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file: give a folder path")
+    check_writable(out, "--out", folder=True)
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserInputError(f"--out {out} exists and is not empty: pick a new folder, or pass --force to replace it")
 

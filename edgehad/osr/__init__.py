@@ -61,6 +61,9 @@ def fit(model: str, data: str, out, *, classifier: str | None = None, normalize=
     if str(model).endswith(FILE_SUFFIXES):
         raise _error(f"osr fit needs the PyTorch model (a MODEL spec such as zoo:NAME or file.py:factory), "
                      f"not the exported file {model}: the features f are not outputs of the file")
+    from edgehad.core.files import check_writable
+
+    check_writable(out, "--out", folder=False)  # before the model loads: a bad path costs nothing
     _check_labelled(data)
     loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
     splits = load_data(data, normalize=normalize)

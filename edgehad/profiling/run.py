@@ -60,6 +60,9 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
         report = Path(report)
         if report.exists() and not report.is_dir():
             raise UserInputError(f"--report {report}: exists and is not a folder; give a folder path")
+        from edgehad.core.files import check_writable
+
+        check_writable(report, "--report", folder=True)
 
     with tempfile.TemporaryDirectory(prefix="edgehad-profile-") as tmp:
         if data is not None:

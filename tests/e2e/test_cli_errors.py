@@ -118,3 +118,31 @@ def test_json_output_is_strict_json():
 
     assert json.loads(text, parse_constant=refuse) == {"sqnr_db": None, "x": [None, 1.5, None, 2.0], "n": 3}
     assert finite({"a": (1.0, float("nan"))}) == {"a": [1.0, None]}
+
+
+def _identity_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("command", ["osr fit", "bundle", "profile --report"])
+@pytest.mark.parametrize("place, message", [
+    ("/proc/edgehad-x", "is under a virtual file system: pick a folder on a disk"),
+    ("{file}/x", "which is a file: pick a path in a folder"),
+])
+def test_every_output_path_is_checked_before_work(cli, tmp_path, odd, command, place, message):
+    model = _identity_onnx(tmp_path / "m.onnx")
+    dest = place.format(file=odd)
+    args = {"osr fit": ["osr", "fit", f"{odd}:linear", "--data", "digits", "--out", dest + ".npz"],
+            "bundle": ["bundle", model, "--out", dest],
+            "profile --report": ["profile", model, "--runs", "2", "--report", dest]}[command]
+    result = cli(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: --") and lines[0].endswith(message), lines
