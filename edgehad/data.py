@@ -109,8 +109,13 @@ def sample_inputs(splits: DataSplits, n: int, split: str = "val") -> np.ndarray:
 def _load_digits(query: str):
     from sklearn.datasets import load_digits
 
+    from edgehad.core.memory import refuse_beyond_ram
+
     opts = _parse_digits_options(query)
     d = load_digits()
+    side, channels = opts.get("size", 8), opts.get("channels", 1)
+    refuse_beyond_ram(len(d.images) * channels * side * side * 4, f"digits?{query}",
+                      "choose a smaller size or fewer channels")
     x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
     y = d.target.astype(np.int64)
     (xt, yt), (xv, yv) = _split(x, y, "digits")
@@ -243,7 +248,7 @@ def _load_npz(path_str: str):
 
 def _npz_array(archive, name: str, path_str: str) -> np.ndarray:
     try:
-        return archive[name]
+        array = archive[name]
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise UserInputError(
@@ -251,6 +256,12 @@ def _npz_array(archive, name: str, path_str: str) -> np.ndarray:
                 "for safety, so save plain numeric arrays (e.g. np.stack the samples)"
             ) from None
         raise UserInputError(f"{path_str}: cannot read array {name!r} ({e})") from None
+    except (Exception, MemoryError) as e:  # a damaged member: bad CRC, a mangled .npy header, a huge shape
+        raise UserInputError(f"{path_str}: cannot read array {name!r} ({type(e).__name__}): "
+                             "the file is damaged; save it again with np.savez") from None
+    if not isinstance(array, np.ndarray):  # a member that is not .npy comes back as raw bytes
+        raise UserInputError(f"{path_str}: member {name!r} is not a .npy array: save the file with np.savez")
+    return array
 
 
 # --- module:function --------------------------------------------------------------

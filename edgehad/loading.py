@@ -21,6 +21,7 @@ from typing import Any
 
 from edgehad.core.errors import UserInputError
 from edgehad.core.imports import import_attr
+from edgehad.core.validation import first_non_finite
 
 _DTYPES = {
     "float32": "float32", "float": "float32", "fp32": "float32", "float16": "float16",
@@ -58,6 +59,9 @@ def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        if first_non_finite(value) is not None:
+            raise UserInputError(f"--model-arg {pair!r} is not a finite number: give a finite value "
+                                 "(a string needs quotes, e.g. KEY='\"nan\"')")
         args[key] = value
     return args
 
@@ -101,18 +105,10 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
 def _check_allocatable(text: str, shape: tuple, itemsize: int) -> None:
     """Refuse an input larger than this machine's RAM before torch tries (and fails) to allocate it."""
     import math
-    import os
 
-    need = math.prod(shape) * itemsize
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):  # not on Linux: let the allocation decide
-        return
-    if need > ram:
-        raise UserInputError(
-            f"--input-shape {text} needs {need / 2**30:,.1f} GiB for one input, more than this machine's "
-            f"{ram / 2**30:,.1f} GiB of RAM: give the shape the model expects"
-        )
+    from edgehad.core.memory import refuse_beyond_ram
+
+    refuse_beyond_ram(math.prod(shape) * itemsize, f"--input-shape {text}", "give the shape the model expects")
 
 
 def _import_factory(spec: str):

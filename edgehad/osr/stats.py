@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,19 +179,22 @@ def load_stats(path) -> dict:
                 raw[k] = _read_array(archive, k, path)
     except UserInputError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (Exception, MemoryError) as exc:  # any failure to parse the bytes (bad CRC, mangled header, huge shape)
         raise UserInputError(f"{path} is not a readable stats .npz ({type(exc).__name__}): {REFIT}") from None
     return validate_stats(raw, str(path))
 
 
 def _read_array(archive, key: str, path) -> np.ndarray:
     try:
-        return archive[key]
+        array = archive[key]
     except ValueError as exc:
         if "allow_pickle" in str(exc):  # numpy refuses to unpickle: say so rather than "unreadable"
             raise UserInputError(f"{path} is not a readable stats .npz: array {key!r} is an object array, "
                                  f"which edgehad never unpickles: {REFIT}") from None
         raise
+    if not isinstance(array, np.ndarray):  # a member that is not .npy comes back as raw bytes
+        raise UserInputError(f"{path} is not a readable stats .npz: member {key!r} is not an array: {REFIT}")
+    return array
 
 
 def validate_stats(arrays: dict, source: str, fix: str = "") -> dict:

@@ -74,7 +74,7 @@ def test_a_factory_calling_sys_exit_is_exit_2_with_a_line(cli, odd, tmp_path):
 
 @pytest.mark.parametrize("shape", ["100000x100000x100000", "1x1x200000x200000"])
 def test_an_input_shape_larger_than_ram_is_refused_before_allocating(odd, shape):
-    with pytest.raises(UserInputError, match=rf"--input-shape {shape} needs [\d,.]+ GiB for one input, more than "
+    with pytest.raises(UserInputError, match=rf"--input-shape {shape} needs [\d,.]+ GiB, more than "
                                              r"this machine's [\d,.]+ GiB of RAM"):
         load_model(f"{odd}:linear", input_shapes=[shape])
 
@@ -146,3 +146,20 @@ def test_every_output_path_is_checked_before_work(cli, tmp_path, odd, command, p
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: --") and lines[0].endswith(message), lines
+
+
+@pytest.mark.parametrize("pair", ["width=nan", "width=inf", "sizes=[1.0, -inf]"])
+def test_model_args_must_be_finite(pair):
+    from edgehad.loading import parse_model_args
+
+    with pytest.raises(UserInputError, match=r"is not a finite number: give a finite value"):
+        parse_model_args([pair])
+    assert parse_model_args(['name="nan"']) == {"name": "nan"}
+
+
+def test_a_digits_spec_larger_than_ram_is_refused():
+    from edgehad.data import load_data
+
+    with pytest.raises(UserInputError, match=r"digits\?size=1024&channels=64 needs [\d,.]+ GiB, more than this "
+                                             r"machine's [\d,.]+ GiB of RAM: choose a smaller size"):
+        load_data("digits?size=1024&channels=64")
