@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,22 @@ def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# The reliability lane's tally (tests/reliability/conftest.py records it per test). Here, not in
+# tests/reliability/, because under pytest-xdist the controller loads only the root conftest.
+def pytest_terminal_summary(terminalreporter):
+    totals = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "teardown":  # it holds what the whole test recorded
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "reliability":
+                    d = json.loads(value)
+                    t = totals.setdefault(d["kind"], [0, 0])
+                    t[0] += d["tried"]
+                    t[1] += d["clean"]
+    if totals:
+        parts = ", ".join(f"{kind}: {t[0]} tried, {t[1]} handled cleanly" for kind, t in sorted(totals.items()))
+        terminalreporter.write_line(f"reliability lane: {parts}")

@@ -10,7 +10,8 @@ conversion is paid once. ``EDGEHAD_RELIABILITY_SEEDS=DIR`` keeps them in DIR
 between runs (while working on the lane).
 
 Every test of the lane records ``("reliability", {"tried": N, "clean": M})``;
-the terminal summary adds them up: the "N tried, M handled cleanly" line.
+tests/conftest.py's terminal summary adds them up: the "N tried, M handled cleanly" line
+(there, because under pytest-xdist only the root conftest runs in the controller).
 """
 
 from __future__ import annotations
@@ -86,20 +87,3 @@ def tally(record_property):
     def record(tried: int, clean: int, kind: str = "fuzzed") -> None:
         record_property("reliability", json.dumps({"tried": tried, "clean": clean, "kind": kind}))
     return record
-
-
-def pytest_terminal_summary(terminalreporter):
-    totals = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            if getattr(report, "when", None) != "teardown":  # it holds what the whole test recorded
-                continue
-            for name, value in getattr(report, "user_properties", ()):
-                if name == "reliability":
-                    d = json.loads(value)
-                    t = totals.setdefault(d["kind"], [0, 0])
-                    t[0] += d["tried"]
-                    t[1] += d["clean"]
-    if totals:
-        parts = ", ".join(f"{kind}: {t[0]} tried, {t[1]} handled cleanly" for kind, t in sorted(totals.items()))
-        terminalreporter.write_line(f"reliability lane: {parts}")
