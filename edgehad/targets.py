@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from importlib import resources
 from pathlib import Path
 
 from edgehad.core.errors import EdgehadError, UserInputError
 from edgehad.core.validation import check
 
 ENV_VAR = "EDGEHAD_TARGETS_DIR"
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "targets"
+# the repository's targets/ folder, shipped in the wheel as the package edgehad.target_files
+BUILTIN_DIR = Path(str(resources.files("edgehad.target_files")))
 SCHEMA_FILE = "schema.toml"
 
 

@@ -60,3 +60,27 @@ def _import_file(path: Path, spec: str):
     finally:
         sys.path.remove(str(resolved.parent))
     return module
+
+
+# Packages one feature needs, beyond the base install (pyproject.toml): the module, what needs it,
+# and how to get it. litert-torch is a base dependency on x86_64 only: its litert-converter has no
+# Linux aarch64 wheel, so on an ARM board the base install converts to ONNX.
+OPTIONAL = {
+    "tflite_micro": ("TFLite Micro (edgehad micro, edgehad bundle)", "pip install 'edgehad[micro]'"),
+    "litert_torch": ("TFLite export and int8 quantization",
+                     "pip install litert-torch (x86_64 only: it has no Linux aarch64 wheel); "
+                     "on this machine convert with --format onnx and no --quantize int8"),
+}
+
+
+def require(module: str) -> None:
+    """UserInputError naming the extra (or the install line) when an optional package is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
+        found = None
+    if found is None:
+        what, how = OPTIONAL[module]
+        raise UserInputError(f"{what} needs the Python package {module!r}, which is not installed: {how}")

@@ -24,6 +24,7 @@ order (edgehad.core.stage).
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from edgehad.core.validation import check
 
 TOP_LEVEL_KEYS = {"name", "description", "data", "stages"}
 DATA_KEYS = {"spec", "normalize"}
-CONVERTERS_DIR = Path(__file__).resolve().parents[2] / "converters"
+# the repository's converters/ folder, shipped in the wheel as the package edgehad.converters
+CONVERTERS_DIR = Path(str(resources.files("edgehad.converters")))
 FORMAT_STAGES = {"onnx": "export-onnx", "tflite": "export-tflite"}
 
 
@@ -155,8 +157,4 @@ def build_stages(recipe: Recipe | None, formats: list[str] | None = None,
 
 
 def default_recipe() -> Recipe:
-    path = CONVERTERS_DIR / "float.toml"
-    if path.is_file():
-        return load_recipe(str(path))
-    # installed without the repo's converters/: the same pipeline as float.toml
-    return Recipe(name="float", stages={"export-onnx": {}, "export-tflite": {}, "verify": {}})
+    return load_recipe(str(CONVERTERS_DIR / "float.toml"))

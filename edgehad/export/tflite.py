@@ -16,6 +16,9 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
     ``float_io`` wraps a full-integer file's int8 inputs/outputs in QUANTIZE /
     DEQUANTIZE so that the app passes floats (edgehad.quantize.tflite_io).
     """
+    from edgehad.core.imports import require
+
+    require("litert_torch")
     path = Path(path)
     with captured(), atomic_path(path) as tmp:
         import litert_torch

@@ -25,8 +25,11 @@ def check(path, arena_kb=None, find_arena=False, target=None, samples=8, progres
     ``progress``: called with a line of text per step (arena probes included), e.g. ``print``.
     ``timeout``: seconds each TFLM or LiteRT child run may take (None: edgehad.micro.arena.PROBE_TIMEOUT_S).
     """
+    from edgehad.core.imports import require
     from edgehad.micro.arena import PROBE_TIMEOUT_S
     from edgehad.micro.checker import check as _check
+
+    require("tflite_micro")  # here, in edgehad's process: the probes that import it run as children
 
     return _check(path, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
                   progress=progress, timeout=PROBE_TIMEOUT_S if timeout is None else timeout)

@@ -80,6 +80,10 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
     per-layer sensitivity probe.
     """
     import torch
+
+    from edgehad.core.imports import require
+
+    require("litert_torch")
     from litert_torch.quantize import pt2e_quantizer_utils as qutils
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torch.fx import Node
