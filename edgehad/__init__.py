@@ -15,26 +15,10 @@ __all__ = ["convert", "inspect", "profile", "load_model", "EdgehadError", "UserI
 
 from edgehad.core.errors import EdgehadError, UserInputError  # noqa: E402  (tiny, no heavy imports)
 
-
-def convert(*args, **kwargs):
-    """Convert a model; see :func:`edgehad.api.convert`."""
-    from edgehad.api import convert as _convert
-
-    return _convert(*args, **kwargs)
-
-
-def inspect(*args, **kwargs):
-    """Describe a .onnx/.tflite file or a MODEL spec; see :func:`edgehad.api.inspect`."""
-    from edgehad.api import inspect as _inspect
-
-    return _inspect(*args, **kwargs)
-
-
-def profile(*args, **kwargs):
-    """Measure latency and memory of .onnx/.tflite files; see :func:`edgehad.api.profile`."""
-    from edgehad.api import profile as _profile
-
-    return _profile(*args, **kwargs)
+# edgehad.api imports its heavy dependencies inside each function, so importing it here is cheap and
+# help(edgehad.convert) shows the real signature. micro, bundle and osr stay under edgehad.api: their
+# names are subpackages of edgehad.
+from edgehad.api import convert, inspect, profile  # noqa: E402
 
 
 def load_model(*args, **kwargs):

@@ -7,7 +7,8 @@ from pathlib import Path
 from edgehad.core.errors import UserInputError
 
 
-def convert(model, *, weights: str | None = None, input_shape: list[str] | str | None = None,
+def convert(model, example_inputs: tuple | None = None, *, weights: str | None = None,
+            input_shape: list[str] | str | tuple | None = None,
             model_args: dict | None = None, recipe: str | None = None, formats: list[str] | str | None = None,
             data: str | None = None, normalize: str | None = None, out: str | Path = "out",
             keep_intermediate: bool = False, samples: int | None = None, quantize: str | None = None,
@@ -17,11 +18,16 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
             prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
             rewrite: str | list | None = None, strict: bool | None = None, osr: str | None = None,
             progress=None) -> dict:
-    """Convert ``model`` (a MODEL spec, or an nn.Module with ``example_inputs``) and return the report.
+    """Convert ``model`` (a MODEL spec, or an nn.Module) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
     ``converters/float.toml``) with ``formats`` replacing its export stages.
     Files land in ``out`` only when every stage, verification included, passed.
+
+    ``example_inputs``: a tuple of tensors, as ``torch.export.export`` takes them (else the
+    module's ``example_inputs`` attribute, or ``input_shape``: ``"1x3x32x32"``, ``(1, 3, 32, 32)``
+    or a list of either, one per input). ``data``: a spec string, or data in memory (see
+    ``edgehad.data.load_data``). The caller's module is never changed: edgehad works on a copy.
     """
     from edgehad.core.artifact import Artifact
     from edgehad.core.pipeline import DEFAULT_SAMPLES, model_cost, run_pipeline, sample_inputs
@@ -36,8 +42,7 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
     out = check_out_folder(out)  # before anything heavy: a folder that cannot be written costs nothing
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 10000):
         raise UserInputError(f"samples must be an integer in [1, 10000], got {samples!r}")
-    if isinstance(input_shape, str):
-        input_shape = [input_shape]
+    input_shape = _shape_texts(input_shape)
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     rec = load_recipe(recipe) if recipe else None
@@ -76,17 +81,19 @@ def convert(model, *, weights: str | None = None, input_shape: list[str] | str |
         stage_list = [s for s in stage_list if s.name != "finetune"]
 
     if isinstance(model, str):
+        if example_inputs is not None:
+            raise UserInputError("example_inputs goes with an nn.Module; a MODEL spec takes input_shape")
         loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
     else:
-        loaded = _from_module(model, input_shape, weights)
+        loaded = _from_module(model, input_shape, weights, example_inputs)
 
-    data_spec = data or (rec.data.get("spec") if rec else None)
+    data_spec = data if data is not None else (rec.data.get("spec") if rec else None)
     normalize = normalize or (rec.data.get("normalize") if rec else None)
     splits = None
-    if data_spec:
+    if data_spec is not None and not (isinstance(data_spec, str) and not data_spec):
         from edgehad.data import load_data
 
-        progress(f"loading data {data_spec}")
+        progress(f"loading data {data_spec if isinstance(data_spec, str) else '(in memory)'}")
         splits = load_data(data_spec, normalize=normalize)
     elif normalize:
         raise UserInputError("--normalize needs --data: it describes how the data is prepared")
@@ -128,16 +135,44 @@ def _rewrites_change_function(rules) -> bool:
     return any(r.changes_function for r in get_rules(rules))
 
 
-def _from_module(module, input_shape, weights):
+def _shape_texts(input_shape) -> list[str] | None:
+    """``"1x3x32x32"``, ``(1, 3, 32, 32)`` or a list of either -> ``["1x3x32x32", ...]``."""
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, str):
+        return [input_shape]
+    shapes = list(input_shape)
+    if shapes and all(isinstance(d, int) and not isinstance(d, bool) for d in shapes):
+        shapes = [shapes]  # one shape given as a tuple of ints
+    out = []
+    for shape in shapes:
+        if isinstance(shape, str):
+            out.append(shape)
+        elif isinstance(shape, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            out.append("x".join(str(d) for d in shape))
+        else:
+            raise UserInputError(f"input_shape {input_shape!r}: give '1x3x32x32', (1, 3, 32, 32) or a list of them")
+    return out
+
+
+def _from_module(module, input_shape, weights, example_inputs=None):
+    import copy
+
     import torch
 
     from edgehad.loading import LoadedModel, check_inputs_fit, load_weights, make_inputs
 
     if not isinstance(module, torch.nn.Module):
         raise UserInputError(f"model must be a MODEL spec string or a torch.nn.Module, not {type(module).__name__}")
+    module = copy.deepcopy(module)  # eval mode, weights and every later stage act on edgehad's copy
     if weights:
         load_weights(module, weights)
-    example = make_inputs(input_shape) if input_shape else getattr(module, "example_inputs", None)
+    if example_inputs is not None and input_shape:
+        raise UserInputError("give example_inputs or input_shape, not both")
+    if example_inputs is not None:
+        example = example_inputs
+    else:
+        example = make_inputs(input_shape) if input_shape else getattr(module, "example_inputs", None)
     if example is None:
         raise UserInputError("the module has no example_inputs attribute: pass input_shape=['1x3x224x224']")
     example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
@@ -203,17 +238,59 @@ def profile(files, *, host=None, target: str | None = None, report=None, data: s
                        progress=progress)
 
 
-def micro(path, *, arena_kb: int | None = None, find_arena: bool = False, target: str | None = None,
-          samples: int = 8, progress=None) -> dict:
-    """Run a ``.tflite`` under TFLite Micro: op support, parity with LiteRT, the arena; see ``edgehad.micro.check``."""
+def micro(path, *, arena_kb: float | None = None, find_arena: bool = False, target: str | None = None,
+          samples: int = 8, timeout: float | None = None, progress=None) -> dict:
+    """Run a ``.tflite`` under TFLite Micro: op support, parity with LiteRT, the arena; see ``edgehad.micro.check``.
+
+    ``timeout``: seconds each TFLM or LiteRT child run may take (None: 120).
+    """
     from edgehad.micro import check
 
     return check(path, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
-                 progress=progress)
+                 progress=progress, timeout=timeout)
 
 
-def bundle(path, out, **options) -> dict:
-    """Write a deployable folder for ``path`` into ``out``; see ``edgehad.bundle.build`` for the options."""
+def bundle(path, out, *, target: str | None = None, name: str | None = None, labels=None, force: bool = False,
+           warn=None) -> dict:
+    """Write a deployable folder for ``path`` (.tflite or .onnx) into ``out``; see ``edgehad.bundle.build``.
+
+    ``name``: the C symbol of the model array; ``labels``: a text file (one per line) or a list;
+    ``force``: replace a non-empty ``out``; ``warn(message)``: where warnings go.
+    """
     from edgehad.bundle import build
 
-    return build(path, out, **options)
+    return build(path, out, target=target, name=name, labels=labels, force=force, warn=warn)
+
+
+def osr_fit(model, data, out, *, classifier: str | None = None, normalize=None, model_args: dict | None = None,
+            weights: str | None = None, input_shape: list[str] | None = None, warn=None) -> dict:
+    """Fit COSTARR statistics of ``model`` on the train split of ``data``; write them to ``out``; see ``edgehad.osr.fit``."""
+    from edgehad import osr
+
+    return osr.fit(model, data, out, classifier=classifier, normalize=normalize, model_args=model_args,
+                   weights=weights, input_shape=input_shape, warn=warn)
+
+
+def osr_eval(model, known, unknown, *, stats: str | None = None, normalize=None, split: str = "val", plot=None,
+             model_args: dict | None = None, weights: str | None = None, input_shape: list[str] | None = None) -> dict:
+    """Open-set metrics of every score on ``known`` vs ``unknown``; see ``edgehad.osr.evaluate``."""
+    from edgehad import osr
+
+    return osr.evaluate(model, known, unknown, stats=stats, normalize=normalize, split=split, plot=plot,
+                        model_args=model_args, weights=weights, input_shape=input_shape)
+
+
+def targets() -> list[dict]:
+    """Every device description (the shipped ones, or $EDGEHAD_TARGETS_DIR's), validated, sorted by name."""
+    from edgehad.targets import list_targets
+
+    return list_targets()
+
+
+def setup_target(name: str, *, force: bool = False, progress=None) -> str:
+    """One-time setup of a target that needs it (``emulated-aarch64``); returns where it lives."""
+    if name != "emulated-aarch64":
+        raise UserInputError(f"target {name!r} needs no setup: only emulated-aarch64 does")
+    from edgehad.profiling.emulated import setup_emulated
+
+    return str(setup_emulated(force=force, progress=progress or (lambda message: None)))

@@ -66,8 +66,15 @@ class DataSplits:
     spec: str = ""
 
 
-def load_data(spec: str, normalize: str | tuple | None = None) -> DataSplits:
-    """Load the data set named by ``spec`` (see the module docstring) and normalize it."""
+def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
+    """Load the data set named by ``spec`` (see the module docstring) and normalize it.
+
+    From Python, ``spec`` may also be data in memory: arrays ``(x, y)`` (split 80/20 stratified,
+    seed 0, as a file's ``x, y``) or ``(train, val)``, each an ``(x, y)`` pair of arrays or an
+    iterable of ``(x, y)`` samples or batches; the same checks apply.
+    """
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return _in_memory(spec, normalize)
     if not isinstance(spec, str) or not spec.strip():
         raise UserInputError("empty data spec; use 'digits', FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION")
     spec = spec.strip()
@@ -91,6 +98,24 @@ def load_data(spec: str, normalize: str | tuple | None = None) -> DataSplits:
         val = (_apply_normalize(val[0], mean, std, spec), val[1])
     preprocessing = {"source": spec, **prep, "mean": mean, "std": std}
     return DataSplits(train=train, val=val, preprocessing=preprocessing, spec=spec)
+
+
+def _in_memory(data, normalize) -> DataSplits:
+    first, second = data
+    if _is_array(first) and _is_array(second):  # (x, y): one labelled set, split as a file's x, y is
+        x, y = _as_xy(_to_numpy(first), _to_numpy(second), "data (x, y)")
+        train, val = _split(x, y, "data (x, y)")
+        prep = {"layout": "x, y split 80/20 stratified, seed 0"}
+    else:
+        train = _materialize(first, "data (train split)")
+        val = _materialize(second, "data (val split)")
+        prep = {}
+    mean, std = _parse_normalize(normalize)
+    if normalize is not None:
+        train = (_apply_normalize(train[0], mean, std, "data"), train[1])
+        val = (_apply_normalize(val[0], mean, std, "data"), val[1])
+    return DataSplits(train=train, val=val, preprocessing={"source": "in memory", **prep, "mean": mean, "std": std},
+                      spec="<in memory>")
 
 
 def sample_inputs(splits: DataSplits, n: int, split: str = "val") -> np.ndarray:

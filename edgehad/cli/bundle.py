@@ -29,14 +29,14 @@ def bundle(file, out, target, symbol, labels, force, as_json, debug):
       edgehad convert zoo:digits_cnn --data digits --quantize int8 --int8-io --out out/digits
       edgehad bundle out/digits/model.tflite --out out/bundle --name g_digits
     """
-    from edgehad.bundle import build
+    from edgehad import api
     from edgehad.core.capture import captured, console
 
     def warn(message):
         console().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
     with captured():
-        summary = build(file, out, target=target, name=symbol, labels=labels, force=force, warn=warn)
+        summary = api.bundle(file, out, target=target, name=symbol, labels=labels, force=force, warn=warn)
     if as_json:
         emit_json({"out": summary["out"], "files": summary["files"], "manifest": summary["manifest"]})
     else:

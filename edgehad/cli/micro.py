@@ -35,8 +35,8 @@ def micro(file, arena_kb, find_arena, target, samples, timeout, as_json, debug):
       edgehad convert zoo:digits_cnn --data digits --quantize int8 --out out/d8
       edgehad micro out/d8/model.tflite --find-arena
     """
+    from edgehad import api
     from edgehad.core.capture import captured, console
-    from edgehad.micro import check
 
     con = console()
 
@@ -45,7 +45,7 @@ def micro(file, arena_kb, find_arena, target, samples, timeout, as_json, debug):
             con.print(f"[dim]… {msg}[/]", markup=True)
 
     with captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line stays off the terminal
-        result = check(file, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
+        result = api.micro(file, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
                        progress=progress, timeout=timeout)
     if result["warning"]:  # warnings reach stderr, --json or not
         con.print(f"[yellow]warning: {result['warning']}[/]", markup=True)

@@ -40,12 +40,12 @@ def fit(model, model_arg, weights, input_shape, data, normalize, classifier, out
     MODEL is path/to/file.py:factory, package.module:factory or zoo:NAME. The
     file is written atomically and carries a fingerprint of the model.
     """
-    from edgehad import osr as api
+    from edgehad import api
     from edgehad.core.capture import captured, console
 
     con = console()
     with captured():
-        summary = api.fit(model, data, out, classifier=classifier, normalize=normalize,
+        summary = api.osr_fit(model, data, out, classifier=classifier, normalize=normalize,
                           **model_spec(model_arg, weights, input_shape), warn=_warner(con))
     if as_json:
         emit_json(summary)
@@ -77,13 +77,13 @@ def eval_(model, model_arg, weights, input_shape, stats_path, known, unknown, sp
     outputs (logits, known_score) from `edgehad convert --osr`: there COSTARR
     is the file's own known_score and pre-only / post-only are n/a.
     """
-    from edgehad import osr as api
+    from edgehad import api
     from edgehad.core.capture import captured, console
 
     if stats_path and str(model).endswith((".onnx", ".tflite")):
         console().print(f"[dim]note: {model} carries its own head; --stats is not used[/]")
     with captured():
-        result = api.evaluate(model, known, unknown, stats=stats_path, normalize=normalize, split=split, plot=plot,
+        result = api.osr_eval(model, known, unknown, stats=stats_path, normalize=normalize, split=split, plot=plot,
                               **model_spec(model_arg, weights, input_shape))
     if as_json:
         emit_json(result)

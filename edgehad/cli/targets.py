@@ -19,9 +19,9 @@ def targets(ctx, as_json, debug):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from edgehad.targets import list_targets
+    from edgehad import api
 
-    found = list_targets()
+    found = api.targets()
     if as_json:
         emit_json(found)
     else:
@@ -83,7 +83,7 @@ def _print(found: list[dict]) -> None:
 @command_errors
 def setup(name, force, debug):
     """One-time download for a target: emulated-aarch64 fetches an arm64 Debian userland and the runtimes' wheels."""
-    from edgehad.profiling.emulated import setup_emulated
+    from edgehad import api
 
-    where = setup_emulated(force=force, progress=lambda m: click.echo(m, err=True))
+    where = api.setup_target(name, force=force, progress=lambda m: click.echo(m, err=True))
     click.echo(f"{name} is ready in {where}")
