@@ -45,6 +45,11 @@ def is_classifier(outputs, labels) -> bool:
     return outputs.ndim == 2 and labels is not None and labels.size > 0 and outputs.shape[1] > int(labels.max())
 
 
+def top1_accuracy(logits, labels) -> float:
+    """Fraction of the rows of ``logits`` [N, C] (numpy or a CPU tensor) whose argmax is the row's label."""
+    return float(np.mean(np.asarray(logits).argmax(1) == np.asarray(labels)))
+
+
 def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batch_size: int = 64,
              distill: bool = True, temperature: float = 4.0, alpha: float = 0.7, patience: int = 3,
              seed: int = 0, progress=None, extra_loss=None) -> FinetuneResult:
@@ -73,7 +78,7 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
     if teacher is not None:
         teacher.eval()
     with torch.no_grad():
-        probe = _first(student.eval()(xv[:2]))
+        probe = first_output(student.eval()(xv[:2]))
     classifier = is_classifier(probe.numpy(), y_val)
     if not classifier and not distill:
         raise UserInputError("the model's output is not a classifier's logits over --data's labels: "
@@ -92,10 +97,10 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
     def evaluate() -> float:
         student.eval()
         with torch.no_grad():
-            outs = torch.cat([_first(student(xv[i:i + 256])) for i in range(0, len(xv), 256)])
+            outs = torch.cat([first_output(student(xv[i:i + 256])) for i in range(0, len(xv), 256)])
             if classifier:
-                return float((outs.argmax(1) == yv).float().mean())
-            ref = torch.cat([_first(teacher(xv[i:i + 256])) for i in range(0, len(xv), 256)])
+                return top1_accuracy(outs, y_val)
+            ref = torch.cat([first_output(teacher(xv[i:i + 256])) for i in range(0, len(xv), 256)])
             return -float(F.mse_loss(outs, ref))  # higher is better, like accuracy
 
     metric = "top1_accuracy" if classifier else "distill_loss"
@@ -114,8 +119,8 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
             target = None
             if distill:
                 with torch.no_grad():
-                    target = _first(teacher(xb))
-            loss = loss_fn(_first(student(xb)), target, yb)
+                    target = first_output(teacher(xb))
+            loss = loss_fn(first_output(student(xb)), target, yb)
             if extra_loss is not None:
                 loss = loss + extra_loss()
             optimizer.zero_grad(set_to_none=True)
@@ -141,6 +146,6 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
     return FinetuneResult(epoch, best_epoch, metric, start, best, history)
 
 
-def _first(out):
-    """The first output of a model that may return a tuple."""
+def first_output(out):
+    """The first output of a model that may return a tuple or list (the logits of ``(logits, score)``), else ``out``."""
     return out[0] if isinstance(out, (tuple, list)) else out

@@ -1,8 +1,9 @@
 """One inference session over onnxruntime, LiteRT and tflite-runtime.
 
 This file is self-contained (stdlib + numpy + one runtime) on purpose: bundles
-copy it next to the model as ``edgehad_runtime.py``, and the device agent uses
-it on boards where edgehad itself is not installed. Whichever runtime is
+copy it next to the model as ``edgehad_runtime.py``, for apps on boards where
+edgehad itself is not installed (the profiler's device agent,
+edgehad/profiling/agent.py, has runners of its own). Whichever runtime is
 installed is used: onnxruntime for ``.onnx``; for ``.tflite`` LiteRT
 (``ai-edge-litert``), else the slim ``tflite-runtime`` wheel of boards.
 

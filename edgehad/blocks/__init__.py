@@ -1,9 +1,11 @@
 """Hadamard-product building blocks: modules whose output multiplies two tensors element-wise.
 
 Each module states its formula and paper in its docstring, records which dims
-of its product broadcast (``broadcast_dims``; pruning needs it), and has a cost
-function beside it returning ``{"params": int, "macs": int, "hadamard_mults": int}``
-(convention in ``edgehad.blocks.activations``; ``macs`` agree with ``edgehad.cost``).
+of its product broadcast (``broadcast_dims``: what channel pruning must respect;
+edgehad.prune.groups finds it itself in the traced graph, and the tests check
+the attribute against forward), and has a cost function beside it returning
+``{"params": int, "macs": int, "hadamard_mults": int}`` (convention in
+``edgehad.blocks.activations``; ``macs`` agree with ``edgehad.cost``).
 """
 
 from edgehad.blocks.activations import HardSigmoid, HardSwish, SiLU, activation_cost, make_activation

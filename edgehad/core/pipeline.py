@@ -85,7 +85,7 @@ def run_pipeline(artifact: Artifact, stage_list: list[Stage], out: str | Path, *
         raise UserInputError(f"--out {out} is a file, not a folder: pick a folder path")
     last_cost_key, cost_now = None, (None, None)
     with staging_dir(out) as work:
-        ctx = Context(workdir=work, progress=progress, keep_intermediate=keep_intermediate)
+        ctx = Context(workdir=work, progress=progress)
         for stage in stage_list:
             progress(f"stage {stage.name}")
             t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,9 +44,7 @@ class Context:
     """What every stage may use besides the artifact."""
 
     workdir: Path                      # the staging folder
-    options: dict = field(default_factory=dict)
     progress: Callable[[str], None] = lambda msg: None
-    keep_intermediate: bool = False
 
 
 class Stage:

@@ -66,15 +66,15 @@ def torch_outputs(model, inputs: list[tuple]) -> list[list[np.ndarray]]:
 
 
 def _flatten(out):
+    """The tensors of a model's output (nested tuples, lists, dicts: torch's pytree), in order."""
     import torch
+    from torch.utils._pytree import tree_leaves
 
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _flatten(v)]
-    raise TypeError(f"model output of type {type(out).__name__} is not a tensor, tuple or dict")
+    leaves = tree_leaves(out)
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(f"model output of type {type(leaf).__name__} is not a tensor, tuple or dict")
+    return leaves
 
 
 def compare(reference: list[list[np.ndarray]], actual: list[list[np.ndarray]], rtol: float = FLOAT_RTOL) -> Parity:

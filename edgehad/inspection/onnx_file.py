@@ -14,8 +14,8 @@ from collections import Counter
 
 from edgehad.inspection.report import MacTally, check_file, invalid, quantization, summary, tensor_entry
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
-_MS = "com.microsoft"
+DEFAULT_DOMAINS = ("", "ai.onnx")  # the standard ONNX operator set's names
+MS_DOMAIN = "com.microsoft"        # onnxruntime's contrib ops (fused and quantized kernels)
 
 # Ops that mark a quantized graph wherever they sit.
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -49,17 +49,17 @@ def dtype_name(elem_type: int) -> str:
 
 
 def _op_key(node) -> str:
-    return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
+    return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
 
 
 def _is_quant_op(node) -> bool:
     op = node.op_type
     if op in _QUANT_OPS or op.startswith("QLinear") or op.endswith("Integer"):
         return True
-    return node.domain == _MS and (op.startswith("Q") or "Quantize" in op or "NBits" in op or "IntegerTo" in op)
+    return node.domain == MS_DOMAIN and (op.startswith("Q") or "Quantize" in op or "NBits" in op or "IntegerTo" in op)
 
 
-def _graphs(graph):
+def graphs(graph):
     """The graph and every subgraph (If / Loop / Scan bodies), depth first."""
     from onnx import AttributeProto
 
@@ -67,10 +67,10 @@ def _graphs(graph):
     for node in graph.node:
         for a in node.attribute:
             if a.type == AttributeProto.GRAPH:
-                yield from _graphs(a.g)
+                yield from graphs(a.g)
             elif a.type == AttributeProto.GRAPHS:
                 for g in a.graphs:
-                    yield from _graphs(g)
+                    yield from graphs(g)
 
 
 def _dims(type_proto):
@@ -109,14 +109,14 @@ def _constant_tensor(node):
     return None
 
 
-class _Graph:
+class Graph:
     """Flat view over a model's graphs: types, constants, nodes."""
 
     def __init__(self, model):
         self.types: dict[str, tuple] = {}  # name -> (elem_type, dims)
         self.consts: dict[str, tuple] = {}  # name -> (elem_type, dims, TensorProto | None)
         self.nodes = []
-        for g in _graphs(model.graph):
+        for g in graphs(model.graph):
             for vi in (*g.input, *g.output, *g.value_info):
                 if vi.type.HasField("tensor_type"):
                     self.types[vi.name] = _dims(vi.type)
@@ -126,7 +126,7 @@ class _Graph:
                 self.consts[t.values.name] = (t.values.data_type, list(t.values.dims), None)
             for node in g.node:
                 self.nodes.append(node)
-                if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and node.output:
+                if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS and node.output:
                     c = _constant_tensor(node)
                     if c is not None:
                         self.consts[node.output[0]] = c
@@ -163,9 +163,10 @@ def _k(tally: MacTally, dims, axis: int):
     return tally.numel([dims[axis]])
 
 
-def _count_node(node, g: _Graph, tally: MacTally) -> None:
+def count_node(node, g: Graph, tally: MacTally) -> None:
+    """Add the MACs of one node to ``tally`` (shapes from ``g``) or note it as not modelled; other domains: skipped."""
     op, key, ins = node.op_type, _op_key(node), list(node.input)
-    if node.domain not in (*_DEFAULT_DOMAINS, _MS):
+    if node.domain not in (*DEFAULT_DOMAINS, MS_DOMAIN):
         return
     out = g.shape(node.output[0]) if node.output else None
     y = tally.numel(out)
@@ -190,7 +191,7 @@ def _count_node(node, g: _Graph, tally: MacTally) -> None:
         tally.skip(key)
 
 
-def _prepare(model, notes: list):
+def prepare(model, notes: list):
     """Inline model-local functions and run shape inference (each best effort, noted if not)."""
     import onnx
 
@@ -210,14 +211,14 @@ def _prepare(model, notes: list):
 
 def onnx_macs(model) -> int:
     """MACs of one inference of an ONNX ``ModelProto`` (conventions in edgehad.cost)."""
-    g = _Graph(_prepare(model, []))
+    g = Graph(prepare(model, []))
     tally = MacTally()
     for node in g.nodes:
-        _count_node(node, g, tally)
+        count_node(node, g, tally)
     return tally.macs
 
 
-def _io_quantization(g: _Graph, name: str, consumers, producer):
+def _io_quantization(g: Graph, name: str, consumers, producer):
     """Scale / zero point of a graph input read by a DequantizeLinear, or an output made by a QuantizeLinear."""
     node = next((n for n in consumers.get(name, ()) if n.op_type == "DequantizeLinear" and n.input[0] == name), None)
     if node is None and producer.get(name) is not None and producer[name].op_type == "QuantizeLinear":
@@ -259,15 +260,15 @@ def _summarize(p, path, model) -> dict:
     from onnx import TensorProto
 
     notes: list[str] = []
-    model = _prepare(model, notes)
-    g = _Graph(model)
+    model = prepare(model, notes)
+    g = Graph(model)
 
     ops, tally = Counter(), MacTally()
     quantized = False
     for node in g.nodes:
         ops[_op_key(node)] += 1
         quantized = quantized or _is_quant_op(node)
-        _count_node(node, g, tally)
+        count_node(node, g, tally)
 
     quant_weights, weight_types = _names()
     dq_inputs = {n.input[0] for n in g.nodes if n.op_type == "DequantizeLinear" and n.input}
@@ -298,7 +299,7 @@ def _summarize(p, path, model) -> dict:
     initializers = {t.name for t in main.initializer}
     size = p.stat().st_size
     seen = set()
-    for t in (t for graph in _graphs(main) for t in graph.initializer):
+    for t in (t for graph in graphs(main) for t in graph.initializer):
         if t.data_location != TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), None)
@@ -323,7 +324,7 @@ def _summarize(p, path, model) -> dict:
         quantized=quantized,
         weight_dtypes=weight_dtypes,
         notes=tally.notes() + notes,
-        opset=next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None),
+        opset=next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None),
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),
     )

@@ -171,8 +171,11 @@ def _parse(data: bytes):
     return int(model.Version()), description, subgraphs, signatures
 
 
-def _read(path):
-    """Validate and parse the file; every failure becomes the one UserInputError."""
+def read(path):
+    """Validate and parse the file: ``(path, bytes, (version, description, subgraphs, signatures))``.
+
+    Every failure (not a file, not TFLite, a corrupt flatbuffer) becomes the one UserInputError.
+    """
     p = check_file(path)
     data = p.read_bytes()
     if not data:
@@ -187,7 +190,8 @@ def _read(path):
         raise invalid(path, "TFLite", f"truncated or corrupt flatbuffer: {type(e).__name__}: {e}") from None
 
 
-def _count_op(sub: _Subgraph, op, tally: MacTally) -> None:
+def count_op(sub: _Subgraph, op, tally: MacTally) -> None:
+    """Add the MACs of one op of ``sub`` (an entry of ``sub.ops``) to ``tally``, or record it as not modelled."""
     name, ins, outs, adj_x = op
 
     def shape(k, seq):
@@ -229,16 +233,6 @@ def _count_op(sub: _Subgraph, op, tally: MacTally) -> None:
         tally.skip(name)
 
 
-def tflite_macs(path) -> int:
-    """MACs of one inference of a .tflite file, summed over its subgraphs (conventions in edgehad.cost)."""
-    _, _, (_, _, subgraphs, _) = _read(path)
-    tally = MacTally()
-    for sub in subgraphs:
-        for op in sub.ops:
-            _count_op(sub, op, tally)
-    return tally.macs
-
-
 def _entry(t: _Tensor) -> dict:
     shape = t.signature if t.signature and len(t.signature) == len(t.shape) else t.shape
     return tensor_entry(t.name, [d if d >= 0 else None for d in shape], t.dtype, t.quant)
@@ -246,7 +240,7 @@ def _entry(t: _Tensor) -> dict:
 
 def inspect_tflite(path) -> dict:
     """Summary of a TFLite file (keys documented in edgehad.inspection.report)."""
-    _, data, (version, description, subgraphs, signatures) = _read(path)
+    _, data, (version, description, subgraphs, signatures) = read(path)
 
     ops, tally = Counter(), MacTally()
     params, weight_dtypes = 0, Counter()
@@ -255,7 +249,7 @@ def inspect_tflite(path) -> dict:
     for sub in subgraphs:
         for op in sub.ops:
             ops[op[0]] += 1
-            _count_op(sub, op, tally)
+            count_op(sub, op, tally)
         for t in sub.tensors:
             quantized = quantized or t.quant is not None
             if not t.constant or t.is_variable:

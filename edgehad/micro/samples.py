@@ -35,9 +35,9 @@ _QUANT_DTYPES = ("int8", "uint8", "int16")
 def graph(path):
     """Subgraph 0 of a .tflite file as edgehad.inspection reads it (validated: corrupt files raise
     UserInputError): tensors (name, shape, dtype, quant), ops (name, inputs, outputs), inputs, outputs."""
-    from edgehad.inspection.tflite_file import _read  # the validated flatbuffer reader, shared with inspect
+    from edgehad.inspection.tflite_file import read  # the validated flatbuffer reader, shared with inspect
 
-    _, data, (_, _, subgraphs, _) = _read(path)
+    _, data, (_, _, subgraphs, _) = read(path)
     return data, subgraphs[0]
 
 

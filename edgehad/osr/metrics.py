@@ -1,13 +1,13 @@
 """Open-set metrics over "higher = known" scores of known and unknown inputs.
 
 - ``auroc``: area under the ROC curve of knowns (positive) vs unknowns
-  (negative), computed from ranks (Mann-Whitney U): the probability that a
-  random known scores above a random unknown, ties counting one half.
-  AUROC = (R_known - n_k (n_k + 1) / 2) / (n_k n_u), R_known the sum of the
-  knowns' average ranks in the pooled scores.
+  (negative), scikit-learn's ``roc_auc_score``: the probability that a
+  random known scores above a random unknown, ties counting one half
+  (Mann-Whitney U / (n_k n_u)).
 - ``fpr_at_tpr``: the fraction of unknowns accepted at the highest threshold
   that still accepts at least 95% of the knowns (threshold t = the
-  ceil(0.95 n_k)-th largest known score; accept when score >= t).
+  ceil(0.95 n_k)-th largest known score; accept when score >= t), read off
+  scikit-learn's ``roc_curve``: the FPR of its first point with TPR >= 0.95.
 - ``oscr`` / ``auoscr``: the Open-Set Classification Rate curve of Dhamija,
   Günther, Boult, "Reducing Network Agnostophobia", NeurIPS 2018. As the
   threshold θ falls, CCR(θ) = |{known x: correctly classified and score >= θ}|
@@ -36,31 +36,32 @@ def _check(known, unknown) -> tuple[np.ndarray, np.ndarray]:
     return k, u
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x`` ascending, tied values sharing the mean of their ranks."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    _, first, counts = np.unique(xs, return_index=True, return_counts=True)
-    mean_rank = first + (counts + 1) / 2.0  # ranks first+1 .. first+count, averaged
-    ranks = np.empty(len(x))
-    ranks[order] = np.repeat(mean_rank, counts)
-    return ranks
+def _roc_inputs(k: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (known = 1) and pooled scores, as scikit-learn's ROC functions take them."""
+    return np.r_[np.ones(len(k)), np.zeros(len(u))], np.r_[k, u]
 
 
 def auroc(known, unknown) -> float:
-    """Area under the ROC curve, knowns positive (rank formula, ties count 1/2)."""
+    """Area under the ROC curve, knowns positive (ties count 1/2)."""
+    from sklearn.metrics import roc_auc_score
+
     k, u = _check(known, unknown)
-    ranks = average_ranks(np.concatenate([k, u]))
-    r_known = ranks[: len(k)].sum()
-    return float((r_known - len(k) * (len(k) + 1) / 2.0) / (len(k) * len(u)))
+    return float(roc_auc_score(*_roc_inputs(k, u)))
 
 
 def fpr_at_tpr(known, unknown, tpr: float = 0.95) -> float:
-    """Fraction of unknowns with score >= t, t the ceil(tpr · n_k)-th largest known score."""
+    """Fraction of unknowns with score >= t, t the ceil(tpr · n_k)-th largest known score.
+
+    That is the first point of the ROC curve (thresholds falling) whose TPR reaches ``tpr``:
+    TPR moves only at known scores, so the point's threshold is that known score.
+    """
+    from sklearn.metrics import roc_curve
+
     k, u = _check(known, unknown)
     n = max(1, math.ceil(tpr * len(k) - 1e-9))  # 1e-9: 0.95 * 20 is 19.000000000000004 in floats
-    t = np.sort(k)[::-1][n - 1]
-    return float((u >= t).mean())
+    fpr, tpr_curve, _ = roc_curve(*_roc_inputs(k, u), drop_intermediate=False)
+    # TPRs are j / n_k in floats: compare half a known below n / n_k
+    return float(fpr[np.argmax(tpr_curve >= (n - 0.5) / len(k))])
 
 
 def oscr(known, correct, unknown) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,4 +99,4 @@ def evaluate(known_scores: dict, correct, unknown_scores: dict) -> dict:
     return out
 
 
-__all__ = ["auroc", "fpr_at_tpr", "oscr", "auoscr", "evaluate", "average_ranks"]
+__all__ = ["auroc", "fpr_at_tpr", "oscr", "auoscr", "evaluate"]

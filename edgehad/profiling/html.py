@@ -24,10 +24,10 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.files import atomic_path
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: too faint on white).
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
@@ -39,8 +39,8 @@ FONT = 12                # SVG text size in user units; panels are scaled to the
 def write_report(results: list[dict], out_dir: Path) -> Path:
     """Write ``out_dir/index.html`` for the profile documents ``results``; return its path.
 
-    The page is written to a temporary file in ``out_dir`` and renamed into place, so a failed
-    run never leaves a half-written page (nor replaces a good one).
+    The page is written with ``edgehad.core.files.atomic_path`` (a temporary file in ``out_dir``,
+    renamed into place), so a failed run never leaves a half-written page (nor replaces a good one).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -50,14 +50,8 @@ def write_report(results: list[dict], out_dir: Path) -> Path:
     page = render(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index-", suffix=".html.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return target
 
 

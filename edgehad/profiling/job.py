@@ -51,7 +51,7 @@ class Job:
     op_profile: bool = False
     seed: int = 0
     provider: str = "cpu"
-    inputs: Path | None = None   # .npz of real input samples (see edgehad.profiling.inputs); None: seeded random
+    inputs: Path | None = None   # .npz of real input samples (edgehad.profiling.run.write_inputs); None: seeded random
     power: bool = False          # Jetson: also report tegrastats' power rails (memory is always read there)
     timeout: float | None = None  # seconds for the whole agent run, start to JSON
 

@@ -45,7 +45,6 @@ from pathlib import Path
 
 from edgehad.inspection.report import numel
 
-PRECISIONS = ("fp32", "int8")
 GPU_PROVIDERS = ("cuda", "tensorrt", "cudaexecutionprovider", "tensorrtexecutionprovider")
 CITATION = "Williams, Waterman & Patterson, CACM 52(4), 2009"
 
@@ -110,7 +109,7 @@ def _onnx_itemsize(elem_type: int):
 def _onnx_costs(path: Path) -> _Walk:
     import onnx
 
-    from edgehad.inspection.onnx_file import _DEFAULT_DOMAINS, _MS, _count_node, _Graph, _graphs, _prepare
+    from edgehad.inspection.onnx_file import DEFAULT_DOMAINS, MS_DOMAIN, Graph, count_node, graphs, prepare
     from edgehad.inspection.report import MacTally, check_file, invalid
 
     check_file(path)
@@ -119,15 +118,15 @@ def _onnx_costs(path: Path) -> _Walk:
     except Exception as e:  # protobuf's DecodeError and friends
         raise invalid(path, "ONNX", f"{type(e).__name__}: {e}") from None
     notes: list[str] = []
-    model = _prepare(model, notes)
-    g = _Graph(model)
+    model = prepare(model, notes)
+    g = Graph(model)
     producer, consumers = {}, {}
     for node in g.nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
         for name in node.output:
             producer[name] = node
-    graph_outputs = {o.name for sub in _graphs(model.graph) for o in sub.output}
+    graph_outputs = {o.name for sub in graphs(model.graph) for o in sub.output}
 
     def elem_type(name):
         return g.types.get(name, (0, None))[0]
@@ -173,11 +172,11 @@ def _onnx_costs(path: Path) -> _Walk:
             known.update(node.output)  # a static shape is a constant: what is computed from it folds too
         if op in _ONNX_QDQ or op in _ONNX_VIEWS or op in _ONNX_CONTROL_FLOW:
             continue
-        if node.domain not in (*_DEFAULT_DOMAINS, _MS):
+        if node.domain not in (*DEFAULT_DOMAINS, MS_DOMAIN):
             skipped_domain += 1
             continue
         tally = MacTally()
-        _count_node(node, g, tally)
+        count_node(node, g, tally)
         act = fused.get(id(node))
         outputs = [act.output[0]] if act is not None else [o for o in node.output if o]
         sizes = [_tensor_bytes(g.shape(n), storage(n), walk.dynamic) for n in inputs + outputs]
@@ -200,9 +199,9 @@ def _onnx_costs(path: Path) -> _Walk:
 # -- TFLite ----------------------------------------------------------------------------------------
 def _tflite_costs(path: Path) -> _Walk:
     from edgehad.inspection.report import MacTally
-    from edgehad.inspection.tflite_file import _count_op, _read
+    from edgehad.inspection.tflite_file import count_op, read
 
-    _, _, (_, _, subgraphs, _) = _read(path)
+    _, _, (_, _, subgraphs, _) = read(path)
     walk = _Walk(ops=[], unknown={}, dynamic=set(), notes=[])
     if len(subgraphs) > 1:
         walk.notes.append(f"{len(subgraphs)} subgraphs, each op counted once (as edgehad inspect does)")
@@ -216,7 +215,7 @@ def _tflite_costs(path: Path) -> _Walk:
             if name == "DEQUANTIZE" and inputs and all(t.constant for t in inputs):
                 continue  # fp16 / int8 weights unpacked once when the interpreter is built
             tally = MacTally()
-            _count_op(sub, op, tally)
+            count_op(sub, op, tally)
 
             def dims(t):
                 if t.signature and len(t.signature) == len(t.shape):

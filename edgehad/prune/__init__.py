@@ -115,7 +115,7 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
                              "lower --prune-round-to or raise the ratio")
 
     before = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
-    shapes_before = _layer_shapes(work)
+    shapes_before = layer_shapes(work)
     for g in prunable:  # the Hadamard form: W ⊙ m, m[c] = 0 for the channels that go
         mask = torch.zeros(g.size)
         mask[keep[g.name]] = 1.0
@@ -138,7 +138,7 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
             d.update(kept=len(keep[g.name]), removed=g.size - len(keep[g.name]))
         described.append(d)
     notes = [f"group {g.name}: {g.inexact}" for g in inexact]
-    return PruneResult(work, described, before, after, _layer_table(shapes_before, _layer_shapes(work)), err,
+    return PruneResult(work, described, before, after, layer_table(shapes_before, layer_shapes(work)), err,
                        masked, notes)
 
 
@@ -223,14 +223,16 @@ def _scale(outs) -> float:
     return max((float(t.abs().max()) for t in flatten_outputs(outs) if t.numel()), default=1.0)
 
 
-def _layer_shapes(model) -> dict[str, tuple]:
+def layer_shapes(model) -> dict[str, tuple]:
+    """``{module name: weight shape}`` of every Conv1d/2d/3d and Linear of ``model`` (what pruning resizes)."""
     from torch import nn
 
     return {name: tuple(m.weight.shape) for name, m in model.named_modules()
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and getattr(m, "weight", None) is not None}
 
 
-def _layer_table(before: dict, after: dict) -> list[dict]:
+def layer_table(before: dict, after: dict) -> list[dict]:
+    """The report's per-layer rows from two ``layer_shapes``: out / in channels and params, before and after."""
     import math
 
     rows = []

@@ -4,9 +4,10 @@ After masking (masks.py) the model computes with some channels at exactly 0;
 compaction deletes those channels from every layer of their group (output
 rows of producers, BatchNorm entries, input columns of readers: torch-pruning
 does the surgery) so that the exported file is smaller and faster. The
-compacted model must compute what the masked model computed: ``check_exact``
-compares them on sample inputs (max abs error <= 1e-5 unless a group was
-flagged inexact) and the stage fails loudly otherwise.
+compacted model must compute what the masked model computed: ``max_abs_error``
+compares them on sample inputs, and ``edgehad.prune.prune_model`` raises
+ConversionError when it exceeds ``EXACT_TOLERANCE`` (1e-5) * max(1, max|y|),
+unless a group was flagged inexact.
 """
 
 from __future__ import annotations
@@ -46,11 +47,7 @@ def outputs(model, inputs: list[tuple]) -> list:
 
 
 def flatten_outputs(out) -> list:
-    """Every tensor in a model's output (a tensor, or nested tuples/lists/dicts of them), in order."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
-        return [t for o in out for t in flatten_outputs(o)]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_outputs(v)]
-    return []
+    """Every tensor in a model's output (a tensor, or nested tuples/lists/dicts of them: torch's pytree), in order."""
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]

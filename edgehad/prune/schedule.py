@@ -40,9 +40,9 @@ def prune_gradually(model, example_inputs, settings, *, steps: int, step_epochs:
                              progress=progress)
             entry[f"val_{tuned.metric}"] = round(tuned.best, 6)
         history.append(entry)
-    from edgehad.prune import _layer_shapes, _layer_table
+    from edgehad.prune import layer_shapes, layer_table
 
     result.before = first.before
-    result.layers = _layer_table(_layer_shapes(model), _layer_shapes(current))  # the whole run, not the last round
+    result.layers = layer_table(layer_shapes(model), layer_shapes(current))  # the whole run, not the last round
     result.rounds = history
     return result

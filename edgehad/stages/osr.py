@@ -6,9 +6,10 @@ have two outputs, the logits and ``known_score``. Statistics fitted before
 those stages describe another function and are refused as stale; ``fit``
 refits them on the train split of --data, on the model as it is here.
 
-int8: the head stays float (the ``osr_head`` module is added to the quantize
-stage's keep-float list by edgehad.api.convert): the cosine's squares, sum,
-rsqrt and division would lose the score in int8; only the body is quantized.
+int8: the head stays float (this stage adds the ``osr_head`` module to
+``artifact.extra["keep_float_required"]``, which the quantize stage keeps
+float): the cosine's squares, sum, rsqrt and division would lose the score in
+int8; only the body is quantized.
 
 The report's ``osr`` entry: where the stats came from, their fingerprint, the
 classifier, and (``measure``) the ops the head adds and its added latency,

@@ -142,13 +142,13 @@ def _val_accuracy(artifact, model) -> float | None:
     import numpy as np
     import torch
 
-    from edgehad.finetune import _first, is_classifier
+    from edgehad.finetune import first_output, is_classifier, top1_accuracy
 
     if artifact.data is None or len(artifact.example_inputs) != 1:
         return None
     x, y = (np.asarray(a) for a in artifact.data.val)
     with torch.no_grad():
-        out = _first(model.eval()(torch.from_numpy(x).float()))
+        out = first_output(model.eval()(torch.from_numpy(x).float()))
     if not isinstance(out, torch.Tensor) or not is_classifier(out.numpy(), y):
         return None
-    return round(float((out.argmax(1).numpy() == y).mean()), 6)
+    return round(top1_accuracy(out, y), 6)

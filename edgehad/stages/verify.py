@@ -62,6 +62,7 @@ def task_metric(artifact, limit: int, threads: int) -> dict | None:
     import numpy as np
 
     from edgehad.export.verify import runtime_outputs, torch_outputs
+    from edgehad.finetune import top1_accuracy
 
     if artifact.data is None or len(artifact.example_inputs) != 1:
         return None
@@ -75,7 +76,7 @@ def task_metric(artifact, limit: int, threads: int) -> dict | None:
     current += torch_outputs(artifact.model, inputs[1:])
 
     def accuracy(outputs) -> float:
-        return round(float(np.mean([int(np.argmax(o[0])) == int(t) for o, t in zip(outputs, y)])), 6)
+        return round(top1_accuracy(np.stack([np.ravel(o[0]) for o in outputs]), y), 6)
 
     result = {"name": "top1_accuracy", "split": "val", "samples": len(inputs)}
     original = artifact.extra.get("original_model")

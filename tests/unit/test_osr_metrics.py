@@ -21,10 +21,6 @@ def test_auroc_by_hand():
     assert metrics.auroc([1, 1, 1], [1, 1]) == 0.5
 
 
-def test_average_ranks():
-    np.testing.assert_array_equal(metrics.average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])), [4, 1, 4, 2, 4])
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_auroc_matches_sklearn_with_ties(seed):
     rng = np.random.default_rng(seed)

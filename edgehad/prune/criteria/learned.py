@@ -54,7 +54,7 @@ class Gates(nn.Module):
 @criterion("learned", needs_data=True)
 def score(groups, model, ctx):
     """Channel gates trained by distillation from the original with an L1 sparsity penalty (needs --data)."""
-    from edgehad.finetune import _first
+    from edgehad.finetune import first_output
 
     if ctx.data is None:
         raise UserInputError("--prune-criterion learned needs --data: the gates are trained on it")
@@ -79,8 +79,8 @@ def score(groups, model, ctx):
                 order = torch.randperm(len(x), generator=gen)
             xb, order = x[order[:BATCH]], order[BATCH:]
             with torch.no_grad():
-                target = _first(teacher(xb))
-            out = _first(model(xb))
+                target = first_output(teacher(xb))
+            out = first_output(model(xb))
             if out.ndim == 2:
                 fit = F.kl_div(F.log_softmax(out / TEMPERATURE, 1), F.softmax(target / TEMPERATURE, 1),
                                reduction="batchmean") * TEMPERATURE ** 2

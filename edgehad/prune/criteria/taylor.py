@@ -25,7 +25,7 @@ from edgehad.prune.masks import apply_channel_mask, remove_masks
 @criterion("taylor", needs_data=True)
 def score(groups, model, ctx):
     """First-order Taylor estimate of the loss change when the channel is removed (needs --data)."""
-    from edgehad.finetune import _first, is_classifier
+    from edgehad.finetune import first_output, is_classifier
 
     if ctx.data is None:
         raise UserInputError("--prune-criterion taylor needs --data: it measures the loss on real samples")
@@ -41,18 +41,18 @@ def score(groups, model, ctx):
     totals = {name: torch.zeros(m.shape, dtype=torch.float64) for name, m in masks.items()}
     try:
         with torch.no_grad():
-            classifier = is_classifier(_first(model(x[:2])).numpy(), y.numpy())
+            classifier = is_classifier(first_output(model(x[:2])).numpy(), y.numpy())
         if not classifier and ctx.teacher is None:
             raise UserInputError("taylor on a model that is not a classifier needs the original model's outputs")
         batches = 0
         for i in range(0, len(x), 32):
             xb, yb = x[i:i + 32], y[i:i + 32]
-            out = _first(model(xb))
+            out = first_output(model(xb))
             if classifier:
                 loss = F.cross_entropy(out, yb)
             else:
                 with torch.no_grad():
-                    target = _first(ctx.teacher(xb))
+                    target = first_output(ctx.teacher(xb))
                 loss = F.mse_loss(out, target)
             grads = torch.autograd.grad(loss, list(masks.values()), allow_unused=True)
             for name, grad in zip(masks, grads):
