@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.e2e.test_cli_convert import assert_clean_error
-from tests.e2e.test_runtime import ENV, clean_venv, digits_files  # noqa: F401  (session fixtures)
+from tests.e2e.test_runtime import ENV, clean_venv  # noqa: F401  (a session fixture)
 
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 C_FILES = {"model_data.h", "model_data.c", "main.cc", "Makefile"}
@@ -369,14 +369,29 @@ def test_broken_manifest_fails_validation_with_the_key(bundled, tmp_path):
         validate_manifest(tmp_path / "m.json")
 
 
-def test_schema_ships_with_the_package():
+def test_shipped_schema_accepts_a_real_manifest_and_refuses_a_wrong_one(bundled):
+    """The schema file in the installed package, read on its own, is what a bundle's manifest is checked against."""
     from importlib import resources
 
-    from edgehad.bundle.manifest import load_schema
+    import jsonschema
 
-    assert resources.files("edgehad.bundle").joinpath("manifest.schema.json").is_file()
-    assert load_schema()["properties"]["schema_version"] == {"const": 1, "description": load_schema()[
-        "properties"]["schema_version"]["description"]}
+    from edgehad.bundle import validate_manifest
+    from edgehad.bundle.manifest import load_schema
+    from edgehad.core.errors import UserInputError
+
+    shipped = resources.files("edgehad.bundle").joinpath("manifest.schema.json")
+    schema = json.loads(shipped.read_text(encoding="utf-8"))
+    assert load_schema() == schema
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    out, _ = bundled
+    manifest = json.loads((out / "manifest.json").read_text())
+    jsonschema.validate(manifest, schema)  # a manifest bundle wrote is valid by the shipped file itself
+    for key, value, where in [("schema_version", 2, "at schema_version"), ("inputs", [], "at inputs")]:
+        wrong = dict(manifest, **{key: value})
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
+        with pytest.raises(UserInputError, match=where):
+            validate_manifest(wrong)
 
 
 def test_a_manifest_with_a_non_finite_number_is_refused(bundled, tmp_path):

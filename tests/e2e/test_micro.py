@@ -33,7 +33,7 @@ INT8 = {
 
 
 @pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
+def zoo(tmp_path_factory, request):
     """Converted files on demand, each converted once per session: zoo("resnet8") -> path of model.tflite."""
     import edgehad
 
@@ -41,6 +41,9 @@ def zoo(tmp_path_factory):
 
     def get(name: str, quantize: str | None = "int8", int8_io: bool = False) -> Path:
         key = (name, quantize, int8_io)
+        if name == "digits_cnn":  # the session's shared digits_cnn conversions (tests/conftest.py)
+            variant = "float" if quantize is None else "int8io" if int8_io else "int8"
+            return request.getfixturevalue("digits_files")[variant] / "model.tflite"
         if key not in done:
             out = root / f"{name}-{quantize or 'float'}{'-io' if int8_io else ''}"
             kwargs = dict(INT8[name]) if quantize else {"data": "digits"} if name == "digits_cnn" else {}

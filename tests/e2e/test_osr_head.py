@@ -12,11 +12,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import run_cli
 from tests.e2e.test_cli_convert import assert_clean_error
-
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")

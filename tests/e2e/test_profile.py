@@ -19,12 +19,8 @@ KEYS = {"latency_ms", "first_ms", "init_ms", "throughput_ips", "peak_rss_mb", "r
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    import edgehad
-
-    out = tmp_path_factory.mktemp("profile") / "digits"
-    edgehad.convert("zoo:digits_cnn", out=out)
-    return out / "model.onnx", out / "model.tflite"
+def models(digits_float_out):
+    return digits_float_out / "model.onnx", digits_float_out / "model.tflite"
 
 
 @pytest.fixture(scope="session")
@@ -149,16 +145,14 @@ def test_data_feeds_real_samples_in_turn(models):
         assert list(doc["inputs"].values())[0]["shape"] == [1, 1, 8, 8]
 
 
-def test_agent_quantizes_float_samples_for_an_int8_input(tmp_path):
+def test_agent_quantizes_float_samples_for_an_int8_input(digits_files, tmp_path):
     """An int8-I/O TFLite file fed float samples: the agent quantizes them with the input's own scale."""
     import numpy as np
 
-    import edgehad
     from edgehad.profiling import agent
     from ai_edge_litert.interpreter import Interpreter
 
-    edgehad.convert("zoo:digits_cnn", data="digits", quantize="int8", int8_io=True, formats=["tflite"], out=tmp_path)
-    interp = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    interp = Interpreter(model_path=str(digits_files["int8io"] / "model.tflite"))
     (detail,) = interp.get_input_details()
     assert detail["dtype"] == np.int8
     scale, zero = detail["quantization"]

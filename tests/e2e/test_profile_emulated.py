@@ -68,12 +68,8 @@ def ready():
 
 
 @pytest.fixture(scope="module")
-def models(ready, tmp_path_factory):
-    import edgehad
-
-    out = tmp_path_factory.mktemp("arm") / "digits"
-    edgehad.convert("zoo:digits_cnn", out=out)
-    return out / "model.onnx", out / "model.tflite"
+def models(ready, digits_float_out):
+    return digits_float_out / "model.onnx", digits_float_out / "model.tflite"
 
 
 @pytest.fixture(scope="module")

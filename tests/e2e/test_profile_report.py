@@ -29,12 +29,8 @@ HOSTILE_NAME = """<img src=x onerror="console.error('xss')"> & 'q'.onnx"""
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    import edgehad
-
-    out = tmp_path_factory.mktemp("report") / "digits"
-    edgehad.convert("zoo:digits_cnn", out=out)
-    return out / "model.onnx", out / "model.tflite"
+def models(digits_float_out):
+    return digits_float_out / "model.onnx", digits_float_out / "model.tflite"
 
 
 @pytest.fixture(scope="module")

@@ -98,12 +98,8 @@ def hosts_env(request, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    import edgehad
-
-    out = tmp_path_factory.mktemp("ssh-models") / "digits"
-    edgehad.convert("zoo:digits_cnn", out=out)
-    return out / "model.onnx", out / "model.tflite"
+def models(digits_float_out):
+    return digits_float_out / "model.onnx", digits_float_out / "model.tflite"
 
 
 def cli(*args, timeout=300):

@@ -26,19 +26,6 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_WAIT_PO
 
 
 @pytest.fixture(scope="session")
-def digits_files(tmp_path_factory):
-    """{variant: folder} for digits_cnn: float, int8 (float I/O), int8io (int8 I/O)."""
-    import edgehad
-
-    root = tmp_path_factory.mktemp("runtime")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    edgehad.convert("zoo:digits_cnn", data="digits", out=root / "float")
-    edgehad.convert("zoo:digits_cnn", data="digits", quantize="int8", out=root / "int8")
-    edgehad.convert("zoo:digits_cnn", data="digits", quantize="int8", int8_io=True, out=root / "int8io")
-    return {name: root / name for name in ("float", "int8", "int8io")}
-
-
-@pytest.fixture(scope="session")
 def samples():
     from edgehad.data import load_data
 

@@ -21,7 +21,7 @@ from tests.conftest import run_cli
 from tests.reliability.harness import CLEAN, describe, run_batch, summary, write_mutants
 from tests.reliability.mutate import mutants, onnx_cases
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]  # a lane of its own, not the fast lane
 
 KIND = {".tflite": "flatbuffer", ".pt2": "zip", ".npz": "zip", ".safetensors": "safetensors"}
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from edgehad.core.errors import UserInputError
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]  # a lane of its own, not the fast lane
 
 # No deadline (a shared machine's timings are no property); a hang is caught by HANG_S instead.
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,

@@ -32,7 +32,7 @@ from tests.conftest import run_cli
 from tests.reliability.harness import CLEAN, run_batch
 from tests.reliability.test_files_fuzz import check_cli_result
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]  # a lane of its own, not the fast lane
 
 
 class Payload:

@@ -44,11 +44,24 @@ def test_squeeze_excite_matches_formula(gate):
     assert se.squeeze_channels == 2
 
 
-def test_squeeze_excite_records_its_broadcast():
-    se = SqueezeExcite(8, squeeze_channels=3)
-    assert se.broadcast_dims == (2, 3)  # gate [B, C, 1, 1] broadcast over H, W
-    assert se.coupled_dims == (1,)  # channels multiply element for element
-    assert se.reduce.out_channels == 3 and se.expand.out_channels == 8
+def test_squeeze_excite_broadcast_record_matches_its_forward():
+    """What pruning reads (broadcast_dims, coupled_dims) is what forward does, observed on the real gate."""
+    se = randomize(SqueezeExcite(8, squeeze_channels=3))
+    x = torch.randn(2, 8, 5, 4)
+    seen = []
+    se.gate.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        y = se(x)
+    (g,) = seen
+    broadcast = tuple(d for d in range(x.dim()) if g.shape[d] == 1 and x.shape[d] > 1)
+    coupled = tuple(d for d in range(1, x.dim()) if g.shape[d] == x.shape[d] > 1)
+    assert (broadcast, coupled) == (se.broadcast_dims, se.coupled_dims)
+    torch.testing.assert_close(y, x * g)
+    # coupled: closing channel 3 of the gate (expand's bias -> -inf) zeroes channel 3 of y and nothing else
+    with torch.no_grad():
+        se.expand.bias[3] = -float("inf")
+        y2 = se(x)
+    assert torch.all(y2[:, 3] == 0) and torch.equal(y2[:, [0, 1, 2, 4, 5, 6, 7]], y[:, [0, 1, 2, 4, 5, 6, 7]])
 
 
 def test_squeeze_excite_cost():

@@ -1,13 +1,13 @@
 """--keep-float speed: the one-conv microbenchmarks compute the layer they stand for, and the walk's shape."""
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
-
-from edgehad.quantize.speed import conv_shapes, float_faster_prefix, one_conv_models  # noqa: E402
-from edgehad.zoo import get_model  # noqa: E402
+from edgehad.quantize import speed
+from edgehad.quantize.speed import MARGIN, conv_kernel_us, conv_shapes, float_faster_prefix, one_conv_models
+from edgehad.zoo import get_model
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,42 @@ def test_fp32_and_int8_models_compute_the_same_conv(conv, shape):
     assert np.abs(y8 - clipped).max() < 0.1 and np.abs(y32).max() > 0.5
 
 
-def test_prefix_walk_stops_at_the_first_layer_int8_wins(digits):
+def timings(fp32_by_shape: dict, int8_us: float = 100.0):
+    """A conv_kernel_us that returns timings set by the test: int8 (the QDQ model) always ``int8_us``."""
+    def timed(model_bytes, shape, threads):
+        return int8_us if b"QuantizeLinear" in model_bytes else fp32_by_shape[tuple(shape)]
+    return timed
+
+
+SHAPES = [(1, 1, 8, 8), (1, 32, 8, 8), (1, 32, 4, 4)]  # digits_cnn's three convs, in execution order
+
+
+@pytest.mark.parametrize("fp32, kept", [
+    ([50.0, 80.0, 95.0], ["features.0.0", "features.1.0"]),        # the third is within the margin: int8 wins
+    ([50.0, 150.0, 10.0], ["features.0.0"]),                        # the walk stops at the first int8 win
+    ([95.0, 10.0, 10.0], []),                                       # fp32 only 5% faster: not enough
+    ([10.0, 10.0, 10.0], ["features.0.0", "features.1.0", "features.3.0"]),  # every conv: no int8 win to stop at
+])
+def test_prefix_walk_keeps_layers_fp32_wins_by_the_margin(digits, monkeypatch, fp32, kept):
+    monkeypatch.setattr(speed, "conv_kernel_us", timings(dict(zip(SHAPES, fp32))))
     decisions = float_faster_prefix(digits, digits.example_inputs)
-    names = ["features.0.0", "features.1.0", "features.3.0"]
-    assert [d["layer"] for d in decisions] == names[:len(decisions)] and decisions
-    assert all(d["kept"] for d in decisions[:-1])
-    assert len(decisions) == 3 or not decisions[-1]["kept"]
-    for d in decisions:
-        assert d["fp32_us"] > 0 and d["int8_us"] > 0
-        assert d["kept"] == (d["fp32_us"] < 0.9 * d["int8_us"])
+    assert [d["layer"] for d in decisions if d["kept"]] == kept
+    # every decision up to and including the first loss is reported, with its timings, and none after it
+    assert [d["layer"] for d in decisions] == ["features.0.0", "features.1.0", "features.3.0"][:min(3, len(kept) + 1)]
+    assert [d["fp32_us"] for d in decisions] == fp32[:len(decisions)]
+    assert all(d["int8_us"] == 100.0 for d in decisions)
+
+
+def test_margin_boundary(digits, monkeypatch):
+    just_in, just_out = 100.0 * (1 - MARGIN) - 0.5, 100.0 * (1 - MARGIN) + 0.5
+    monkeypatch.setattr(speed, "conv_kernel_us", timings(dict(zip(SHAPES, [just_in, just_out, 1.0]))))
+    assert [d["kept"] for d in float_faster_prefix(digits, digits.example_inputs)] == [True, False]
+
+
+def test_kernel_timer_measures_each_form():
+    """The real profiler path: both one-conv models give a finite, positive kernel time."""
+    module = torch.nn.Conv2d(8, 8, 3, padding=1)
+    fp32, int8 = one_conv_models(module, (1, 8, 8, 8))
+    for model in (fp32, int8):
+        us = conv_kernel_us(model, (1, 8, 8, 8), threads=1)
+        assert 0 < us < 1e6, us
