@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.validation import as_declared, check
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ class Stage:
         or out of range, NaN or infinity: UserInputError naming
         ``stages.NAME.KEY``, raised before any model is loaded.
         """
-        from edgehad.core.validation import check
-
         unknown = sorted(set(given) - set(cls.options))
         if unknown:
             valid = ", ".join(sorted(cls.options)) or "none"
@@ -91,30 +90,15 @@ class Stage:
         nested = {"type": "object", "properties": {"stages": {"type": "object",
                                                               "properties": {cls.name: cls.options_schema()}}}}
         check({"stages": {cls.name: given}}, nested, source)
-        return {key: _as_declared(opt.schema, given.get(key, opt.default)) for key, opt in cls.options.items()}
+        return {key: as_declared(opt.schema, given.get(key, opt.default)) for key, opt in cls.options.items()}
 
     @classmethod
     def check_option(cls, key: str, value, label: str) -> None:
         """Check one value of option ``key`` against its schema; an error calls it ``label`` (e.g. a flag)."""
-        from edgehad.core.validation import check
-
         check({label: value}, {"type": "object", "properties": {label: cls.options[key].schema}})
 
     def run(self, artifact, ctx: Context):  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def _as_declared(schema: dict, value):
-    """``value`` as the Python type its schema names, once it fits the schema.
-
-    JSON Schema calls 18.0 an integer and 1 a number; stages do arithmetic and
-    pass these to libraries that want an int (range, opset) or a float.
-    """
-    if schema.get("type") == "integer" and isinstance(value, float):
-        return int(value)
-    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 _REGISTRY: dict[str, type[Stage]] = {}

@@ -46,6 +46,32 @@ def check(instance: Any, schema: dict, source: str = "") -> None:
         raise UserInputError(f"{prefix}{describe(error)}")
 
 
+def check_setting(label: str, value: Any, schema: dict, note: str = "") -> None:
+    """One setting (a flag, an API argument) against its schema fragment.
+
+    Any refusal, NaN and infinity included, reads ``LABEL must be ALLOWED, got VALUE`` with the
+    whole allowed range (plus `` (NOTE)``, why the range ends there), so the user sees what to give.
+    """
+    try:
+        check({label: value}, {"type": "object", "properties": {label: schema}})
+    except UserInputError:
+        suffix = f" ({note})" if note else ""
+        raise UserInputError(f"{label} must be {allowed(schema)}, got {literal(value)}{suffix}") from None
+
+
+def as_declared(schema: dict, value: Any) -> Any:
+    """``value`` as the Python type its schema names, once it fits the schema.
+
+    JSON Schema calls 18.0 an integer and 1 a number; code that does arithmetic or
+    passes the value on to a library wants an int (range, opset) or a float.
+    """
+    if schema.get("type") == "integer" and isinstance(value, float):
+        return int(value)
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def describe(error) -> str:
     """One line for one jsonschema error: the key path, what is allowed, the value given."""
     where = key_path(error.absolute_path)

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgehad.core.errors import EdgehadError, UserInputError
-from edgehad.core.validation import allowed, literal
-from edgehad.core.validation import check as check_schema  # this module's check() is micro's
+from edgehad.core.validation import check_setting
 from edgehad.micro import arena as arena_mod
 from edgehad.micro import samples as samples_mod
 from edgehad.micro.ops import model_ops, resolver_entries, unsupported_ops
@@ -71,12 +70,9 @@ def tflm_version() -> str:
 
 def _check_option(flag: str, value) -> None:
     """One option against OPTIONS_SCHEMA; the error names the flag, the range and why the range ends there."""
-    spec = OPTIONS_SCHEMA["properties"][flag]
-    try:
-        check_schema({flag: value}, {"type": "object", "properties": {flag: spec}})
-    except UserInputError:
-        shown = literal(value).removesuffix(".0") if isinstance(value, float) else literal(value)
-        raise UserInputError(f"{flag} must be {allowed(spec)}, got {shown} ({OPTION_LIMITS[flag]})") from None
+    if isinstance(value, float) and repr(value).endswith(".0"):
+        value = int(value)  # shown as the user typed it (999999999999, not 999999999999.0); the same check
+    check_setting(flag, value, OPTIONS_SCHEMA["properties"][flag], OPTION_LIMITS[flag])
 
 
 def _validate(path, arena_kb, find_arena, samples, timeout) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
-from edgehad.core.validation import allowed, check, literal
+from edgehad.core.validation import as_declared, check_setting
 
 SUFFIXES = {".onnx": "ort", ".tflite": "tflite"}
 RUNTIMES = ("auto", "ort", "tflite")
@@ -36,7 +36,6 @@ SETTINGS_SCHEMA = {
         "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 604_800},
     },
 }
-_INTEGERS = ("threads", "warmup", "runs", "seed")
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,9 @@ class Job:
                 continue
             if key == "runs" and self.seconds is not None:
                 continue  # a time budget replaces the count; the count is not used
-            _check_setting(key, value, spec)
-            if key in _INTEGERS:  # 5.0 from the CLI's number parsing, checked whole above
-                object.__setattr__(self, key, int(value))
-            else:
-                object.__setattr__(self, key, float(value))
+            check_setting(f"--{key}", value, spec)
+            # 5.0 from the CLI's number parsing is a whole number of runs; 1 second is 1.0
+            object.__setattr__(self, key, as_declared(spec, value))
 
     def agent_args(self, model: str, inputs: str | None = None) -> list[str]:
         """The agent's arguments after ``python agent.py``; ``model``/``inputs`` as paths where it runs."""
@@ -90,15 +87,6 @@ class Job:
         if self.power:
             args.append("--power")
         return args
-
-
-def _check_setting(key: str, value, spec: dict) -> None:
-    """One setting against its schema; the error names the flag and says the allowed range, also for NaN."""
-    flag = f"--{key}"
-    try:
-        check({flag: value}, {"type": "object", "properties": {flag: spec}})
-    except UserInputError:
-        raise UserInputError(f"{flag} must be {allowed(spec)}, got {literal(value)}") from None
 
 
 def check_file(path) -> Path:
