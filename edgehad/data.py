@@ -74,48 +74,41 @@ def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
     iterable of ``(x, y)`` samples or batches; the same checks apply.
     """
     if isinstance(spec, (tuple, list)) and len(spec) == 2:
-        return _in_memory(spec, normalize)
-    if not isinstance(spec, str) or not spec.strip():
-        raise UserInputError("empty data spec; use 'digits', FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION")
-    spec = spec.strip()
-    if spec == "digits" or spec.startswith("digits?"):
-        train, val, prep = _load_digits(spec.partition("?")[2])
-    elif spec.endswith(".npz"):
-        train, val, prep = _load_npz(spec)
-    elif ":" in spec:
-        train, val, prep = _load_function(spec)
+        train, val, prep = _load_in_memory(spec)
+        spec, source, where = "<in memory>", "in memory", "data"
     else:
-        raise UserInputError(
-            f"data spec {spec!r} not understood; use 'digits[?size=..&channels=..&classes=..]', "
-            "FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION"
-        )
+        if not isinstance(spec, str) or not spec.strip():
+            raise UserInputError("empty data spec; use 'digits', FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION")
+        spec = source = where = spec.strip()
+        if spec == "digits" or spec.startswith("digits?"):
+            train, val, prep = _load_digits(spec.partition("?")[2])
+        elif spec.endswith(".npz"):
+            train, val, prep = _load_npz(spec)
+        elif ":" in spec:
+            train, val, prep = _load_function(spec)
+        else:
+            raise UserInputError(
+                f"data spec {spec!r} not understood; use 'digits[?size=..&channels=..&classes=..]', "
+                "FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION"
+            )
     for name, (x, y) in (("train", train), ("val", val)):
         if len(x) == 0:
             raise UserInputError(f"data spec {spec!r}: the {name} split is empty: give it at least one sample")
     mean, std = _parse_normalize(normalize)
     if normalize is not None:
-        train = (_apply_normalize(train[0], mean, std, spec), train[1])
-        val = (_apply_normalize(val[0], mean, std, spec), val[1])
-    preprocessing = {"source": spec, **prep, "mean": mean, "std": std}
+        train = (_apply_normalize(train[0], mean, std, where), train[1])
+        val = (_apply_normalize(val[0], mean, std, where), val[1])
+    preprocessing = {"source": source, **prep, "mean": mean, "std": std}
     return DataSplits(train=train, val=val, preprocessing=preprocessing, spec=spec)
 
 
-def _in_memory(data, normalize) -> DataSplits:
+def _load_in_memory(data):
     first, second = data
     if _is_array(first) and _is_array(second):  # (x, y): one labelled set, split as a file's x, y is
         x, y = _as_xy(_to_numpy(first), _to_numpy(second), "data (x, y)")
         train, val = _split(x, y, "data (x, y)")
-        prep = {"layout": "x, y split 80/20 stratified, seed 0"}
-    else:
-        train = _materialize(first, "data (train split)")
-        val = _materialize(second, "data (val split)")
-        prep = {}
-    mean, std = _parse_normalize(normalize)
-    if normalize is not None:
-        train = (_apply_normalize(train[0], mean, std, "data"), train[1])
-        val = (_apply_normalize(val[0], mean, std, "data"), val[1])
-    return DataSplits(train=train, val=val, preprocessing={"source": "in memory", **prep, "mean": mean, "std": std},
-                      spec="<in memory>")
+        return train, val, {"layout": "x, y split 80/20 stratified, seed 0"}
+    return _materialize(first, "data (train split)"), _materialize(second, "data (val split)"), {}
 
 
 def sample_inputs(splits: DataSplits, n: int, split: str = "val") -> np.ndarray:

@@ -13,6 +13,7 @@ from plain pickle.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 from edgehad.core.errors import UserInputError
 from edgehad.core.imports import import_attr
+from edgehad.core.memory import refuse_beyond_ram
 from edgehad.core.validation import first_non_finite
 
 _DTYPES = {
@@ -91,7 +93,9 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
     tensors = []
     for text in shapes:
         shape, dtype = parse_input_shape(text)
-        _check_allocatable(text, shape, torch.empty((), dtype=getattr(torch, dtype)).element_size())
+        itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+        # refused here, before torch tries (and fails) to allocate it
+        refuse_beyond_ram(math.prod(shape) * itemsize, f"--input-shape {text}", "give the shape the model expects")
         if dtype.startswith("float"):
             t = torch.randn(shape, generator=gen).to(getattr(torch, dtype))
         elif dtype == "bool":
@@ -100,15 +104,6 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
             t = torch.randint(0, 10, shape, generator=gen).to(getattr(torch, dtype))
         tensors.append(t)
     return tuple(tensors)
-
-
-def _check_allocatable(text: str, shape: tuple, itemsize: int) -> None:
-    """Refuse an input larger than this machine's RAM before torch tries (and fails) to allocate it."""
-    import math
-
-    from edgehad.core.memory import refuse_beyond_ram
-
-    refuse_beyond_ram(math.prod(shape) * itemsize, f"--input-shape {text}", "give the shape the model expects")
 
 
 def _import_factory(spec: str):
