@@ -99,16 +99,28 @@ class Probe:
         return d
 
 
+def child_env() -> dict:
+    """The environment of a TFLM or LiteRT child: idle OpenMP threads sleep, and since a crash is an
+    expected answer there, Python's faulthandler dumps no stack."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env.pop("PYTHONFAULTHANDLER", None)
+    return env
+
+
+def signal_name(returncode: int) -> str:
+    """``SIGSEGV`` for a child killed by signal 11 (``returncode`` -11), ``signal N`` for an unnamed one."""
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
 def _reason(proc: subprocess.CompletedProcess) -> str:
     lines = [ln.strip() for ln in (proc.stderr or "").splitlines()
              if ln.strip() and not ln.startswith("[RecordingMicroAllocator]")]
     if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = f"signal {-proc.returncode}"
         said = f" after: {lines[0]}" if lines else ""
-        return f"crashed with {name}{said}"
+        return f"crashed with {signal_name(proc.returncode)}{said}"
     # first line is TFLM's own account ("Failed to allocate ..."); the last is the Python-level error
     picked = [lines[0], lines[-1]] if len(lines) > 1 else lines
     return " / ".join(picked)[:300] or f"exit code {proc.returncode}"
@@ -125,10 +137,8 @@ def run_probe(model: str | os.PathLike, arena_bytes: int, inputs_npz: str | os.P
         out = Path(out_npz) if out_npz else Path(tmp) / "out.npz"
         cmd = [sys.executable, "-m", "edgehad.micro.probe", str(model), str(int(arena_bytes)),
                str(inputs_npz), str(out)]
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-        env.pop("PYTHONFAULTHANDLER", None)  # a crash is an expected answer here, not worth a stack dump
         try:
-            proc = run_child(cmd, timeout=timeout, env=env)
+            proc = run_child(cmd, timeout=timeout, env=child_env())
         except subprocess.TimeoutExpired:
             raise ProbeTimeoutError(model, timeout) from None
         if proc.returncode == 0 and out.is_file():

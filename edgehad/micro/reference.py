@@ -51,32 +51,27 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
 def litert_reference(model, inputs_npz, out_npz, timeout: float) -> str | None:
     """Run this module on ``model`` in a child (edgehad.core.children); None when ``out_npz`` was written,
     else one line saying why LiteRT could not run it (its error, the signal that killed it, the time limit)."""
-    import signal
     import subprocess
 
     from edgehad.core.children import run_child
+    from edgehad.micro.arena import child_env, signal_name
 
     cmd = [sys.executable, "-m", "edgehad.micro.reference", str(model), str(inputs_npz), str(out_npz)]
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    env.pop("PYTHONFAULTHANDLER", None)
     try:
-        proc = run_child(cmd, timeout=timeout, env=env)
+        proc = run_child(cmd, timeout=timeout, env=child_env())
     except subprocess.TimeoutExpired:
         return f"LiteRT did not finish in {timeout:g} s"
     if proc.returncode == 0 and os.path.isfile(out_npz):
         return None
     if proc.returncode < 0:
-        try:
-            return f"LiteRT crashed with {signal.Signals(-proc.returncode).name}"
-        except ValueError:
-            return f"LiteRT crashed with signal {-proc.returncode}"
+        return f"LiteRT crashed with {signal_name(proc.returncode)}"
     said = [ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("litert error")]
     lines = said or [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()][-1:]
     return (lines[0] if lines else f"LiteRT exited with code {proc.returncode}")[:300]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
