@@ -41,6 +41,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgehad.core.errors import EdgehadError, UserInputError
+from edgehad.core.files import current_umask, replace_dir
 
 __all__ = ["build", "validate_manifest"]
 
@@ -397,7 +398,7 @@ def _write(out: Path, force: bool, model: Path, manifest: dict, symbol: str, mic
         os.chmod(stage / "run_model.py", 0o755)
         (stage / "README.md").write_text(readme.render(manifest))
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; the bundle is an ordinary folder
+        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp makes 0700; the bundle is an ordinary folder
         files = sorted(p.name for p in stage.iterdir())
         _put_in_place(stage, out, force)
     finally:
@@ -405,28 +406,8 @@ def _write(out: Path, force: bool, model: Path, manifest: dict, symbol: str, mic
     return files
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _put_in_place(stage: Path, out: Path, force: bool) -> None:
-    """Rename ``stage`` onto ``out``; an existing ``out`` is moved aside first and removed after."""
+    """``stage`` becomes ``out`` (edgehad.core.files.replace_dir); the previous bundle ends at ``stage``'s path,
+    which the caller removes."""
     _check_out(out, force)  # again: something may have appeared while we worked
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-        else:
-            out.rmdir()
-    try:
-        os.replace(stage, out)
-    except OSError:
-        if old is not None:  # put the previous bundle back
-            os.replace(old / out.name, out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    replace_dir(stage, out)

@@ -69,9 +69,7 @@ def atomic_path(dest: str | os.PathLike):
     remove_stale(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a model file is an ordinary file
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
@@ -134,18 +132,25 @@ def staging_dir(out: str | os.PathLike):
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     try:
         yield stage
-        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; the published folder is an ordinary one
+        os.chmod(stage, 0o777 & ~current_umask())  # mkdtemp makes 0700; the published folder is an ordinary one
         publish(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def publish(stage: Path, out: Path) -> None:
-    """Make ``stage`` be ``out``; the previous ``out`` (if any) ends at ``stage`` and is removed by the caller."""
+    """Make ``stage`` be ``out`` unless ``out`` gained foreign files; see :func:`replace_dir`."""
     foreign = foreign_entries(out)
     if foreign:  # checked at the start too; a file that appeared during the run is not ours to delete
         raise UserInputError(f"--out {out} gained {foreign[0]!r} during the run: nothing was replaced; "
                              f"move it out and run again")
+    replace_dir(stage, out)
+
+
+def replace_dir(stage: Path, out: Path) -> None:
+    """Make the folder ``stage`` be ``out`` in one step; the previous ``out`` (if any) ends at ``stage``'s
+    path, for the caller to remove. Where the file system has no atomic exchange, two renames, the
+    first undone if the second fails."""
     if not out.exists():
         os.rename(stage, out)
         return
@@ -212,7 +217,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
