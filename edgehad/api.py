@@ -17,7 +17,7 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
             prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
             rewrite: str | list | None = None, strict: bool | None = None, osr: str | None = None,
-            progress=None) -> dict:
+            max_accuracy_drop: float | None = None, tflite_layout: str | None = None, progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -28,6 +28,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     module's ``example_inputs`` attribute, or ``input_shape``: ``"1x3x32x32"``, ``(1, 3, 32, 32)``
     or a list of either, one per input). ``data``: a spec string, or data in memory (see
     ``edgehad.data.load_data``). The caller's module is never changed: edgehad works on a copy.
+    ``tflite_layout``: "nchw" (default) or "nhwc": the TFLite file's 4-D image inputs and outputs
+    channels-last (edgehad.export.layout).
     """
     from edgehad.core.artifact import Artifact
     from edgehad.core.pipeline import DEFAULT_SAMPLES, model_cost, run_pipeline, sample_inputs
@@ -55,26 +57,41 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
                   "steps": prune_steps, "structure": prune_structure}
     if any(v is not None for v in prune_opts.values()):
         if prune is None and not (rec and "prune" in rec.stages):
-            raise UserInputError("--prune-* options need --prune RATIO (or a recipe with a prune stage)")
+            raise UserInputError("`prune_*` options need `prune` RATIO (or a recipe with a prune stage)")
         overrides["prune"] = prune_opts
     if rewrite is not None or strict is not None:
         if rewrite is None and not (rec and "rewrite" in rec.stages):
-            raise UserInputError("--strict needs --rewrite RULE[,RULE...]")
+            raise UserInputError("`strict` needs `rewrite` RULE[,RULE...]")
         overrides["rewrite"] = {"rules": ",".join(rewrite) if isinstance(rewrite, (list, tuple)) else rewrite,
                                 "strict": strict}
     if finetune_epochs is not None and finetune_epochs < 0:
-        raise UserInputError(f"--finetune-epochs must be >= 0 (0 skips fine-tuning), got {finetune_epochs}")
+        raise UserInputError(f"`finetune_epochs` must be >= 0 (0 skips fine-tuning), got {finetune_epochs}")
     changes_function = _rewrites_change_function(overrides.get("rewrite", {}).get("rules"))
-    if finetune_epochs is not None or distill is not None or changes_function:
-        if finetune_epochs is None and distill is not None and not changes_function \
+    # a pruned model is recovered by default whenever there is data to train on: pruning half of digits_cnn's
+    # channels takes its top-1 from 99% to 11%, and parity alone would call that file verified
+    prunes = "prune" in overrides or bool(rec and "prune" in rec.stages)
+    data_given = (data is not None and not (isinstance(data, str) and not data)) or bool(rec and rec.data.get("spec"))
+    recovers = changes_function or (prunes and data_given)
+    if finetune_epochs is not None or distill is not None or recovers:
+        if finetune_epochs is None and distill is not None and not recovers \
                 and not (rec and "finetune" in rec.stages):
-            raise UserInputError("--no-distill needs --finetune-epochs N (or a recipe with a finetune stage)")
+            raise UserInputError("`distill` needs `finetune_epochs` N (or a recipe with a finetune stage)")
         if finetune_epochs != 0:
             overrides["finetune"] = {"epochs": finetune_epochs, "distill": distill}
+    if max_accuracy_drop is not None:
+        overrides["verify"] = {"max_accuracy_drop": max_accuracy_drop}
+    if tflite_layout is not None:
+        from edgehad.core.recipe import default_recipe
+
+        writes_tflite = "tflite" in formats if formats is not None else "export-tflite" in (rec or default_recipe()).stages
+        if not writes_tflite:
+            raise UserInputError("`tflite_layout` sets the layout of the TFLite file, and none is written: "
+                                 "add tflite to `formats`")
+        overrides["export-tflite"] = {"layout": tflite_layout}
     if osr is not None:  # the COSTARR head (edgehad.stages.osr); the quantize stage keeps it float
         overrides["osr"] = {"stats": str(osr)}
         if keep_float == "auto":
-            raise UserInputError("--keep-float auto cannot be combined with --osr (it would quantize the head): "
+            raise UserInputError("`keep_float='auto'` cannot be combined with `osr` (it would quantize the head): "
                                  "name the layers to keep float instead")
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
     if finetune_epochs == 0:  # explicit: no recovery, e.g. for a speed measurement
@@ -96,17 +113,17 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
         progress(f"loading data {data_spec if isinstance(data_spec, str) else '(in memory)'}")
         splits = load_data(data_spec, normalize=normalize)
     elif normalize:
-        raise UserInputError("--normalize needs --data: it describes how the data is prepared")
+        raise UserInputError("`normalize` needs `data`: it describes how the data is prepared")
     for stage in stage_list:
         if stage.name == "finetune" and splits is None and changes_function and finetune_epochs is None:
-            raise UserInputError(f"--rewrite {overrides['rewrite']['rules']} changes the model's function and is "
-                                 "followed by distillation from the original, which needs --data SPEC; "
-                                 "pass --finetune-epochs 0 to skip it (e.g. for a speed measurement)")
+            raise UserInputError(f"`rewrite` {overrides['rewrite']['rules']} changes the model's function and is "
+                                 "followed by distillation from the original, which needs `data`; "
+                                 "pass `finetune_epochs=0` to skip it (e.g. for a speed measurement)")
         if stage.needs_data and splits is None:
-            what = {"finetune": "--finetune-epochs trains on its train split",
-                    "prune": f"--prune-criterion {getattr(stage, 'config', {}).get('criterion')} scores channels on it",
-                    "osr": "--osr fit fits the COSTARR statistics on its train split"}
-            raise UserInputError(f"{stage.name} needs --data: {what.get(stage.name, 'it uses real samples')}")
+            what = {"finetune": "`finetune_epochs` trains on its train split",
+                    "prune": f"`prune_criterion` {getattr(stage, 'config', {}).get('criterion')} scores channels on it",
+                    "osr": "`osr='fit'` fits the COSTARR statistics on its train split"}
+            raise UserInputError(f"{stage.name} needs `data`: {what.get(stage.name, 'it uses real samples')}")
 
     params, macs = model_cost(loaded.module, loaded.example_inputs)
     source = {
@@ -120,8 +137,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
                         preprocessing=getattr(splits, "preprocessing", None),
                         is_exported_program=loaded.is_exported_program)
     artifact.sample_inputs = sample_inputs(loaded.example_inputs, splits, n=samples or DEFAULT_SAMPLES)
-    artifact.extra["original_outputs"] = torch_outputs(loaded.module, artifact.sample_inputs)
-    artifact.extra["original_model"] = loaded.module
+    artifact.original_outputs = torch_outputs(loaded.module, artifact.sample_inputs)
+    artifact.original_model = loaded.module
     return run_pipeline(artifact, stage_list, out, keep_intermediate=keep_intermediate, progress=progress,
                         write_report=write_report)
 
@@ -183,15 +200,24 @@ def _from_module(module, input_shape, weights, example_inputs=None):
 
 
 def inspect(target, *, model_args: dict | None = None, weights: str | None = None,
-            input_shape: list[str] | None = None) -> dict:
-    """Describe a ``.onnx``/``.tflite`` file or a MODEL spec (keys: format, inputs, outputs, ops, params, macs, size_bytes, quantized)."""
+            input_shape: list[str] | str | dict | None = None, inputs=None) -> dict:
+    """Describe a ``.onnx``/``.tflite`` file or a MODEL spec (keys: format, inputs, outputs, ops, params, macs,
+    input_shapes, size_bytes, quantized).
+
+    A file's MACs are computed at its static input shapes; its symbolic dims come from ``input_shape``
+    ("images=1x3x640x640", a bare shape for a one-input file, a list or a ``{name: shape}`` dict) or
+    ``inputs`` (an .npz path or a dict of arrays by input name), else UserInputError naming every dim.
+    For a MODEL spec ``input_shape`` is its example input shape ("1x3x224x224").
+    """
     from edgehad.inspection import inspect_file, inspect_torch
 
     text = str(target)
-    if text.endswith((".onnx", ".tflite")):
-        return inspect_file(text)
-    if Path(text).is_file() and not text.endswith((".py", ".pt2")):
-        return inspect_file(text)  # an unknown extension gets inspect_file's error
+    if text.endswith((".onnx", ".tflite")) or (Path(text).is_file() and not text.endswith((".py", ".pt2"))):
+        # an unknown extension gets inspect_file's error
+        return inspect_file(text, input_shape=input_shape, inputs=inputs, require_shapes=True)
+    if inputs is not None:
+        raise UserInputError(f"{text}: `inputs` goes with a .onnx or .tflite file; a MODEL spec takes "
+                             "`input_shape` (e.g. 1x3x224x224)")
     from edgehad.loading import load_model
 
     loaded = load_model(text, model_args=model_args, weights=weights, input_shapes=input_shape)
@@ -220,14 +246,18 @@ def explain_rewrite(model, *, rules: str | list | None = None, model_args: dict 
 
 
 def profile(files, *, host=None, target: str | None = None, report=None, data: str | None = None,
-            progress=None, **settings) -> list[dict]:
+            input_shape=None, inputs=None, progress=None, **settings) -> list[dict]:
     """Measure latency and memory of each ``.onnx``/``.tflite`` file, each in its own fresh process.
 
     ``settings`` are ``edgehad.profiling.job.Job`` fields: runtime ("auto", "ort", "tflite"), threads, warmup,
-    runs or seconds, op_profile, seed, provider ("cpu", "cuda", "tensorrt"), power, timeout.
+    runs or seconds, op_profile, seed, provider ("cpu", "cuda", "tensorrt"), precision ("fp32"; "fp16": TensorRT's
+    fp16 mode, with provider "tensorrt" only), power, timeout.
     ``host``: None (here), or ``ssh://user@host[:port]`` / a hosts.toml name, several as a list or
     comma-separated; ``target``: a targets/ name (``emulated-aarch64`` runs the ARM runtimes under qemu);
     ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs.
+    ``input_shape`` ("images=1x3x640x640", a bare shape for one input, a list or a dict) sizes a file's
+    symbolic dims for the random inputs; ``inputs`` (an .npz or a dict of arrays by input name) is fed
+    instead of them. A symbolic dim neither fills is a UserInputError naming it (never guessed).
     One dict per (host, file), in order; keys documented in README.md ("profile JSON keys").
     """
     from edgehad.profiling.job import Job
@@ -235,19 +265,21 @@ def profile(files, *, host=None, target: str | None = None, report=None, data: s
 
     files = [files] if isinstance(files, (str, Path)) else list(files)
     return profile_all(files, Job(**settings), host=host, target=target, report=report, data=data,
-                       progress=progress)
+                       progress=progress, input_shape=input_shape, inputs=inputs)
 
 
 def micro(path, *, arena_kb: float | None = None, find_arena: bool = False, target: str | None = None,
-          samples: int = 8, timeout: float | None = None, progress=None) -> dict:
+          samples: int = 8, timeout: float | None = None, input_shape=None, inputs=None, progress=None) -> dict:
     """Run a ``.tflite`` under TFLite Micro: op support, parity with LiteRT, the arena; see ``edgehad.micro.check``.
 
-    ``timeout``: seconds each TFLM or LiteRT child run may take (None: 120).
+    ``timeout``: seconds each TFLM or LiteRT child run may take (None: 120). ``input_shape`` names the
+    shapes of a file's symbolic dims (TFLM runs the ones stored in the file); ``inputs`` (an .npz or a
+    dict of arrays by input name) is the sample compared instead of seeded random ones.
     """
     from edgehad.micro import check
 
     return check(path, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
-                 progress=progress, timeout=timeout)
+                 progress=progress, timeout=timeout, input_shape=input_shape, inputs=inputs)
 
 
 def bundle(path, out, *, target: str | None = None, name: str | None = None, labels=None, force: bool = False,
@@ -272,12 +304,13 @@ def osr_fit(model, data, out, *, classifier: str | None = None, normalize=None, 
 
 
 def osr_eval(model, known, unknown, *, stats: str | None = None, normalize=None, split: str = "val", plot=None,
-             model_args: dict | None = None, weights: str | None = None, input_shape: list[str] | None = None) -> dict:
+             model_args: dict | None = None, weights: str | None = None, input_shape: list[str] | None = None,
+             warn=None) -> dict:
     """Open-set metrics of every score on ``known`` vs ``unknown``; see ``edgehad.osr.evaluate``."""
     from edgehad import osr
 
     return osr.evaluate(model, known, unknown, stats=stats, normalize=normalize, split=split, plot=plot,
-                        model_args=model_args, weights=weights, input_shape=input_shape)
+                        model_args=model_args, weights=weights, input_shape=input_shape, warn=warn)
 
 
 def targets() -> list[dict]:
@@ -285,6 +318,30 @@ def targets() -> list[dict]:
     from edgehad.targets import list_targets
 
     return list_targets()
+
+
+def target(name: str) -> dict:
+    """One target by name or .toml path, validated; ``local`` is this machine (see ``edgehad.targets``)."""
+    from edgehad.targets import load_target
+
+    return load_target(name)
+
+
+def calibrate_target(name: str = "local", *, size: int | None = None, progress=None) -> dict:
+    """Measure this machine's fp32 / int8 peaks and memory bandwidth for the ``local`` target and store them.
+
+    ``size``: the side of the benchmark's square matrices (default 1024; smaller is quicker and less exact).
+    Returns the stored record (``fp32_gops``, ``int8_gops``, ``memory_bandwidth_gbs``, ``date``, ``threads``,
+    ...) and ``file``; see ``edgehad.profiling.calibrate``.
+    """
+    from edgehad.targets import LOCAL
+
+    if name != LOCAL:
+        raise UserInputError(f"target {name!r} cannot be calibrated from here: only {LOCAL} (this machine) can; "
+                             f"a device's figures are in its targets/{name}.toml")
+    from edgehad.profiling.calibrate import calibrate
+
+    return calibrate(size=size, progress=progress)
 
 
 def setup_target(name: str, *, force: bool = False, progress=None) -> str:

@@ -62,11 +62,11 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
     import torch.nn.functional as F
 
     if epochs < 1:
-        raise UserInputError(f"--finetune-epochs must be >= 1, got {epochs}")
+        raise UserInputError(f"`finetune_epochs` must be >= 1, got {epochs}")
     if data is None:
-        raise UserInputError("fine-tuning needs --data: it trains on the train split and validates on val")
+        raise UserInputError("fine-tuning needs `data`: it trains on the train split and validates on val")
     if distill and teacher is None:
-        raise UserInputError("distillation needs the original model; pass --no-distill to train on labels only")
+        raise UserInputError("distillation needs the original model; pass `distill=False` to train on labels only")
     progress = progress or (lambda msg: None)
     x_train, y_train = (np.asarray(a) for a in data.train)
     x_val, y_val = (np.asarray(a) for a in data.val)
@@ -81,8 +81,8 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
         probe = first_output(student.eval()(xv[:2]))
     classifier = is_classifier(probe.numpy(), y_val)
     if not classifier and not distill:
-        raise UserInputError("the model's output is not a classifier's logits over --data's labels: "
-                             "fine-tuning it needs distillation (drop --no-distill)")
+        raise UserInputError("the model's output is not a classifier's logits over the labels of `data`: "
+                             "fine-tuning it needs distillation (drop `distill=False`)")
 
     def loss_fn(out, target_logits, y):
         if not classifier:

@@ -56,13 +56,13 @@ def parse_model_args(pairs: list[str] | tuple[str, ...] | None) -> dict:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise UserInputError(f"--model-arg {pair!r} is not KEY=VALUE: write e.g. --model-arg width_mult=0.5")
+            raise UserInputError(f"`model_args` {pair!r} is not KEY=VALUE: write e.g. `model_args` width_mult=0.5")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
         if first_non_finite(value) is not None:
-            raise UserInputError(f"--model-arg {pair!r} is not a finite number: give a finite value "
+            raise UserInputError(f"`model_args` {pair!r} is not a finite number: give a finite value "
                                  "(a string needs quotes, e.g. KEY='\"nan\"')")
         args[key] = value
     return args
@@ -74,19 +74,19 @@ def parse_input_shape(text: str):
     dtype = _DTYPES.get((dtype_text or "float32").strip().lower())
     if dtype is None:
         raise UserInputError(
-            f"--input-shape {text!r}: unknown dtype {dtype_text!r}; use one of {', '.join(sorted(set(_DTYPES.values())))}"
+            f"`input_shape` {text!r}: unknown dtype {dtype_text!r}; use one of {', '.join(sorted(set(_DTYPES.values())))}"
         )
     try:
         shape = tuple(int(d) for d in re.split(r"[x,]", shape_text.strip().lower()) if d != "")
     except ValueError:
         shape = ()
     if not shape or any(d <= 0 for d in shape):
-        raise UserInputError(f"--input-shape {text!r} is not a shape: write dimensions joined by 'x', e.g. 1x3x224x224")
+        raise UserInputError(f"`input_shape` {text!r} is not a shape: write dimensions joined by 'x', e.g. 1x3x224x224")
     return shape, dtype
 
 
 def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
-    """Seeded example tensors for ``--input-shape`` values."""
+    """Seeded example tensors for ``input_shape`` values."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -95,7 +95,7 @@ def make_inputs(shapes: list[str], seed: int = 0) -> tuple:
         shape, dtype = parse_input_shape(text)
         itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
         # refused here, before torch tries (and fails) to allocate it
-        refuse_beyond_ram(math.prod(shape) * itemsize, f"--input-shape {text}", "give the shape the model expects")
+        refuse_beyond_ram(math.prod(shape) * itemsize, f"`input_shape` {text}", "give the shape the model expects")
         if dtype.startswith("float"):
             t = torch.randn(shape, generator=gen).to(getattr(torch, dtype))
         elif dtype == "bool":
@@ -140,7 +140,7 @@ def load_model(
         except UserInputError:
             raise
         except TypeError as exc:
-            raise UserInputError(f"factory {spec!r} does not accept these arguments ({exc}): check --model-arg") from exc
+            raise UserInputError(f"factory {spec!r} does not accept these arguments ({exc}): check `model_args`") from exc
         except Exception as exc:
             raise UserInputError(f"factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
         except SystemExit as exc:  # a factory must return a model, not end the process
@@ -155,7 +155,7 @@ def load_model(
         example = make_inputs(list(input_shapes))
     if example is None:
         raise UserInputError(
-            f"{spec!r} has no example_inputs attribute: pass --input-shape, e.g. --input-shape 1x3x224x224"
+            f"{spec!r} has no example_inputs attribute: pass `input_shape`, e.g. `input_shape='1x3x224x224'`"
         )
     if isinstance(example, torch.Tensor):
         example = (example,)
@@ -177,7 +177,7 @@ def check_inputs_fit(module, example: tuple, spec: str) -> None:
         shapes = ", ".join("x".join(str(d) for d in t.shape) for t in example)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(
-            f"inputs of shape {shapes} do not fit {spec!r} ({first}): pass the shape the model expects with --input-shape"
+            f"inputs of shape {shapes} do not fit {spec!r} ({first}): pass the shape the model expects with `input_shape`"
         ) from exc
     check_outputs(outputs, spec)
 
@@ -203,9 +203,9 @@ def _load_exported_program(path: str, model_args: dict, weights: str | None):
     if not Path(path).is_file():
         raise UserInputError(f"exported program {path} does not exist: check the path")
     if model_args:
-        raise UserInputError(f"--model-arg does not apply to {path}: a .pt2 program is already built")
+        raise UserInputError(f"`model_args` does not apply to {path}: a .pt2 program is already built")
     if weights:
-        raise UserInputError(f"--weights does not apply to {path}: a .pt2 program carries its weights")
+        raise UserInputError(f"`weights` does not apply to {path}: a .pt2 program carries its weights")
     from edgehad.core.unpickling import is_refused_pickle, no_code_from_pickles
 
     try:
@@ -273,7 +273,7 @@ def load_weights(module, path: str) -> None:
             parts.append(f"unexpected {_first(unexpected)}")
         raise UserInputError(
             f"weights in {path} do not match the model ({'; '.join(parts)}): "
-            "check that --model-arg builds the same architecture the weights were saved from"
+            "check that `model_args` builds the same architecture the weights were saved from"
         )
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
     if wrong:

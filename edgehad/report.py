@@ -47,10 +47,15 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {s['name']} | {s['seconds']:.2f} | {_num(s['params'])} | {_num(s['macs'])} |")
     for s in report["stages"]:
         metric = s.get("task_metric")
-        if metric:
-            lines += ["", f"## Task metric: {metric['name']} on {metric['samples']} {metric['split']} samples", "",
-                      "| model | value |", "|---|---:|"]
-            lines += [f"| {k} | {v:.4f} |" for k, v in metric.items() if k not in ("name", "split", "samples")]
+        if metric and not metric.get("measured"):
+            lines += ["", f"## Task metric: not measured ({metric['reason']})"]
+        elif metric:
+            lines += ["", f"## Task metric: {metric['name']} on {metric['samples']} {metric['split']} samples "
+                      f"of {metric['data']}", "", "| model | value |", "|---|---:|"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in metric.items()
+                      if k not in ("measured", "name", "split", "samples", "data", "max_drop_points")]
+            if "max_drop_points" in metric:
+                lines.append(f"\nEvery file within {metric['max_drop_points']:g} top-1 points of the original.")
         if s.get("pruning"):
             lines += _pruning_lines(s["pruning"])
         if s.get("finetune"):
@@ -77,7 +82,17 @@ def render_markdown(report: dict) -> str:
     if zipped:
         lines += ["", "Zipped (zlib level 6): " + ", ".join(
             f"{Path(a['path']).name} {_size(a['size_zipped_bytes'])}" for a in zipped)]
+    laid = [a for a in report["artifacts"] if a.get("layout")]
+    if laid:  # what an app must feed: nhwc = [N, H, W, C], channels-last
+        lines += ["", "Image layout (per input; per output): " + ", ".join(
+            f"{Path(a['path']).name} {_layouts(a['layout']['inputs'])}; {_layouts(a['layout']['outputs'])}"
+            for a in laid)]
     return "\n".join(lines) + "\n"
+
+
+def _layouts(entries: list) -> str:
+    """["nhwc", None] -> "nhwc, -" (None: that tensor is no image)."""
+    return ", ".join(e or "-" for e in entries) or "-"
 
 
 def _pruning_lines(info: dict) -> list[str]:

@@ -21,6 +21,21 @@ An integer array given to a quantized input is passed as it is, and
 TFLite inputs and outputs are ordered by the model's signature (``args_0``,
 ``args_1``, ... as litert-torch names them), not by tensor index, which can
 differ.
+
+Symbolic dims (ONNX ``dim_param``, TFLite ``shape_signature`` -1) are never
+guessed. ``input_shape`` states them ("images=1x3x640x640", a bare shape for a
+one-input file, a tuple of ints, a list of those or a ``{name: shape}`` dict);
+``inputs`` (an .npz file, loaded with ``allow_pickle=False``, or a dict of
+arrays) gives the arrays themselves, by input name, and ``run()`` without
+arguments feeds them. With either, every symbolic dim must be filled and each
+shape and dtype must fit the file (``InputsError``, a ValueError, naming what
+does not); TFLite inputs are resized to the stated shapes::
+
+    sess = Session("detector.onnx", input_shape="images=1x3x640x640")
+    sess = Session("stream.onnx", inputs="chunk.npz"); outputs = sess.run()
+
+A runtime that raises while running is one ``RunError`` line: the file, the
+shapes and dtypes fed, and the runtime's own first line.
 """
 
 from __future__ import annotations
@@ -41,11 +56,252 @@ def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+# -- the shapes and arrays given for a file's inputs ---------------------------
+# Functions over input specs, ``{"name", "shape", "dtype", "quantization"?, "aliases"?}`` with shape entries
+# an int (static), a str (a named symbolic dim) or None (an unknown one): the same for a Session's inputs and
+# for edgehad's own reading of a file (edgehad.inspection.inputs), so inspect, profile, micro and this
+# Session accept and refuse the same things with the same words. Messages name the options as the Python
+# keywords `input_shape` and `inputs`; edgehad's CLI shows them as its flags.
+class InputsError(ValueError):
+    """Shapes or arrays given for a file's inputs that do not fit it (edgehad reports it as bad input, exit 2)."""
+
+
+class RunError(RuntimeError):
+    """The runtime raised while running the file on the inputs fed; one line naming the file, the inputs and
+    the runtime's own first line."""
+
+
+def shape_text(shape) -> str:
+    """``[1, 3, 8, 8]`` -> "1x3x8x8"; ``[]`` -> "scalar"; a symbolic dim by its name, an unknown one "?"."""
+    if shape is None:
+        return "?"
+    if len(shape) == 0:
+        return "scalar"
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _static(d) -> bool:
+    return isinstance(d, (int, np.integer)) and not isinstance(d, bool) and int(d) >= 0
+
+
+def _names(specs) -> str:
+    return ", ".join(str(s["name"]) for s in specs)
+
+
+def _positions(specs) -> dict:
+    """Every name an input answers to (its name; a TFLite input also its tensor or signature name) -> index."""
+    index = {}
+    for i, spec in enumerate(specs):
+        for key in (spec["name"], *spec.get("aliases", ())):
+            index.setdefault(str(key), i)
+    return index
+
+
+def parse_dims(text, what: str) -> list[int]:
+    """"1x3x640x640" -> [1, 3, 640, 640]; "scalar" (or nothing) -> [] for a 0-d input."""
+    text = str(text).strip().lower()
+    if text in ("", "scalar"):
+        return []
+    parts = [p.strip() for p in text.split("x")]
+    if not all(re.fullmatch(r"[0-9]+", p) and int(p) >= 1 for p in parts):
+        raise InputsError(f"{what}: {text!r} is not a shape; write whole numbers >= 1 joined by x, "
+                          f"e.g. 1x3x224x224")
+    return [int(p) for p in parts]
+
+
+def _int_dims(value) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in value)
+
+
+def _example(spec) -> str:
+    """A stated shape for ``spec`` in the syntax `input_shape` takes (its symbolic dims given example sizes)."""
+    dims = [int(d) if _static(d) else (1 if i == 0 else 16) for i, d in enumerate(spec["shape"] or [1])]
+    return f"{spec['name']}={shape_text(dims)}"
+
+
+def _check_fits(spec, dims, label, source) -> None:
+    """``dims`` given for ``spec`` by ``source`` keep its rank and static dims; only symbolic dims are free."""
+    shape = spec["shape"]
+    if shape is None:
+        return
+    if len(dims) != len(shape) or any(_static(d) and int(d) != g for d, g in zip(shape, dims)):
+        raise InputsError(f"{source} gives {spec['name']} the shape {shape_text(dims)}, which does not fit "
+                          f"{label}: its input {spec['name']} is {shape_text(shape)} and only symbolic dims "
+                          f"can be chosen")
+
+
+def stated_shapes(input_shape, specs, label) -> dict:
+    """``input_shape`` as ``{input index: dims}``, each name and shape checked against ``specs``.
+
+    Takes "NAME=1x3x8x8", a bare "1x3x8x8" or ``(1, 3, 8, 8)`` for a file with one input, a list of
+    those, or a ``{name: shape}`` dict (shape as text or ints).
+    """
+    if input_shape is None:
+        return {}
+    if isinstance(input_shape, dict):
+        items = [(str(k), v) for k, v in input_shape.items()]
+    else:
+        entries = [input_shape] if isinstance(input_shape, str) or _int_dims(input_shape) else list(input_shape)
+        items = []
+        for entry in entries:
+            if isinstance(entry, str):
+                name, sep, dims = entry.rpartition("=")
+                items.append((name.strip() if sep else None, dims))
+            elif _int_dims(entry):
+                items.append((None, entry))
+            else:
+                raise InputsError(f"`input_shape` {entry!r}: give NAME=1x3x224x224 (a bare shape for a file "
+                                  f"with one input), a tuple of ints, or a {{name: shape}} dict")
+    index, out = _positions(specs), {}
+    for name, dims in items:
+        shown = dims if isinstance(dims, str) else shape_text(list(dims))
+        what = f"`input_shape` {name + '=' if name else ''}{shown}"
+        if isinstance(dims, str):
+            dims = parse_dims(dims, what)
+        elif _int_dims(dims) and all(int(d) >= 1 for d in dims):
+            dims = [int(d) for d in dims]
+        else:
+            raise InputsError(f"{what}: dims must be whole numbers >= 1")
+        if name is None:
+            if len(specs) != 1:
+                example = next((s for s in specs if s["shape"] is None or not all(map(_static, s["shape"]))),
+                               specs[0]) if specs else None
+                hint = f", e.g. `input_shape` {_example(example)}" if example else ""
+                raise InputsError(f"{what}: {label} has {len(specs)} inputs ({_names(specs)}); name the input "
+                                  f"each shape is for{hint}")
+            pos = 0
+        elif name in index:
+            pos = index[name]
+        else:
+            raise InputsError(f"{what}: {label} has no input {name!r}; its inputs: {_names(specs)}")
+        if pos in out:
+            raise InputsError(f"`input_shape` gives input {specs[pos]['name']} twice: give each input once")
+        _check_fits(specs[pos], dims, label, "`input_shape`")
+        out[pos] = dims
+    return out
+
+
+def load_inputs(inputs) -> tuple[dict, str]:
+    """``inputs`` (an .npz path, or a dict of arrays) as ``({name: array}, what to call it in messages)``.
+
+    An .npz is read with ``allow_pickle=False``: an archive holding objects is refused, never unpickled.
+    """
+    if isinstance(inputs, dict):
+        return {str(k): np.asarray(v) for k, v in inputs.items()}, "`inputs`"
+    path = os.fspath(inputs)
+    if not os.path.isfile(path):
+        raise InputsError(f"`inputs` {path}: no such file; give an .npz of arrays by input name "
+                          f"(numpy.savez(path, name=array, ...))")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # not a zip, a pickle refused, truncated: all mean "not an .npz of arrays"
+        archive, why = None, " ".join(str(exc).split())[:200] or type(exc).__name__
+    if archive is not None and not hasattr(archive, "files"):  # a lone .npy array: no names
+        archive, why = None, "a single .npy array, not an .npz of named arrays"
+    if archive is None:
+        raise InputsError(f"`inputs` {path} is not a readable .npz of arrays ({why}); write it with "
+                          f"numpy.savez(path, name=array, ...)")
+    with archive:
+        try:
+            arrays = {k: archive[k] for k in archive.files}
+        except Exception as exc:  # an object array (allow_pickle=False), a corrupt member
+            raise InputsError(f"`inputs` {path}: an array cannot be read ({' '.join(str(exc).split())[:200]}); "
+                              f"save plain numeric arrays with numpy.savez") from None
+    return arrays, path
+
+
+def _dtype_fits(array, spec) -> bool:
+    try:
+        want = np.dtype(spec["dtype"])
+    except TypeError:  # a type numpy has no name for (bfloat16 ...): the runtime will judge
+        return True
+    if array.dtype == want:
+        return True
+    # floats for a quantized integer input: quantized with its own scale and zero point (see Session.run)
+    return bool(spec.get("quantization")) and np.issubdtype(array.dtype, np.floating) and \
+        np.issubdtype(want, np.integer)
+
+
+def fit_inputs(specs, label, shapes: dict | None = None, arrays: dict | None = None,
+               source: str = "`inputs`") -> tuple[list, list | None]:
+    """The shape of every input, and the arrays in input order (None without ``arrays``).
+
+    ``shapes``: ``{index: dims}`` from :func:`stated_shapes`; ``arrays``: ``{name: array}`` from
+    :func:`load_inputs` (``source`` names them in messages). A symbolic dim named alike in several
+    inputs takes one value; every dim not static, stated or so implied is an InputsError listing
+    each of them: none is guessed.
+    """
+    shapes = dict(shapes or {})
+    feed = None
+    if arrays is not None:
+        index = _positions(specs)
+        extra = [k for k in arrays if k not in index]
+        if extra:
+            raise InputsError(f"{source} holds {', '.join(map(repr, extra))}, which {label} has no input named; "
+                              f"its inputs: {_names(specs)}")
+        by_pos = {}
+        for key, array in arrays.items():
+            if index[key] in by_pos:
+                raise InputsError(f"{source} holds two arrays for input {specs[index[key]]['name']}: keep one")
+            by_pos[index[key]] = np.asarray(array)
+        missing = [str(s["name"]) for i, s in enumerate(specs) if i not in by_pos]
+        if missing:
+            raise InputsError(f"{source} has no array for input(s) {', '.join(missing)} of {label}: give one "
+                              f"array per input, named for it")
+        for pos, array in sorted(by_pos.items()):
+            spec = specs[pos]
+            if not _dtype_fits(array, spec):
+                raise InputsError(f"{source}: {spec['name']} is {array.dtype.name} but {label} takes "
+                                  f"{spec['dtype']} there; save it as {spec['dtype']}")
+            _check_fits(spec, list(array.shape), label, f"{source}'s array")
+            if pos in shapes and shapes[pos] != list(array.shape):
+                raise InputsError(f"`input_shape` says {spec['name']}={shape_text(shapes[pos])} but {source} "
+                                  f"holds {shape_text(list(array.shape))}: give one of them")
+            shapes[pos] = list(array.shape)
+        feed = [by_pos[i] for i in range(len(specs))]
+    named: dict = {}  # a symbolic dim's name -> (size, where it was given)
+    for pos, dims in sorted(shapes.items()):
+        for i, (d, size) in enumerate(zip(specs[pos]["shape"] or [], dims)):
+            if isinstance(d, str):
+                seen = named.setdefault(d, (size, f"{specs[pos]['name']}[{i}]"))
+                if seen[0] != size:
+                    raise InputsError(f"{label}: dim {d} is {seen[0]} in {seen[1]} but {size} in "
+                                      f"{specs[pos]['name']}[{i}]; one name, one size")
+    result, unfilled, first = [], [], None
+    for pos, spec in enumerate(specs):
+        if pos in shapes:
+            result.append(list(shapes[pos]))
+            continue
+        if spec["shape"] is None:
+            unfilled.append(f"{spec['name']} (rank unknown)")
+            first = first or spec
+            continue
+        dims = []
+        for i, d in enumerate(spec["shape"]):
+            if _static(d):
+                dims.append(int(d))
+            elif isinstance(d, str) and d in named:
+                dims.append(named[d][0])
+            else:
+                unfilled.append(f"{spec['name']}[{i}]" + (f"={d}" if isinstance(d, str) else ""))
+                first = first or spec
+        result.append(dims)
+    if unfilled:
+        raise InputsError(f"{label} has symbolic dims: {', '.join(unfilled)}; give them with `input_shape` "
+                          f"(e.g. {_example(first)}) or `inputs` (an .npz of arrays by input name)")
+    return result, feed
+
+
 class Session:
-    """Run a ``.onnx`` or ``.tflite`` file. ``runtime`` is picked from the suffix unless given."""
+    """Run a ``.onnx`` or ``.tflite`` file. ``runtime`` is picked from the suffix unless given.
+
+    ``input_shape`` / ``inputs``: the shapes, or the arrays, to run at (module docstring); then
+    ``inputs`` lists those shapes and ``feed`` holds the arrays (None without ``inputs``).
+    """
 
     def __init__(self, path: str, threads: int | None = None, runtime: str | None = None,
-                 providers: list | None = None):
+                 providers: list | None = None, *, input_shape=None, inputs=None):
         self.path = str(path)
         if runtime is None:
             runtime = "ort" if self.path.endswith(".onnx") else "tflite"
@@ -56,6 +312,15 @@ class Session:
             self._init_tflite(threads)
         else:
             raise ValueError(f"unknown runtime {runtime!r}: use 'ort' or 'tflite'")
+        self.feed = None
+        if input_shape is not None or inputs is not None:
+            arrays, source = load_inputs(inputs) if inputs is not None else (None, "`inputs`")
+            shapes, self.feed = fit_inputs(self.inputs, self.path, stated_shapes(input_shape, self.inputs, self.path),
+                                           arrays, source)
+            for spec, shape in zip(self.inputs, shapes):
+                spec["shape"] = list(shape)
+            if runtime == "tflite":
+                self._resize(shapes)
 
     # -- onnxruntime ---------------------------------------------------------
     def _init_ort(self, threads, providers):
@@ -106,6 +371,7 @@ class Session:
             ins = sorted(by_name_in.items(), key=lambda kv: kv[1]["index"])
             outs = sorted(by_name_out.items(), key=lambda kv: kv[1]["index"])
         self._in_details = [d for _, d in ins]
+        self._allocated = [list(d["shape"]) for d in self._in_details]  # the input shapes allocated for
         self._out_details = [d for _, d in outs]
         self.inputs = [self._describe(n, d) for n, d in ins]
         self.outputs = [self._describe(n, d) for n, d in outs]
@@ -114,8 +380,24 @@ class Session:
     def _describe(name, d):
         scale, zero = d.get("quantization", (0.0, 0))
         quant = {"scale": float(scale), "zero_point": int(zero)} if scale else None
-        return {"name": name, "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                "quantization": quant}
+        shape = [int(s) for s in d["shape"]]
+        signature = d.get("shape_signature")
+        if signature is not None and len(signature) == len(shape):  # -1: a dynamic dim, unknown until stated
+            shape = [s if int(sig) >= 0 else None for s, sig in zip(shape, signature)]
+        entry = {"name": name, "shape": shape, "dtype": np.dtype(d["dtype"]).name, "quantization": quant}
+        if d.get("name") and d["name"] != name:  # a signature input also answers to its tensor's name
+            entry["aliases"] = [d["name"]]
+        return entry
+
+    def _resize(self, shapes):
+        """Give each TFLite input its stated shape (only dynamic dims change) and allocate for it."""
+        if self._sig is not None:  # the signature runner resizes to the arrays of each call (and holds the
+            return                 # interpreter, which then refuses resize_tensor_input)
+        for d, shape in zip(self._in_details, shapes):
+            if list(d["shape"]) != list(shape):
+                self._interp.resize_tensor_input(d["index"], list(shape), strict=True)
+        self._interp.allocate_tensors()
+        self._allocated = [list(shape) for shape in shapes]
 
     # -- running -------------------------------------------------------------
     def _prepare(self, arrays):
@@ -134,31 +416,51 @@ class Session:
                                      "parameters: pass an integer array")
                 info = np.iinfo(spec["dtype"])
                 arr = np.clip(np.round(arr / q["scale"]) + q["zero_point"], info.min, info.max)
-            prepared.append(np.ascontiguousarray(arr.astype(spec["dtype"], copy=False)))
+            # np.asarray(order="C"), not np.ascontiguousarray, which makes a 0-d input (a sample rate) 1-d
+            prepared.append(np.asarray(arr.astype(spec["dtype"], copy=False), order="C"))
         return prepared
 
-    def run(self, arrays, dequantize: bool = True) -> list:
-        """Run once; ``arrays`` is a list in input order or a dict by input name.
+    def run(self, arrays=None, dequantize: bool = True) -> list:
+        """Run once; ``arrays`` is a list in input order or a dict by input name (None: the ``inputs``
+        given to the Session).
 
         Returns the outputs in order, quantized ones dequantized to float32
-        unless ``dequantize=False`` (then the file's raw integers).
+        unless ``dequantize=False`` (then the file's raw integers). The runtime raising is a RunError.
         """
+        if arrays is None:
+            if self.feed is None:
+                raise ValueError(f"{self.path}: no arrays to run on; pass them to run(), or `inputs` to Session")
+            arrays = self.feed
         prepared = self._prepare(arrays)
-        if self.runtime == "ort":
-            feed = {spec["name"]: a for spec, a in zip(self.inputs, prepared)}
-            outs = self._ort.run(None, feed)
-        elif self._sig is not None:
-            runner, in_names, out_names = self._sig
-            result = runner(**dict(zip(in_names, prepared)))
-            outs = [result[n] for n in out_names]
-        else:
-            for d, a in zip(self._in_details, prepared):
-                self._interp.set_tensor(d["index"], a)
-            self._interp.invoke()
-            outs = [self._interp.get_tensor(d["index"]) for d in self._out_details]
+        try:
+            outs = self._invoke(prepared)
+        except Exception as exc:  # the runtime's own error: one line with what it was fed
+            fed = ", ".join(f"{spec['name']}: {a.dtype.name} {shape_text(list(a.shape))}"
+                            for spec, a in zip(self.inputs, prepared))
+            said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            said = said if len(said) <= 400 else said[:400] + "..."
+            raise RunError(f"{self.path}: {self.runtime} failed running it on {fed}: {said}") from exc
         if dequantize:
             outs = [self._dequantize(o, spec) for o, spec in zip(outs, self.outputs)]
         return [np.array(o) for o in outs]
+
+    def _invoke(self, prepared) -> list:
+        if self.runtime == "ort":
+            return self._ort.run(None, {spec["name"]: a for spec, a in zip(self.inputs, prepared)})
+        if self._sig is not None:  # the signature runner resizes its inputs to the arrays' shapes
+            runner, in_names, out_names = self._sig
+            result = runner(**dict(zip(in_names, prepared)))
+            return [result[n] for n in out_names]
+        shapes = [list(a.shape) for a in prepared]
+        if shapes != self._allocated:  # a file without signatures: resize by hand, as the signature runner does
+            for d, shape in zip(self._in_details, shapes):
+                self._interp.resize_tensor_input(d["index"], shape)
+            self._interp.allocate_tensors()
+            self._allocated = shapes
+        for d, a in zip(self._in_details, prepared):
+            self._interp.set_tensor(d["index"], a)
+        self._interp.invoke()
+        return [self._interp.get_tensor(d["index"]) for d in self._out_details]
 
     @staticmethod
     def _dequantize(arr, spec):

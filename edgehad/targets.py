@@ -10,6 +10,13 @@ jsonschema through ``edgehad.core.validation.check`` like every other setting.
 Adding a device is one new file, ``targets/<name>.toml``; ``list_targets()``
 finds it. ``EDGEHAD_TARGETS_DIR`` points the lookup at another folder (the
 schema still comes from edgehad's own targets/ folder).
+
+``local`` is the machine edgehad runs on, never a copy of another's: its file
+holds only what is true everywhere, and ``local_target`` adds this machine's
+CPU, RAM and peaks when it is loaded (edgehad.machine), with ``peak.source``
+"estimate" (from the ISA and clock), "measured" (``edgehad targets calibrate
+local``, edgehad.profiling.calibrate, which also measures the memory
+bandwidth) or "unknown" (no readable clock; ``peak.note`` says what to do).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ ENV_VAR = "EDGEHAD_TARGETS_DIR"
 # the repository's targets/ folder, shipped in the wheel as the package edgehad.target_files
 BUILTIN_DIR = Path(str(resources.files("edgehad.target_files")))
 SCHEMA_FILE = "schema.toml"
+LOCAL = "local"
+# what only this machine can say: a local.toml that states any of them would hold another machine's numbers
+MACHINE_KEYS = ("cpu", "peak", "memory_bandwidth_gbs", "ram_kb", "flash_kb", "gpu", "match", "ssh", "emulated")
 
 
 def targets_dir() -> Path:
@@ -89,7 +99,51 @@ def _read(path: Path) -> dict:
         raise UserInputError(
             f"{path}: name '{target['name']}' differs from the file name: rename one so both read '{path.stem}'"
         )
+    if target["name"] == LOCAL:
+        return local_target(target, str(path))
     return target
+
+
+def local_target(base: dict, source: str = LOCAL) -> dict:
+    """``base`` (local.toml's keys) completed with this machine's CPU, RAM, peaks and, once calibrated, bandwidth."""
+    from edgehad.machine import estimate_peaks, this_machine
+    from edgehad.profiling.calibrate import calibration_file, load_calibration
+
+    stated = [k for k in MACHINE_KEYS if k in base]
+    if stated:
+        raise UserInputError(f"{source}: '{stated[0]}' is not read from the file: the {LOCAL} target describes the "
+                             f"machine edgehad runs on; remove it, or describe another machine in a file of its "
+                             f"own name")
+    machine = this_machine()
+    cpu = {"cores": len(machine.cores), "isa": machine.isa, "arch": machine.arch}
+    if machine.clock_ghz is not None:
+        cpu.update(clock_ghz=machine.clock_ghz, clock_source=machine.clock_source)
+    if machine.model:
+        cpu["model"] = machine.model
+    target = {**base, "cpu": cpu}
+    if machine.ram_kb:
+        target["ram_kb"] = machine.ram_kb
+    record, ignored = load_calibration(machine.fingerprint())
+    calibrate = f"run `edgehad targets calibrate {LOCAL}` to measure"
+    if record is not None:
+        target["peak"] = {"fp32_gops": float(record["fp32_gops"]), "int8_gops": float(record["int8_gops"]),
+                          "source": "measured", "date": record["date"], "threads": record["threads"],
+                          "method": record.get("method") or f"edgehad targets calibrate {LOCAL}"}
+        target["memory_bandwidth_gbs"] = float(record["memory_bandwidth_gbs"])
+        target["source"] = (f"CPU and RAM read from this machine; peaks and memory bandwidth measured on "
+                            f"{record['date']} with {record['threads']} thread(s), stored in {calibration_file()}")
+    else:
+        peak, why = estimate_peaks(machine)
+        if peak is None:
+            target["peak"] = {"source": "unknown", "note": f"peak unknown: {why}: {calibrate} it"}
+        else:
+            target["peak"] = {**peak, "source": "estimate"}
+            if ignored:
+                target["peak"]["note"] = ignored
+        target["source"] = ("CPU and RAM read from this machine; peaks "
+                            + ("unknown" if peak is None else "an estimate from the ISA and clock (peak.formula)")
+                            + f"; memory bandwidth unknown: {calibrate} both")
+    return validate_target(target, source)
 
 
 def _target_files(folder: Path) -> list[Path]:

@@ -120,7 +120,8 @@ def main() -> None:
     for criterion in ("magnitude", "bn-scale", "taylor", "learned"):
         with tempfile.TemporaryDirectory() as tmp, captured():
             rep = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, prune_criterion=criterion,
-                                  finetune_epochs=args.epochs, out=tmp)
+                                  finetune_epochs=args.epochs, out=tmp,
+                                  max_accuracy_drop=100)  # the table shows every drop against the bar
         stages = {s["name"]: s for s in rep["stages"]}
         info, metric = stages["prune"]["pruning"], stages["verify"]["task_metric"]
         onnx_acc, tfl_acc = metric["onnx_float"], metric["tflite_float"]

@@ -12,10 +12,11 @@ Method. MobileNetV2-1.0-224 from the zoo (random weights, torch.manual_seed(0)).
   QDQ, per-channel QInt8 weights, QUInt8 activations (fastest on x86) and a QInt8-activation row.
 - litert-torch peer: its default PT2E flow (PT2EQuantizer + symmetric per-channel config, default
   torch.export, prepare_pt2e/convert_pt2e, litert_torch.convert with QuantConfig); int8 I/O.
-The peers calibrate on the same 64 seeded torch.rand images. Timing: one edgehad.runtime.Session per
-file and thread count, 20 warm-up runs, then --runs runs per file interleaved in 10 rounds (the order
-rotates each round); median ms. The int8-I/O peer gets its input quantized once up front, so its time
-has no host-side quantization (edgehad's float-I/O file quantizes inside the model): conservative.
+The peers calibrate on the same 64 seeded torch.rand images. Timing (edgehad.export.side_by_side, as for
+every side-by-side figure of edgehad): one edgehad.runtime.Session per file and thread count, 20 warm-up
+runs, then --runs runs per file interleaved in 10 rounds (the order rotates each round); median ms.
+The int8-I/O peer gets its input quantized once up front, so its time has no host-side quantization
+(edgehad's float-I/O file quantizes inside the model): conservative.
 Figures move on shared machines (the header gives the load average): read the ratios.
 """
 
@@ -27,9 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -104,28 +103,20 @@ def litert_peer(model, calib: list, out: Path) -> Path:
 
 
 def bench(files: dict, threads: int, x: np.ndarray, runs: int, rounds: int = 10) -> dict:
-    """Median ms per file: warm-up 20, then runs/rounds runs per file per round, rotating the order."""
+    """Median ms per file, timed by edgehad.export.side_by_side.interleaved_medians (the project's one
+    side-by-side timing): warm-up 20, then runs/rounds runs per file per round, rotating the order."""
+    from edgehad.export.side_by_side import interleaved_medians
     from edgehad.runtime import Session
 
     sessions = {k: Session(str(p), threads=threads) for k, p in files.items()}
     feeds = {}
     for k, s in sessions.items():
-        spec, a = s.inputs[0], x
+        spec = s.inputs[0]
         if spec["quantization"] and spec["dtype"] in ("int8", "uint8"):  # int8 I/O: quantize once, up front
             info, q = np.iinfo(spec["dtype"]), spec["quantization"]
-            a = np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])
-        feeds[k] = [a]
-        for _ in range(20):
-            s.run(feeds[k])
-    times = {k: [] for k in files}
-    keys, per = list(files), -(-runs // rounds)
-    for r in range(rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            for _ in range(per):
-                t0 = time.perf_counter()
-                sessions[k].run(feeds[k])
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+            feeds[k] = [np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])]
+    timed = interleaved_medians(sessions, [x], rounds, -(-runs // rounds), warmup=20, feeds=feeds)
+    return {k: median * 1e3 for k, (median, _) in timed.items()}
 
 
 def cells(ratio: float, bar: float | None) -> str:

@@ -130,7 +130,8 @@ def accuracy(args) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as tmp, captured():
         rep = edgehad.convert("zoo:digits_transformer", data="digits", rewrite="attention-to-aft",
-                              finetune_epochs=args.epochs, out=Path(tmp) / "t")
+                              finetune_epochs=args.epochs, out=Path(tmp) / "t",
+                              max_accuracy_drop=100)  # the table judges the drop against its own bar
     m = next(s for s in rep["stages"] if s["name"] == "verify")["task_metric"]
     drop = 100 * (m["original"] - min(m["onnx_float"], m["tflite_float"]))
     print(f"| digits_transformer | attention-to-aft + {args.epochs} epochs distillation | {m['original']:.4f} | "
@@ -141,9 +142,11 @@ def accuracy(args) -> None:
     for spec, args_, data in (("zoo:digits_cnn", {"act": "silu"}, "digits"),
                               ("zoo:efficientnet_b0", {"pretrained": "digits"}, "digits?size=32&channels=3")):
         with tempfile.TemporaryDirectory() as tmp, captured():
-            silu = edgehad.convert(spec, model_args=args_, data=data, quantize="int8", out=Path(tmp) / "s")
+            silu = edgehad.convert(spec, model_args=args_, data=data, quantize="int8", out=Path(tmp) / "s",
+                                   max_accuracy_drop=100)
             hard = edgehad.convert(spec, model_args=args_, data=data, rewrite="act-to-hard-gate",
-                                   finetune_epochs=max(3, args.epochs // 3), quantize="int8", out=Path(tmp) / "h")
+                                   finetune_epochs=max(3, args.epochs // 3), quantize="int8", out=Path(tmp) / "h",
+                                   max_accuracy_drop=100)
         a = next(s for s in silu["stages"] if s["name"] == "verify")["task_metric"]
         b = next(s for s in hard["stages"] if s["name"] == "verify")["task_metric"]
         ok = min(b["onnx_int8"], b["tflite_int8"]) >= min(a["onnx_int8"], a["tflite_int8"])

@@ -98,6 +98,7 @@ def cli():
 FAST_E2E = {
     "test_cli_convert.py": {"test_json_stdout_is_exactly_one_document", "test_files_and_parity"},
     "test_cli_inspect.py": {"test_inspect_json_of_exported_files", "test_missing_and_unsupported_files"},
+    "test_file_inputs.py": {"test_inspect_names_every_symbolic_dim"},
     "test_cli_targets.py": {"test_json_lists_every_target"},
     "test_cli_errors.py": {"test_click_usage_errors_are_one_line", "test_json_output_is_strict_json"},
     "test_profile_values.py": {"test_in_range_values_still_run", "test_python_api_gets_the_same_check"},

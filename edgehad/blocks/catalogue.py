@@ -9,10 +9,10 @@ ONNX and TFLite and checks parity, builtin ops only and no layout TRANSPOSE
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
+
+from edgehad.core.registry import import_submodules
 
 DOMAINS = ("higher-order interactions", "multimodal fusion", "adaptive modulation and masking", "efficient operators")
 
@@ -42,9 +42,5 @@ def block(name: str, domain: str, formula: str, paper: str):
 
 def catalogue() -> dict[str, Entry]:
     """Every registered block, importing each module of edgehad.blocks once."""
-    import edgehad.blocks as package
-
-    for info in pkgutil.iter_modules(package.__path__):  # importing twice is free: every module, every call
-        if info.name != "catalogue":
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    import_submodules("edgehad.blocks")
     return dict(sorted(_ENTRIES.items()))

@@ -26,7 +26,9 @@ it clashes with no keyword, header name or generated name.
 Nothing is lost: the folder is built in a hidden sibling and renamed into place
 at the end, so a failed bundle leaves no partial folder (and an existing one
 untouched). The TFLM figures (ops, resolver, arena) come from
-``edgehad.micro.check``, which runs the model under the real TFLM interpreter.
+``edgehad.micro.check``, which runs the model under the real TFLM interpreter, and
+the fit to a ``target`` from micro's ``target_check``; the bundle only words its
+refusals and keeps the manifest's own key names (``TARGET_KEYS``).
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ def validate_manifest(document, source: str = "manifest.json") -> dict:
     return _validate(document, source)
 
 
-class UnsupportedByMicroError(EdgehadError):
-    """The model uses ops TFLite Micro has no kernel for: the C program could not run it (exit 1)."""
-
-
 def build(model, out, *, target: str | None = None, name: str | None = None, labels=None,
           force: bool = False, warn=None) -> dict:
     """Write the bundle folder ``out`` for ``model`` (.tflite or .onnx); return a summary dict.
@@ -86,9 +84,10 @@ def build(model, out, *, target: str | None = None, name: str | None = None, lab
     _check_out(out, force)
     label_list = _read_labels(labels)
     external = _external_data(model) if suffix == ".onnx" else []
-
     from edgehad.inspection import inspect_file
+    from edgehad.targets import load_target
 
+    target_spec = load_target(target) if target else None  # a bad target: refused before the slow TFLM runs
     info = inspect_file(model)
     notes: list[str] = []
     if label_list is not None:
@@ -99,13 +98,13 @@ def build(model, out, *, target: str | None = None, name: str | None = None, lab
         micro = _micro_check(model)
         if float_model:
             message = (f"{_shown(model.name)} has float inputs and outputs: it runs under TFLite Micro, but most "
-                       "microcontrollers want an int8 model (edgehad convert --quantize int8 --int8-io)")
+                       "microcontrollers want an int8 model (convert it with `quantize='int8'` and `int8_io=True`)")
             warn(message)
             notes.append(message)
     else:
         notes.append("ONNX model: no C array or TFLite Micro program (TFLite Micro runs .tflite files only); "
                      "use the Python runtime, or bundle the .tflite file")
-    target_doc = _check_target(target, model, micro, external) if target else None
+    target_doc = _check_target(target_spec, model, micro, external) if target_spec else None
     preprocessing, note = _preprocessing(model)
     if note:
         notes.append(note)
@@ -135,10 +134,11 @@ def _check_out(out: Path, force: bool) -> None:
     from edgehad.core.files import check_writable
 
     if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file: give a folder path")
-    check_writable(out, "--out", folder=True)
+        raise UserInputError(f"`out` {out} is a file: give a folder path")
+    check_writable(out, "`out`", folder=True)
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserInputError(f"--out {out} exists and is not empty: pick a new folder, or pass --force to replace it")
+        raise UserInputError(f"`out` {out} exists and is not empty: pick a new folder, or pass `force=True` to "
+                             "replace it")
 
 
 def _read_labels(labels) -> list[str] | None:
@@ -150,15 +150,15 @@ def _read_labels(labels) -> list[str] | None:
     else:
         path = Path(labels)
         if not path.is_file():
-            raise UserInputError(f"--labels {path}: no such file: give a text file with one label per line")
+            raise UserInputError(f"`labels` {path}: no such file: give a text file with one label per line")
         try:
             lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         except UnicodeDecodeError:
-            raise UserInputError(f"--labels {path} is not UTF-8 text: save it as UTF-8, one label per line") from None
+            raise UserInputError(f"`labels` {path} is not UTF-8 text: save it as UTF-8, one label per line") from None
     lines = [ln for ln in lines if ln]
     if not lines:
-        raise UserInputError(f"--labels {labels}: no labels in it: write one label per line")
-    source = "--labels" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
+        raise UserInputError(f"`labels` {labels}: no labels in it: write one label per line")
+    source = "`labels`" if isinstance(labels, (list, tuple)) else f"`labels` {labels}"
     for i, label in enumerate(lines, 1):
         # a label is one line of text: a control character (ESC, NUL, a tab, a newline given through the
         # Python API) would reach the terminal of whoever runs the program, or the README, as it is
@@ -243,7 +243,7 @@ def _check_label_count(labels: list[str], outputs: list[dict], source) -> None:
 
     size = output_size(outputs[0])
     if size is not None and size != len(labels):
-        raise UserInputError(f"--labels {source} has {len(labels)} labels but the model's output "
+        raise UserInputError(f"`labels` {source} has {len(labels)} labels but the model's output "
                              f"{outputs[0]['name']!r} has {size} classes (shape {outputs[0]['shape']}): "
                              "give one label per class, in output order")
 
@@ -253,49 +253,51 @@ def _is_float_io(info: dict) -> bool:
 
 
 def _micro_check(model: Path) -> dict:
-    """edgehad.micro's check with the arena search; refuse a model the TFLM program could not run."""
-    import edgehad.micro
-    from edgehad.micro.ops import model_ops, unsupported_ops
+    """edgehad.micro's check with the arena search; refuse a model the TFLM program could not run.
 
-    missing = unsupported_ops(model_ops(model))  # before the (slow) TFLM runs
-    if missing:
-        raise UnsupportedByMicroError(
-            f"{_shown(model.name)} uses ops TensorFlow Lite Micro has no kernel for: {', '.join(missing)}; "
+    micro's check refuses ops without a TFLM kernel before its (slow) TFLM runs; the bundle only words
+    the refusal for what it means here: no C program, no bundle.
+    """
+    import edgehad.micro
+    from edgehad.micro.checker import NoKernelError
+
+    try:
+        result = edgehad.micro.check(str(model), find_arena=True)
+    except NoKernelError as exc:
+        raise NoKernelError(
+            f"{_shown(model.name)} uses ops TensorFlow Lite Micro has no kernel for: {', '.join(exc.ops)}; "
             "the C program could not run it, so no bundle was written (replace those layers, or bundle the .onnx "
-            "file for the Python runtime)")
-    result = edgehad.micro.check(str(model), find_arena=True)
+            "file for the Python runtime)", exc.ops) from None
     if result.get("problems"):
         raise EdgehadError(f"{_shown(model.name)} failed the TFLite Micro check, so no bundle was written: "
                            + "; ".join(result["problems"]) + " (see edgehad micro " + _shown(model) + ")")
     return result
 
 
-def _check_target(name: str, model: Path, micro: dict | None, external: list[str]) -> dict:
-    """Model size (with its external data) against the target's flash, recommended arena against its RAM;
-    UserInputError if either fails."""
-    from edgehad.targets import load_target
+# edgehad.micro's target entry -> the manifest's ``target`` keys (manifest.schema.json, README: stable)
+TARGET_KEYS = {"name": "name", "ram_kb": "ram_kb", "flash_kb": "flash_kb", "flash_fits": "model_fits_flash",
+               "ram_fits": "arena_fits_ram"}
 
-    t = load_target(name)
+
+def _check_target(target: dict, model: Path, micro: dict | None, external: list[str]) -> dict:
+    """Model size (with its external data) against the target's flash, recommended arena against its RAM,
+    compared by edgehad.micro's target_check; UserInputError if either fails (a bundle is not written for a
+    target it does not fit, where ``edgehad micro`` reports the misfit)."""
+    from edgehad.micro.checker import target_check
+
     size = model.stat().st_size + sum((model.parent / f).stat().st_size for f in external)
-    flash_kb = t.get("flash_kb")
-    doc = {"name": t["name"], "ram_kb": t["ram_kb"], "flash_kb": flash_kb,
-           "model_fits_flash": None, "arena_fits_ram": None}
-    if flash_kb is not None:
-        doc["model_fits_flash"] = size <= flash_kb * 1024
-        if not doc["model_fits_flash"]:
-            raise UserInputError(
-                f"{_shown(model.name)} is {size} bytes ({size / 1024:.1f} KiB) but target {t['name']} has "
-                f"{flash_kb} KiB "
-                f"of flash: quantize it (--quantize int8) or prune it, or pick a larger target")
-    if micro is not None:
-        arena = micro["arena"]["recommended_bytes"]
-        doc["arena_fits_ram"] = arena <= t["ram_kb"] * 1024
-        if not doc["arena_fits_ram"]:
-            raise UserInputError(
-                f"{_shown(model.name)} needs a {arena} byte ({arena / 1024:.1f} KiB) tensor arena (recommended; "
-                "minimum "
-                f"{micro['arena']['min_bytes']} bytes) but target {t['name']} has {t['ram_kb']} KiB of RAM: "
-                "use a smaller input or model, or pick a larger target")
+    arena = micro["arena"] if micro is not None else None
+    entry, _ = target_check(target, arena and arena["recommended_bytes"], "recommended", size)
+    doc = {ours: entry[theirs] for theirs, ours in TARGET_KEYS.items()}
+    if doc["model_fits_flash"] is False:
+        raise UserInputError(
+            f"{_shown(model.name)} is {size} bytes ({size / 1024:.1f} KiB) but target {doc['name']} has "
+            f"{doc['flash_kb']} KiB of flash: quantize it (`quantize='int8'`) or prune it, or pick a larger target")
+    if doc["arena_fits_ram"] is False:
+        raise UserInputError(
+            f"{_shown(model.name)} needs a {arena['recommended_bytes']} byte ({arena['recommended_bytes'] / 1024:.1f} "
+            f"KiB) tensor arena (recommended; minimum {arena['min_bytes']} bytes) but target {doc['name']} has "
+            f"{doc['ram_kb']} KiB of RAM: use a smaller input or model, or pick a larger target")
     return doc
 
 

@@ -72,7 +72,10 @@ def tensor_entry(spec: dict) -> dict:
     else:
         quant = None
     shape = [d if isinstance(d, (int, str)) or d is None else int(d) for d in spec.get("shape") or []]
-    return {"name": str(spec["name"]), "shape": shape, "dtype": str(spec["dtype"]), "quantization": quant}
+    entry = {"name": str(spec["name"]), "shape": shape, "dtype": str(spec["dtype"]), "quantization": quant}
+    if spec.get("layout"):  # an image tensor of a .tflite edgehad wrote: "nchw" or "nhwc" (channels-last)
+        entry["layout"] = str(spec["layout"])
+    return entry
 
 
 def output_size(spec: dict) -> int | None:

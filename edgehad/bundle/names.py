@@ -90,7 +90,7 @@ def check_symbol(name: str) -> str:
     """``name`` if it can name the array in the bundle's C and C++, else UserInputError saying why."""
     why = problem(name)
     if why is not None:
-        raise UserInputError(f"--name {name!r} {why}: pick another name (e.g. {suggest(name)})")
+        raise UserInputError(f"`name` {name!r} {why}: pick another name (e.g. {suggest(name)})")
     return name
 
 

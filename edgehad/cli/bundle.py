@@ -30,10 +30,11 @@ def bundle(file, out, target, symbol, labels, force, as_json, debug):
       edgehad bundle out/digits/model.tflite --out out/bundle --name g_digits
     """
     from edgehad import api
+    from edgehad.cli.flags import speak_flags
     from edgehad.core.capture import captured, console
 
     def warn(message):
-        console().print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+        console().print(f"[yellow]warning:[/] {speak_flags(message)}", markup=True, highlight=False, soft_wrap=True)
 
     with captured():
         summary = api.bundle(file, out, target=target, name=symbol, labels=labels, force=force, warn=warn)

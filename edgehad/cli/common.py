@@ -25,8 +25,36 @@ def debug_option(f):
 def model_options(f):
     """--model-arg, --weights, --input-shape: how to build a MODEL spec (commands that also take files)."""
     f = click.option("--input-shape", multiple=True, metavar="1x3x224x224", help="Example input shape, for a MODEL spec.")(f)
+    return _model_source_options(f)
+
+
+def _model_source_options(f):
     f = click.option("--weights", type=click.Path(dir_okay=False), help="State dict, for a MODEL spec.")(f)
     return click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Factory argument, for a MODEL spec.")(f)
+
+
+_FILE_SHAPE_HELP = ("A file's input shape, NAME=1x3x640x640 (repeat it per input; a bare shape for a one-input "
+                    "file): fills its symbolic dims, which are never guessed.")
+
+
+def _file_input_options(shape_help: str):
+    def decorate(f):
+        f = click.option("--inputs", "inputs", type=click.Path(dir_okay=False), metavar="FILE.npz",
+                         help="Arrays by input name (numpy.savez) to feed the file; their shapes fill its "
+                              "symbolic dims.")(f)
+        return click.option("--input-shape", multiple=True, metavar="[NAME=]1x3x640x640", help=shape_help)(f)
+
+    return decorate
+
+
+# --input-shape NAME=SHAPE and --inputs FILE.npz: the shapes or arrays a .onnx/.tflite file is taken at
+file_input_options = _file_input_options(_FILE_SHAPE_HELP)
+
+
+def model_or_file_options(f):
+    """``inspect``'s: --model-arg and --weights for a MODEL spec; --input-shape for either; --inputs for a file."""
+    f = _file_input_options(f"{_FILE_SHAPE_HELP} For a MODEL spec: its example input shape, 1x3x224x224.")(f)
+    return _model_source_options(f)
 
 
 def model_spec(model_arg, weights, input_shape) -> dict:
@@ -36,13 +64,37 @@ def model_spec(model_arg, weights, input_shape) -> dict:
     return {"model_args": parse_model_args(model_arg), "weights": weights, "input_shape": list(input_shape) or None}
 
 
+def progress_printer():
+    """A ``progress(message)`` for the API: every message on stderr, in every mode.
+
+    --json included: stdout holds only the JSON document, so progress costs it
+    nothing, and a long run that prints nothing looks hung. Messages beginning
+    "warning:" are shown in yellow; option names become flags (cli/flags.py).
+    """
+    from rich.markup import escape
+
+    from edgehad.cli.flags import speak_flags
+    from edgehad.core.capture import console
+
+    con = console()
+
+    def progress(message: str) -> None:
+        message = escape(speak_flags(message))
+        con.print(f"[yellow]{message}[/]" if message.startswith("warning:") else f"[dim]… {message}[/]")
+
+    return progress
+
+
 def fail(message: str, code: int) -> None:
+    """Print ``error: MESSAGE`` on stderr and exit; the library's `keyword` reads as its flag (cli/flags.py)."""
+    from edgehad.cli.flags import speak_flags
     from edgehad.core.capture import console
 
     from rich.markup import escape
 
     # escaped: a message may hold brackets ("ssh-keygen -R [pi.local]:2222") that rich would eat as markup
-    console().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    console().print(f"[bold red]error:[/] {escape(speak_flags(message))}", markup=True, highlight=False,
+                    soft_wrap=True)
     sys.exit(code)
 
 

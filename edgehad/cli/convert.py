@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_spec
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, model_spec, progress_printer
 
 # Flags whose value lands in a stage option (edgehad.core.stage): checked here against that option's schema,
-# so an error names the flag the user typed. --finetune-epochs is not here: 0 means "skip the stage", which the
-# option (>= 1) does not say, and edgehad.api.convert refuses a negative count naming the flag.
-STAGE_FLAGS = {  # parameter: (flag, stage, option)
-    "calib_samples": ("--calib-samples", "quantize", "calib_samples"),
-    "prune": ("--prune", "prune", "ratio"),
-    "prune_round_to": ("--prune-round-to", "prune", "round_to"),
-    "prune_steps": ("--prune-steps", "prune", "steps"),
+# so an error names the flag the user typed (its name comes from the one table, edgehad.cli.flags.FLAGS).
+# --finetune-epochs is not here: 0 means "skip the stage", which the option (>= 1) does not say, and
+# edgehad.api.convert refuses a negative count itself.
+STAGE_OPTIONS = {  # API keyword: (stage, option)
+    "calib_samples": ("quantize", "calib_samples"),
+    "prune": ("prune", "ratio"),
+    "prune_round_to": ("prune", "round_to"),
+    "prune_steps": ("prune", "steps"),
+    "max_accuracy_drop": ("verify", "max_accuracy_drop"),
 }
 
 
@@ -46,6 +48,9 @@ STAGE_FLAGS = {  # parameter: (flag, stage, option)
 @click.option("--prune-unsafe", type=click.Choice(["skip", "stop"]), help="A group whose removal breaks the model: skip it (default) or stop.")
 @click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after rewrite/prune: N epochs of distillation on --data, best epoch kept; 0 skips it.")
 @click.option("--no-distill", "distill", flag_value=False, default=None, help="Fine-tune on labels only (no distillation from the original).")
+@click.option("--max-accuracy-drop", type=float, metavar="POINTS", help="With --data: most top-1 points a file may lose against the original model (default 1.0); more fails the run.")
+@click.option("--tflite-layout", type=click.Choice(["nchw", "nhwc"]),
+              help="TFLite image inputs/outputs (4-D): nchw as in PyTorch (default) or nhwc, channels-last with no TRANSPOSE at the I/O (feed HxWxC arrays, as camera buffers are).")
 @click.option("--osr", metavar="STATS.npz|fit", help="Add the COSTARR open-set head: the files gain a second output, known_score. Stats from `edgehad osr fit`, or 'fit' on --data's train split (needed after --prune/--rewrite/--finetune-epochs).")
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--keep-intermediate", is_flag=True, help="Also keep each variant's files as model.<variant>.onnx/.tflite.")
@@ -54,7 +59,7 @@ STAGE_FLAGS = {  # parameter: (flag, stage, option)
 @command_errors
 def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
             calib_samples, int8_io, keep_float, rewrite, strict, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
-            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, osr, out, keep_intermediate, as_json,
+            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, max_accuracy_drop, tflite_layout, osr, out, keep_intermediate, as_json,
             debug):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
@@ -62,15 +67,11 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
     torch.export .pt2 file. Files land in --out only if every check passed.
     """
     from edgehad.api import convert as api_convert
-    from edgehad.core.capture import captured, console
+    from edgehad.core.capture import captured
 
-    check_stage_flags(calib_samples=calib_samples, prune=prune, prune_round_to=prune_round_to, prune_steps=prune_steps)
-    con = console()
-    def progress(msg: str) -> None:
-        if msg.startswith("warning:"):  # warnings always reach stderr, --json or not
-            con.print(f"[yellow]{msg}[/]")
-        elif debug or not as_json:
-            con.print(f"[dim]… {msg}[/]")
+    check_stage_flags(calib_samples=calib_samples, prune=prune, prune_round_to=prune_round_to, prune_steps=prune_steps,
+                      max_accuracy_drop=max_accuracy_drop)
+    progress = progress_printer()
     with captured():
         report = api_convert(model, **model_spec(model_arg, weights, input_shape), recipe=recipe,
                              formats=formats.split(",") if formats else None, data=data, normalize=normalize,
@@ -80,7 +81,8 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
                              prune_target=prune_target, prune_round_to=prune_round_to, prune_steps=prune_steps,
                              prune_structure=prune_structure, prune_unsafe=prune_unsafe,
                              finetune_epochs=finetune_epochs, distill=distill, rewrite=rewrite, strict=strict,
-                             osr=osr, progress=progress)
+                             osr=osr, max_accuracy_drop=max_accuracy_drop, tflite_layout=tflite_layout,
+                             progress=progress)
     if as_json:
         emit_json(report)
     else:
@@ -89,12 +91,13 @@ def convert(model, weights, input_shape, model_arg, recipe, formats, data, norma
 
 def check_stage_flags(**given) -> None:
     """Refuse a flag value its stage option's schema refuses (``--prune-steps must be >= 1, got 0``)."""
+    from edgehad.cli.flags import FLAGS
     from edgehad.core.stage import get_stage
 
     for param, value in given.items():
         if value is not None:
-            flag, stage, option = STAGE_FLAGS[param]
-            get_stage(stage).check_option(option, value, flag)
+            stage, option = STAGE_OPTIONS[param]
+            get_stage(stage).check_option(option, value, FLAGS[param])
 
 
 def _print_summary(report: dict) -> None:
@@ -119,19 +122,35 @@ def _print_summary(report: dict) -> None:
         if s.get("finetune"):
             f = s["finetune"]
             out.print(f"fine-tuned: {f['epochs_run']} epochs, val {f['metric']} {f['start']:.4f} -> {f['best']:.4f}")
+    metric = next((s["task_metric"] for s in report["stages"] if s.get("task_metric")), None) or {}
+    measured = bool(metric.get("measured"))
     table = Table(show_edge=False)
-    for col in ("file", "size", "max abs err", "cosine", "top-1", "verified"):
+    columns = ("file", "size", "max abs err", "cosine", "top-1 agree", *(("accuracy",) if measured else ()), "verified")
+    for col in columns:
         table.add_column(col, justify="left" if col == "file" else "right")
     for a in report["artifacts"]:
         p = a["parity"] or {}
         top1 = p.get("top1_agreement")
-        table.add_row(Path(a["path"]).name, f"{a['size_bytes'] / 1024:.1f} KiB", f"{p.get('max_abs', float('nan')):.2e}",
-                      f"{p.get('cosine', float('nan')):.6f}", "n/a" if top1 is None else f"{top1:.0%}",
-                      "[green]yes[/]" if p.get("passed") else "[red]NO[/]")
+        row = [Path(a["path"]).name, f"{a['size_bytes'] / 1024:.1f} KiB", f"{p.get('max_abs', float('nan')):.2e}",
+               f"{p.get('cosine', float('nan')):.6f}", "n/a" if top1 is None else f"{top1:.0%}"]
+        if measured:
+            row.append(_percent(p.get("task_accuracy")))
+        table.add_row(*row, "[green]yes[/]" if p.get("passed") else "[red]NO[/]")
     out.print(table)
+    if measured:
+        bound = f"; every file within {metric['max_drop_points']:.1f} points" if "max_drop_points" in metric else ""
+        out.print(f"accuracy: top-1 on {metric['samples']} {metric['data']} val samples; original model "
+                  f"{_percent(metric.get('original'))}{bound}")
+    else:
+        out.print(f"accuracy: not measured ({metric.get('reason', 'no verify stage')})"
+                  + ("; give --data to judge it" if metric.get("reason") == "no data given" else ""))
     times = ", ".join(f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"])
     out.print(f"stages: {times}")
     out.print(f"files in {report['out']}, report: {Path(report['out']) / 'report.md'}")
+
+
+def _percent(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _num(n) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, fail, json_option
+from edgehad.cli.common import command_errors, debug_option, emit_json, fail, file_input_options, json_option, progress_printer
 
 
 @click.command()
@@ -20,10 +20,11 @@ from edgehad.cli.common import command_errors, debug_option, emit_json, fail, js
 @click.option("--timeout", type=float, default=None, metavar="S",
               help="Seconds each TFLM or LiteRT run may take (default 120); a model that takes longer is "
                    "reported as one that does not finish (exit 2).")
+@file_input_options
 @json_option
 @debug_option
 @command_errors
-def micro(file, arena_kb, find_arena, target, samples, timeout, as_json, debug):
+def micro(file, arena_kb, find_arena, target, samples, timeout, input_shape, inputs, as_json, debug):
     """Run FILE (.tflite) under TFLite Micro: op support, resolver entries, parity with LiteRT, arena size.
 
     Each TFLM run happens in a child process, since a too-small arena can crash
@@ -36,19 +37,15 @@ def micro(file, arena_kb, find_arena, target, samples, timeout, as_json, debug):
       edgehad micro out/d8/model.tflite --find-arena
     """
     from edgehad import api
-    from edgehad.core.capture import captured, console
+    from edgehad.core.capture import captured
 
-    con = console()
-
-    def progress(msg: str) -> None:
-        if debug or not as_json:
-            con.print(f"[dim]… {msg}[/]", markup=True)
+    progress = progress_printer()
 
     with captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line stays off the terminal
         result = api.micro(file, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
-                       progress=progress, timeout=timeout)
+                       progress=progress, timeout=timeout, input_shape=list(input_shape) or None, inputs=inputs)
     if result["warning"]:  # warnings reach stderr, --json or not
-        con.print(f"[yellow]warning: {result['warning']}[/]", markup=True)
+        progress(f"warning: {result['warning']}")
     if as_json:
         emit_json(result)
     else:
@@ -65,6 +62,8 @@ def _print(r: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from edgehad.cli.flags import speak_flags
 
     out = Console(highlight=False)
     kind = "float" if r["float_model"] else "quantized"
@@ -100,7 +99,7 @@ def _print(r: dict) -> None:
         if a.get("tflm_recorded_bytes"):
             table.add_row("TFLM's own count", _kib(a["tflm_recorded_bytes"]))
         if a.get("note"):
-            table.add_row("note", a["note"])
+            table.add_row("note", speak_flags(a["note"]))
     out.print(table)
     out.print(f"[dim]{a['host_note']}[/]")
 

@@ -14,13 +14,15 @@ def osr():
     \b
       edgehad osr fit zoo:digits_cnn --data digits --out stats.npz
       edgehad osr eval zoo:digits_cnn --stats stats.npz \\
-          --known 'digits?classes=0-5' --unknown 'digits?classes=6-9' --plot oscr.png
+          --known 'digits?classes=0-5' --unknown 'digits?classes=6-9' --plot oscr.svg
     """
 
 
 def _warner(con):
+    from edgehad.cli.flags import speak_flags
+
     def warn(msg: str) -> None:  # warnings reach stderr, --json or not
-        con.print(f"[yellow]warning: {msg}[/]")
+        con.print(f"[yellow]warning: {speak_flags(msg)}[/]")
     return warn
 
 
@@ -66,7 +68,8 @@ def fit(model, model_arg, weights, input_shape, data, normalize, classifier, out
 @click.option("--unknown", required=True, metavar="SPEC", help="Unknown inputs (labels unused).")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True, help="Which split of both specs to score.")
 @click.option("--normalize", metavar="MEAN,STD", help="Normalisation applied to both data sets.")
-@click.option("--plot", type=click.Path(dir_okay=False), metavar="PNG", help="Write the OSCR curves of every score to this PNG.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.svg",
+              help="Write the OSCR curves of every score to this SVG file (opens in any browser).")
 @json_option
 @debug_option
 @command_errors
@@ -80,11 +83,12 @@ def eval_(model, model_arg, weights, input_shape, stats_path, known, unknown, sp
     from edgehad import api
     from edgehad.core.capture import captured, console
 
+    con = console()
     if stats_path and str(model).endswith((".onnx", ".tflite")):
-        console().print(f"[dim]note: {model} carries its own head; --stats is not used[/]")
+        con.print(f"[dim]note: {model} carries its own head; --stats is not used[/]")
     with captured():
         result = api.osr_eval(model, known, unknown, stats=stats_path, normalize=normalize, split=split, plot=plot,
-                              **model_spec(model_arg, weights, input_shape))
+                              **model_spec(model_arg, weights, input_shape), warn=_warner(con))
     if as_json:
         emit_json(result)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgehad.cli.common import command_errors, debug_option, emit_json, json_option
+from edgehad.cli.common import command_errors, debug_option, emit_json, file_input_options, json_option, progress_printer
 
 
 class _Number(click.ParamType):
@@ -62,37 +62,39 @@ def _within(setting: str) -> str:
                    "several hosts run at once.")
 @click.option("--ep", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: TensorRT's fp16 mode (with --ep tensorrt only).")
 @click.option("--power", is_flag=True, help="Jetson: report tegrastats' power rails too.")
 @click.option("--timeout", type=NUMBER, default=None,
               help=f"Seconds allowed per file, start to result: {_within('timeout')}.")
 @click.option("--report", "report", default=None, metavar="DIR",
               help="Also write an offline HTML report with plots to DIR/index.html.")
+@file_input_options
 @json_option
 @debug_option
 @command_errors
 def profile(files, runtime, threads, warmup, runs, seconds, op_profile, seed, data, target, host, provider,
-            power, timeout, report, as_json, debug):
+            precision, power, timeout, report, input_shape, inputs, as_json, debug):
     """Latency (init, first, p50/p90/p99), throughput and peak memory of each FILE (.onnx, .tflite).
 
     Each file runs in its own fresh process, so peak RSS is that file's alone.
     With two or more files, p50 is also given as a ratio to the first file's.
+    A file's symbolic dims are never guessed: --input-shape NAME=1x3x640x640 sizes the random
+    inputs, --inputs FILE.npz feeds arrays by input name (exit 2 without either).
     """
-    import sys
-
     from edgehad.api import profile as api_profile
     from edgehad.core.errors import UserInputError
 
     if runs is not None and seconds is not None:
         raise UserInputError("give --runs or --seconds, not both")
 
-    def progress(message: str) -> None:
-        if not as_json:
-            print(message, file=sys.stderr, flush=True)
+    progress = progress_printer()
 
     results = api_profile(list(files), runtime=runtime, threads=threads, warmup=warmup,
                           runs=100 if runs is None else runs, seconds=seconds, op_profile=op_profile, seed=seed,
-                          provider=provider, power=power, timeout=timeout, host=host, target=target,
-                          report=report, data=data, progress=progress)
+                          provider=provider, precision=precision, power=power, timeout=timeout, host=host,
+                          target=target, report=report, data=data, progress=progress,
+                          input_shape=list(input_shape) or None, inputs=inputs)
     if as_json:
         emit_json(results)
     else:
@@ -116,7 +118,10 @@ def _roof(r: dict) -> str:
     roof = r.get("roofline")
     if not roof or roof.get("percent_of_roofline") is None:
         return "-"
-    return f"{roof['percent_of_roofline']:.0f}% ({roof['bound']})"
+    # no memory bandwidth (local before calibration): the compute roof alone; local's peak may be an estimate
+    why = roof.get("bound") or "compute roof only"
+    source = f", {roof['peak_source']} peak" if roof.get("peak_source") else ""
+    return f"{roof['percent_of_roofline']:.0f}% ({why}{source})"
 
 
 def _print(results: list[dict]) -> None:

@@ -1,10 +1,17 @@
-"""The thing a pipeline passes from stage to stage."""
+"""The thing a pipeline passes from stage to stage, with every field it may carry.
+
+The stage contract: a stage reads and writes only the named fields below, and
+declares which in its ``reads`` / ``writes`` (edgehad.core.stage.Stage); the
+pipeline checks after each stage that it replaced no field it did not declare.
+There is no free-form dict: a new piece of state between stages is a new field
+here, with its type and who writes it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -18,6 +25,9 @@ class ExportedFile:
     final_name: str = ""   # the name it gets in --out
     parity: dict | None = None
     reference: list | None = field(default=None, repr=False)  # torch outputs it must match
+    # TFLite: {"inputs": [...], "outputs": [...]}, each "nchw", "nhwc" or None (no image), as stamped in the
+    # file (edgehad.export.layout); verification feeds it accordingly. None: torch's layout throughout (ONNX)
+    layout: dict | None = None
 
     def to_report(self, out_dir: Path | None = None) -> dict:
         name = self.final_name or self.path.name
@@ -25,8 +35,26 @@ class ExportedFile:
         return {
             "format": self.format, "variant": self.variant, "stage": self.stage,
             "path": str(where), "size_bytes": self.path.stat().st_size if self.path.exists() else None,
-            "parity": self.parity,
+            "parity": self.parity, "layout": self.layout,
         }
+
+
+@dataclass
+class QuantizationPlan:
+    """What the quantize stage decided; the export stages carry it out without knowing the scheme.
+
+    Every callable comes from edgehad.quantize, so all of a scheme's work is
+    written there and an exporter only does: export the current model (with
+    ``tflite_quant_config`` / ``onnx_postprocess`` when set), then, when a file
+    pass is set, run it from the exported file to the final one.
+    """
+
+    scheme: str                                    # "int8" | "int8-dynamic" | "fp16"
+    int8_io: bool = False                          # TFLite int8: int8 inputs/outputs (else float I/O)
+    tflite_quant_config: Any = None                # int8: litert-torch QuantConfig holding the PT2E quantizer
+    onnx_postprocess: Callable[[Any], None] | None = None     # int8: edits the ModelProto before it is saved
+    onnx_file_pass: Callable[[Path, Path], Any] | None = None      # exported .onnx -> final .onnx
+    tflite_file_pass: Callable[[Path, Path], Any] | None = None    # exported .tflite -> final .tflite
 
 
 @dataclass
@@ -47,4 +75,17 @@ class Artifact:
     files: list[ExportedFile] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     sample_inputs: list[tuple] | None = None
-    extra: dict = field(default_factory=dict)
+    # the model as loaded, before any stage: teacher for distillation, baseline for latency and accuracy
+    original_model: Any = None
+    # its outputs on sample_inputs; a stage that adds outputs (osr) extends them
+    original_outputs: list | None = None
+    # names for the exported files' outputs, set by a stage that knows them (osr: logits, known_score)
+    output_names: list[str] | None = None
+    # modules that must stay float whatever the quantize stage is asked: name -> why (osr: the head)
+    keep_float: dict[str, str] = field(default_factory=dict)
+    # weights zeroed in place (element pruning): fine-tuning keeps them zero; sizes are judged compressed
+    sparse_layers: list[str] = field(default_factory=list)
+    quantization: QuantizationPlan | None = None
+
+
+FIELDS = frozenset(f.name for f in fields(Artifact))

@@ -86,15 +86,15 @@ def write_text(dest: str | os.PathLike, text: str) -> None:
 def check_out_folder(out: str | os.PathLike) -> Path:
     """``out`` is new, empty, or one earlier edgehad run's output; anything else is refused.
 
-    Called before the model loads, so a bad ``--out`` costs nothing.
+    Called before the model loads, so a bad ``out`` costs nothing.
     """
-    out = check_writable(out, "--out", folder=True)
+    out = check_writable(out, "`out`", folder=True)
     if out.is_symlink():  # publish replaces the folder it points to, not the link
         out = out.resolve()
     foreign = foreign_entries(out)
     if foreign:
         raise UserInputError(
-            f"--out {out} holds {foreign[0]!r}, which no edgehad run wrote: the folder is replaced whole by the "
+            f"`out` {out} holds {foreign[0]!r}, which no edgehad run wrote: the folder is replaced whole by the "
             "new run, so move your files out of it or pick an empty or new folder"
         )
     return out
@@ -142,7 +142,7 @@ def publish(stage: Path, out: Path) -> None:
     """Make ``stage`` be ``out`` unless ``out`` gained foreign files; see :func:`replace_dir`."""
     foreign = foreign_entries(out)
     if foreign:  # checked at the start too; a file that appeared during the run is not ours to delete
-        raise UserInputError(f"--out {out} gained {foreign[0]!r} during the run: nothing was replaced; "
+        raise UserInputError(f"`out` {out} gained {foreign[0]!r} during the run: nothing was replaced; "
                              f"move it out and run again")
     replace_dir(stage, out)
 

@@ -69,7 +69,7 @@ OPTIONAL = {
     "tflite_micro": ("TFLite Micro (edgehad micro, edgehad bundle)", "pip install 'edgehad[micro]'"),
     "litert_torch": ("TFLite export and int8 quantization",
                      "pip install litert-torch (x86_64 only: it has no Linux aarch64 wheel); "
-                     "on this machine convert with --format onnx and no --quantize int8"),
+                     "on this machine convert with `formats='onnx'` and no `quantize='int8'`"),
 }
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgehad.core.artifact import Artifact
+from edgehad.core.artifact import FIELDS, Artifact
 from edgehad.core.errors import UserInputError
 from edgehad.core.files import staging_dir
 from edgehad.core.stage import Context, Stage
-from edgehad.export.verify import torch_outputs
 
 DEFAULT_SAMPLES = 16
 
@@ -26,16 +25,7 @@ def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, se
     import torch
 
     if data is not None:
-        if len(example_inputs) != 1:
-            raise UserInputError(f"--data feeds one input, but the model takes {len(example_inputs)}: drop --data")
-        x_val = np.asarray(data.val[0])
-        want = tuple(example_inputs[0].shape)
-        got = (1, *x_val.shape[1:])
-        if got != want:
-            raise UserInputError(
-                f"--data {data.spec} gives inputs of shape {_shape(got)} but the model takes {_shape(want)}: "
-                "choose data options that match (e.g. digits?size=32&channels=3) or another --input-shape"
-            )
+        x_val = fitting_samples(example_inputs, data, "val")
         dtype = example_inputs[0].numpy().dtype
         return [(x_val[i:i + 1].astype(dtype),) for i in range(min(n, len(x_val)))]
     gen = torch.Generator().manual_seed(seed)
@@ -54,6 +44,21 @@ def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, se
                 args.append(torch.randint(0, high, t.shape, generator=gen).to(t.dtype).numpy())
         samples.append(tuple(args))
     return samples
+
+
+def fitting_samples(example_inputs: tuple, data, split: str) -> np.ndarray:
+    """The ``split`` ("train" or "val") inputs of ``data``, checked to fit the model's one input at batch 1."""
+    if len(example_inputs) != 1:
+        raise UserInputError(f"`data` feeds one input, but the model takes {len(example_inputs)}: drop `data`")
+    x = np.asarray(getattr(data, split)[0])
+    want = tuple(example_inputs[0].shape)
+    got = (1, *x.shape[1:])
+    if got != want:
+        raise UserInputError(
+            f"`data` {data.spec} gives inputs of shape {_shape(got)} but the model takes {_shape(want)}: "
+            "choose data options that match (e.g. digits?size=32&channels=3) or another `input_shape`"
+        )
+    return x
 
 
 def _shape(shape) -> str:
@@ -82,26 +87,45 @@ def run_pipeline(artifact: Artifact, stage_list: list[Stage], out: str | Path, *
     """Run the stages; on success move the results into ``out`` and return the report."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file, not a folder: pick a folder path")
+        raise UserInputError(f"`out` {out} is a file, not a folder: pick a folder path")
     last_cost_key, cost_now = None, (None, None)
     with staging_dir(out) as work:
         ctx = Context(workdir=work, progress=progress)
         for stage in stage_list:
             progress(f"stage {stage.name}")
             t0 = time.perf_counter()
+            before = _field_ids(artifact)
+            ctx.entry = {}
             artifact = stage.run(artifact, ctx)
             seconds = time.perf_counter() - t0
+            _check_writes(stage, before, artifact)
             key = (id(artifact.model), artifact.variant)
             if key != last_cost_key:  # counting MACs traces the model: only when it changed
                 cost_now, last_cost_key = model_cost(artifact.model, artifact.example_inputs), key
             entry = {"name": stage.name, "seconds": round(seconds, 3), "params": cost_now[0], "macs": cost_now[1]}
-            entry.update(artifact.extra.pop("stage_info", {}) or {})
+            entry.update(ctx.entry)
             artifact.stages.append(entry)
         finals = _name_files(artifact, keep_intermediate)
         report = build_report(artifact, out, finals)
         if write_report is not None:
             write_report(report, work)
     return report
+
+
+def _field_ids(artifact: Artifact) -> dict[str, int]:
+    return {name: id(getattr(artifact, name)) for name in FIELDS}
+
+
+def _check_writes(stage: Stage, before: dict[str, int], artifact: Artifact) -> None:
+    """The stage contract: a field a stage replaced must be one it declares in ``writes``.
+
+    Only replacement is seen (an object changed in place keeps its id), which is
+    what catches a stage handing the next one state it did not announce.
+    """
+    changed = sorted(name for name, ident in _field_ids(artifact).items()
+                     if ident != before[name] and name not in stage.writes)
+    if changed:
+        raise RuntimeError(f"stage {stage.name!r} replaced {changed} without declaring them in its writes")
 
 
 def _name_files(artifact: Artifact, keep_intermediate: bool) -> list:
@@ -134,7 +158,7 @@ def build_report(artifact: Artifact, out: Path, finals: list) -> dict:
 
     source = dict(artifact.source)
     files = [f.to_report(out) for f in finals]
-    if artifact.extra.get("zipped_sizes"):  # unstructured pruning: zeros shrink only a compressed file
+    if artifact.sparse_layers:  # element pruning: zeros shrink only a compressed file
         import zlib
 
         for entry, f in zip(files, finals):

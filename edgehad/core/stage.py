@@ -15,13 +15,12 @@ and a pipeline always runs its stages sorted by it.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.registry import import_submodules
 from edgehad.core.validation import as_declared, check
 
 
@@ -46,6 +45,12 @@ class Context:
 
     workdir: Path                      # the staging folder
     progress: Callable[[str], None] = lambda msg: None
+    # what the running stage adds to its report entry (see ``record``); the pipeline empties it per stage
+    entry: dict = field(default_factory=dict)
+
+    def record(self, section: str, info: dict) -> None:
+        """Put ``info`` under ``section`` in the running stage's report entry (e.g. "pruning")."""
+        self.entry[section] = info
 
 
 class Stage:
@@ -56,6 +61,10 @@ class Stage:
     summary: str = ""
     options: dict[str, Option] = {}
     needs_data: bool = False
+    # the Artifact fields (edgehad.core.artifact) this stage uses and those it may replace or change;
+    # the pipeline refuses a stage that replaces a field it did not declare
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
     def __init__(self, **options):
         self.config = self.resolve(options)
@@ -105,20 +114,21 @@ _REGISTRY: dict[str, type[Stage]] = {}
 
 
 def register(cls: type[Stage]) -> type[Stage]:
-    """Class decorator: make a stage known by its ``name``."""
+    """Class decorator: make a stage known by its ``name``; its reads/writes must be Artifact fields."""
+    from edgehad.core.artifact import FIELDS
+
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} has no name")
+    unknown = sorted(set(cls.reads + cls.writes) - FIELDS)
+    if unknown:
+        raise ValueError(f"stage {cls.name!r} declares {unknown}, which are not Artifact fields")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def stages() -> dict[str, type[Stage]]:
     """All registered stages, importing every module in ``edgehad/stages`` once."""
-    if not _REGISTRY:
-        import edgehad.stages as package
-
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    import_submodules("edgehad.stages")
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 

@@ -63,5 +63,5 @@ def unsupported_op_error(exporter: str, exc: BaseException, model, example_input
     where = module_of_op(model, example_inputs, op)
     place = f" in module {where}" if where else ""
     return UnsupportedOpError(
-        f"{exporter} cannot lower op {op}{place}: replace it with supported ops or drop this format with --format"
+        f"{exporter} cannot lower op {op}{place}: replace it with supported ops or drop this format with `formats`"
     )

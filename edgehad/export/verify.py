@@ -133,11 +133,18 @@ def _one_output(reference: list, actual: list, rtol: float) -> dict:
             "within_tolerance": max_abs <= tol}
 
 
-def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None) -> list[list[np.ndarray]]:
-    """Run each input tuple through the file in its real runtime."""
+def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None,
+                    layout: dict | None = None) -> list[list[np.ndarray]]:
+    """Run each input tuple (torch's layout) through the file in its real runtime; outputs in torch's layout.
+
+    ``layout``: the file's record (edgehad.export.layout): its NHWC inputs are fed the transposed arrays
+    and its NHWC outputs transposed back, so they compare with torch's element by element.
+    """
     from edgehad.core.capture import captured
+    from edgehad.export.layout import from_file, to_file
     from edgehad.runtime import Session
 
     with captured():
         session = Session(str(path), threads=threads)
-        return [session.run([np.asarray(a) for a in args], dequantize=True) for args in inputs]
+        return [from_file(session.run(to_file([np.asarray(a) for a in args], layout), dequantize=True), layout)
+                for args in inputs]

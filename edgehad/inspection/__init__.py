@@ -1,10 +1,12 @@
 """Look inside a model: what goes in and out, which ops, how many weights and MACs.
 
 ``inspect_file(path)`` reads an ``.onnx`` or ``.tflite`` file without running
-it; ``inspect_torch(model, example_inputs)`` runs a torch module once. Both
+it (MACs at its static input shapes, or at those ``input_shape`` / ``inputs``
+state for its symbolic dims: edgehad.inspection.inputs);
+``inspect_torch(model, example_inputs)`` runs a torch module once. Both
 return the same dict; its keys are documented in ``edgehad.inspection.report``:
-``format, path, inputs, outputs, ops, params, macs, size_bytes, quantized,
-weight_dtypes, notes`` plus a few format-specific extras (ONNX ``opset``,
+``format, path, inputs, outputs, ops, params, macs, input_shapes, size_bytes,
+quantized, weight_dtypes, notes`` plus a few format-specific extras (ONNX ``opset``,
 ``ir_version``, ``producer``; TFLite ``schema_version``, ``subgraphs``,
 ``signatures``, ``description``).
 
@@ -25,8 +27,13 @@ __all__ = ["COMMON_KEYS", "SUPPORTED_SUFFIXES", "inspect_file", "inspect_torch"]
 SUPPORTED_SUFFIXES = (".onnx", ".tflite")
 
 
-def inspect_file(path: str | os.PathLike) -> dict:
-    """Summary of an ``.onnx`` or ``.tflite`` file."""
+def inspect_file(path: str | os.PathLike, *, input_shape=None, inputs=None, require_shapes: bool = False) -> dict:
+    """Summary of an ``.onnx`` or ``.tflite`` file.
+
+    ``input_shape`` ("images=1x3x640x640", a bare shape for one input, a list or a dict) and ``inputs`` (an
+    .npz or a dict of arrays by input name) fill symbolic dims; with neither, a file that has some gets
+    ``macs`` None and a note naming them, or a UserInputError with ``require_shapes`` (the command's way).
+    """
     suffix = Path(path).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UserInputError(
@@ -37,10 +44,10 @@ def inspect_file(path: str | os.PathLike) -> dict:
     if suffix == ".onnx":
         from edgehad.inspection.onnx_file import inspect_onnx
 
-        return inspect_onnx(path)
+        return inspect_onnx(path, input_shape, inputs, require_shapes)
     from edgehad.inspection.tflite_file import inspect_tflite
 
-    return inspect_tflite(path)
+    return inspect_tflite(path, input_shape, inputs, require_shapes)
 
 
 def inspect_torch(model, example_inputs) -> dict:

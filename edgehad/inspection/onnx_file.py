@@ -4,7 +4,10 @@ Weights are not loaded (``load_external_data=False``): everything here needs
 only tensor shapes and types, which the proto holds even when the data sits in
 an external ``.onnx.data`` file (the torch dynamo exporter writes one). MACs
 come from the shapes ``onnx.shape_inference`` fills in; the formulas follow
-edgehad.cost.
+edgehad.cost. A file with symbolic input dims gets them from `input_shape` /
+`inputs` (edgehad.inspection.inputs): the stated shapes replace the graph's
+input shapes, the shapes stored for every other value are dropped, and shape
+inference runs again from there (``at_input_shapes``).
 """
 
 from __future__ import annotations
@@ -163,13 +166,18 @@ def _k(tally: MacTally, dims, axis: int):
     return tally.numel([dims[axis]])
 
 
+_COUNTED_ON_OUTPUT = {"Conv", "ConvInteger", "FusedConv", "QLinearConv", "Gemm", "QGemm", "MatMul", "MatMulInteger",
+                      "QLinearMatMul", "FusedMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits"}
+
+
 def count_node(node, g: Graph, tally: MacTally) -> None:
     """Add the MACs of one node to ``tally`` (shapes from ``g``) or note it as not modelled; other domains: skipped."""
     op, key, ins = node.op_type, _op_key(node), list(node.input)
     if node.domain not in (*DEFAULT_DOMAINS, MS_DOMAIN):
         return
     out = g.shape(node.output[0]) if node.output else None
-    y = tally.numel(out)
+    # the output's size, read only for the ops counted: a dynamic dim elsewhere changes no MAC and is not noted
+    y = tally.numel(out) if op in _COUNTED_ON_OUTPUT else None
     if op in ("Conv", "ConvInteger", "FusedConv", "QLinearConv"):
         # y[N, M, *spatial] from x[N, C, ...] and w[M, C/groups, *k]: y.numel() * C/groups * prod(k)
         w = g.shape(ins[3 if op == "QLinearConv" else 1]) if len(ins) > 1 else None
@@ -209,6 +217,43 @@ def prepare(model, notes: list):
     return model
 
 
+def input_specs(model) -> list[dict]:
+    """The graph's inputs (initializers left out) as edgehad.inspection.inputs specs."""
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        elem_type, dims = _dims(vi.type) if vi.type.HasField("tensor_type") else (0, None)
+        specs.append({"name": vi.name, "shape": dims, "dtype": dtype_name(elem_type)})
+    return specs
+
+
+def at_input_shapes(model, shapes: dict):
+    """A copy of ``model`` whose graph inputs have the static ``shapes`` ({name: dims}) and whose other
+    stored shapes are dropped, so that shape inference derives every value's shape from them."""
+    import onnx
+
+    shaped = onnx.ModelProto()
+    shaped.CopyFrom(model)
+    graph = shaped.graph
+    for vi in graph.input:
+        if vi.name in shapes and vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            tt.ClearField("shape")
+            tt.shape.SetInParent()  # a scalar keeps an empty shape, not an unknown rank
+            for d in shapes[vi.name]:
+                tt.shape.dim.add().dim_value = int(d)
+    # stored symbolic shapes would be merged with the inferred ones; the exporter's "s0" dims must go
+    del graph.value_info[:]
+    for vi in graph.output:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value"):
+                    d.Clear()
+    return shaped
+
+
 def onnx_macs(model) -> int:
     """MACs of one inference of an ONNX ``ModelProto`` (conventions in edgehad.cost)."""
     g = Graph(prepare(model, []))
@@ -232,8 +277,12 @@ def _io_quantization(g: Graph, name: str, consumers, producer):
     return quantization(scale.reshape(-1), [] if zero is None else zero.reshape(-1), _attr(node, "axis", 1))
 
 
-def inspect_onnx(path) -> dict:
-    """Summary of an ONNX file (keys documented in edgehad.inspection.report)."""
+def inspect_onnx(path, input_shape=None, inputs=None, require_shapes: bool = False) -> dict:
+    """Summary of an ONNX file (keys documented in edgehad.inspection.report); MACs at the input shapes
+    static in the file or given by ``input_shape`` / ``inputs`` (see edgehad.inspection.inputs).
+
+    A symbolic dim nothing fills: UserInputError with ``require_shapes``, else ``macs`` None and a note.
+    """
     p = check_file(path)
     if p.stat().st_size == 0:
         raise invalid(path, "ONNX", "the file is empty")
@@ -246,8 +295,11 @@ def inspect_onnx(path) -> dict:
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output or not model.opset_import:
         # An empty file parses as an empty ModelProto, and so can a file cut at a field boundary.
         raise invalid(path, "ONNX", "no ir_version, graph or opset_import in it")
+    from edgehad.inspection.inputs import shapes_for
+
+    stated, note = shapes_for(input_specs(model), path, input_shape, inputs, require_shapes)
     try:
-        return _summarize(p, path, model)
+        return _summarize(p, path, model, stated, note)
     except Exception as e:
         # protobuf parses some corrupt files "successfully": with upb, a string
         # field holding invalid UTF-8 comes back as bytes, and a graph can
@@ -256,12 +308,17 @@ def inspect_onnx(path) -> dict:
         raise invalid(path, "ONNX", f"unreadable graph: {type(e).__name__}: {e}") from None
 
 
-def _summarize(p, path, model) -> dict:
+def _summarize(p, path, model, stated, note) -> dict:
     from onnx import TensorProto
 
     notes: list[str] = []
-    model = prepare(model, notes)
-    g = Graph(model)
+    if stated is not None and stated.dynamic:  # counted on a copy; inputs and outputs show the file's shapes
+        g = Graph(prepare(at_input_shapes(model, stated.by_name()), notes))
+        model = prepare(model, [])
+        io = Graph(model)
+    else:
+        model = prepare(model, notes)
+        g = io = Graph(model)
 
     ops, tally = Counter(), MacTally()
     quantized = False
@@ -292,7 +349,7 @@ def _summarize(p, path, model) -> dict:
         out = []
         for vi in values:
             elem_type, dims = _dims(vi.type) if vi.type.HasField("tensor_type") else (0, None)
-            q = _io_quantization(g, vi.name, consumers, producer)
+            q = _io_quantization(io, vi.name, consumers, producer)
             out.append(tensor_entry(vi.name, dims, dtype_name(elem_type), q))
         return out
 
@@ -319,11 +376,12 @@ def _summarize(p, path, model) -> dict:
         outputs=entries(main.output),
         ops=ops,
         params=params,
-        macs=tally.macs,
+        macs=None if stated is None else tally.macs,
+        input_shapes=None if stated is None else stated.by_name(),
         size_bytes=size,
         quantized=quantized,
         weight_dtypes=weight_dtypes,
-        notes=tally.notes() + notes,
+        notes=([note] if note else tally.notes()) + notes,
         opset=next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None),
         ir_version=int(model.ir_version),
         producer=f"{model.producer_name} {model.producer_version}".strip(),

@@ -22,7 +22,14 @@ Keys (stable; the CLI's ``inspect --json`` prints this dict):
   index constants are not weights and are left out. Quantization scales and
   zero points count. torch: ``model.parameters()`` only (see edgehad.cost).
 - ``macs``: multiply-accumulates of one inference (conventions in
-  edgehad.cost); dynamic dims count as 1 (see ``notes``).
+  edgehad.cost) at ``input_shapes``. A file's symbolic input dims are never
+  guessed: they come from `input_shape` / `inputs` (edgehad.inspection.inputs);
+  without them ``macs`` is None and ``notes`` names each dim (the ``inspect``
+  command refuses such a file instead, exit 2). Intermediate dims no shape
+  inference can derive (data-dependent) count as 1, noted.
+- ``input_shapes``: ``{input name: shape}`` the MACs were computed at: the
+  file's static shapes, the stated ones, or the example inputs' (torch); None
+  when MACs were not computed.
 - ``size_bytes``: bytes on disk (ONNX: the file plus its external data files);
   torch: bytes of the parameters.
 - ``quantized``: True if the model holds integer-quantized weights or ops
@@ -54,6 +61,7 @@ COMMON_KEYS = (
     "ops",
     "params",
     "macs",
+    "input_shapes",
     "size_bytes",
     "quantized",
     "weight_dtypes",
@@ -162,11 +170,12 @@ def summary(
     outputs: list,
     ops,
     params: int,
-    macs: int,
+    macs: int | None,
     size_bytes: int,
     quantized: bool,
     weight_dtypes,
     notes: list,
+    input_shapes: dict | None = None,
     **extra,
 ) -> dict:
     """Assemble the summary dict with its keys in the documented order."""
@@ -177,7 +186,8 @@ def summary(
         "outputs": outputs,
         "ops": histogram(ops),
         "params": int(params),
-        "macs": int(macs),
+        "macs": None if macs is None else int(macs),
+        "input_shapes": input_shapes,
         "size_bytes": int(size_bytes),
         "quantized": bool(quantized),
         "weight_dtypes": histogram(weight_dtypes),

@@ -15,6 +15,16 @@ cannot make us loop over billions of entries.
 What counts, when a model has several subgraphs (control flow bodies,
 decompositions of composite ops, extra signatures): ops and MACs are summed
 over all of them; inputs and outputs are those of subgraph 0.
+
+Dynamic dims (``shape_signature`` -1) are never guessed: MACs need them from
+`input_shape` / `inputs` (edgehad.inspection.inputs). TFLite files carry no
+shape inference a reader could rerun, so ``at_input_shapes`` asks LiteRT
+itself, on the file already validated here: resize the inputs, allocate (no
+delegate, no inference run), read back every tensor's shape in subgraph 0.
+
+A file edgehad wrote carries an ``edgehad`` metadata entry: each input and
+output entry then has a ``layout``, "nchw", "nhwc" (channels-last) or None
+for a tensor that is no image (edgehad.export.layout).
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ _QUANT_WEIGHT_TYPES = {"int8", "uint8", "int4", "uint4", "int2"}
 _UNMODELLED = {"LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "RNN",
                "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF",
                "STABLEHLO_CONVOLUTION", "STABLEHLO_DOT_GENERAL", "DELEGATE"}
+
+
+_COUNTED_ON_OUTPUT = {"CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "FULLY_CONNECTED", "BATCH_MATMUL"}
 
 
 class _Broken(Exception):
@@ -59,6 +72,7 @@ class _Subgraph:
     ops: list = field(default_factory=list)  # (op name, inputs, outputs, BatchMatMul adj_x)
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
+    signature_inputs: dict = field(default_factory=dict)  # tensor index -> its signature name ("args_0")
 
 
 def _schema():
@@ -167,6 +181,12 @@ def _parse(data: bytes):
         sd = model.SignatureDefs(i)
         signatures.append({"key": (sd.SignatureKey() or b"").decode("utf-8", "replace"),
                            "subgraph": int(sd.SubgraphIndex())})
+        if 0 <= sd.SubgraphIndex() < len(subgraphs):  # the names Session and the signature runner use
+            sub = subgraphs[sd.SubgraphIndex()]
+            for j in range(_bounded(sd.InputsLength(), 4, size, "signature input")):
+                tm = sd.Inputs(j)
+                index = _indices([tm.TensorIndex()], len(sub.tensors), "signature input")[0]
+                sub.signature_inputs.setdefault(index, (tm.Name() or b"").decode("utf-8", "replace"))
     description = (model.Description() or b"").decode("utf-8", "replace")
     return int(model.Version()), description, subgraphs, signatures
 
@@ -206,7 +226,8 @@ def count_op(sub: _Subgraph, op, tally: MacTally) -> None:
             return [d if sd >= 0 else -1 for d, sd in zip(t.shape, t.signature)]
         return t.shape
 
-    y = tally.numel(dims(0, outs))
+    # the output's size, read only for the ops counted: a dynamic dim elsewhere changes no MAC and is not noted
+    y = tally.numel(dims(0, outs)) if name in _COUNTED_ON_OUTPUT else None
     if name == "CONV_2D":  # filter [O, kh, kw, I/groups]
         w = shape(1, ins)
         tally.add(name, y, math.prod(w[1:]) if w else None)
@@ -238,9 +259,79 @@ def _entry(t: _Tensor) -> dict:
     return tensor_entry(t.name, [d if d >= 0 else None for d in shape], t.dtype, t.quant)
 
 
-def inspect_tflite(path) -> dict:
-    """Summary of a TFLite file (keys documented in edgehad.inspection.report)."""
+def input_specs(sub: _Subgraph) -> list[dict]:
+    """Subgraph ``sub``'s inputs as edgehad.inspection.inputs specs: named by tensor (as inspect shows them),
+    also answering to their signature names; dynamic dims None."""
+    specs = []
+    for i in sub.inputs:
+        if i < 0:
+            continue
+        spec = _entry(sub.tensors[i])
+        alias = sub.signature_inputs.get(i)
+        if alias and alias != spec["name"]:
+            spec["aliases"] = [alias]
+        specs.append(spec)
+    return specs
+
+
+def at_input_shapes(path, sub: _Subgraph, shapes: dict) -> None:
+    """Give subgraph 0 (``sub``, as ``read`` parsed it) the tensor shapes LiteRT derives from the input
+    ``shapes`` ({tensor name: dims}), in place; a shape LiteRT cannot take is a UserInputError."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgehad.core.errors import UserInputError
+
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=1,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        for i in sub.inputs:
+            t = sub.tensors[i]
+            if i >= 0 and t.name in shapes and list(shapes[t.name]) != list(t.shape):
+                interp.resize_tensor_input(i, list(shapes[t.name]), strict=True)
+        interp.allocate_tensors()
+        details = {d["index"]: d for d in interp.get_tensor_details()}
+    except (RuntimeError, ValueError) as exc:
+        said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        stated = ", ".join(f"{k}={'x'.join(map(str, v)) or 'scalar'}" for k, v in shapes.items())
+        raise UserInputError(f"{path}: LiteRT cannot take the input shapes {stated}: {said}") from None
+    for index, t in enumerate(sub.tensors):
+        d = details.get(index)
+        if d is not None and len(d["shape"]) == len(t.shape):
+            t.shape, t.signature = [int(x) for x in d["shape"]], None
+
+
+def _add_layouts(data: bytes, main: _Subgraph, io: tuple) -> None:
+    """Give each I/O entry the ``layout`` ("nchw", "nhwc", or None for no image) stamped in an edgehad file's
+    ``edgehad`` metadata (edgehad.export.layout); a file without that record gets no ``layout`` key."""
+    from edgehad.export.layout import tensor_layouts
+
+    try:
+        layouts = tensor_layouts(data)
+    except Exception:  # the metadata only informs: a damaged entry is as good as none
+        layouts = None
+    if layouts is None:
+        return
+    for entries, indices, kind in ((io[0], main.inputs, "inputs"), (io[1], main.outputs, "outputs")):
+        for entry, index in zip(entries, [i for i in indices if i >= 0]):
+            entry["layout"] = layouts[kind].get(index)
+
+
+def inspect_tflite(path, input_shape=None, inputs=None, require_shapes: bool = False) -> dict:
+    """Summary of a TFLite file (keys documented in edgehad.inspection.report); MACs at the input shapes
+    static in the file or given by ``input_shape`` / ``inputs`` (see edgehad.inspection.inputs).
+
+    A dynamic dim nothing fills: UserInputError with ``require_shapes``, else ``macs`` None and a note.
+    """
+    from edgehad.inspection.inputs import shapes_for
+
     _, data, (version, description, subgraphs, signatures) = read(path)
+    main = subgraphs[0]
+    io = ([_entry(main.tensors[i]) for i in main.inputs if i >= 0],
+          [_entry(main.tensors[i]) for i in main.outputs if i >= 0])  # as the file declares them
+    _add_layouts(data, main, io)
+    stated, note = shapes_for(input_specs(main), path, input_shape, inputs, require_shapes)
+    if stated is not None and stated.dynamic:
+        at_input_shapes(path, main, stated.by_name())
 
     ops, tally = Counter(), MacTally()
     params, weight_dtypes = 0, Counter()
@@ -265,18 +356,18 @@ def inspect_tflite(path) -> dict:
             params += n
             weight_dtypes[t.dtype] += n
 
-    main = subgraphs[0]
-    notes = tally.notes()
+    notes = [note] if note else tally.notes()
     if version != 3:
         notes.append(f"TFLite schema version {version}; this reader knows version 3")
     return summary(
         format="tflite",
         path=path,
-        inputs=[_entry(main.tensors[i]) for i in main.inputs if i >= 0],
-        outputs=[_entry(main.tensors[i]) for i in main.outputs if i >= 0],
+        inputs=io[0],
+        outputs=io[1],
         ops=ops,
         params=params,
-        macs=tally.macs,
+        macs=None if stated is None else tally.macs,
+        input_shapes=None if stated is None else stated.by_name(),
         size_bytes=len(data),
         quantized=quantized,
         weight_dtypes=weight_dtypes,

@@ -62,6 +62,7 @@ def inspect_torch(model, example_inputs) -> dict:
         ops=fwd.ops,
         params=sum(weight_dtypes.values()),
         macs=fwd.macs,
+        input_shapes={name: [int(d) for d in t.shape] for name, t in fwd.inputs if isinstance(t, torch.Tensor)},
         size_bytes=size,
         quantized=quantized,
         weight_dtypes=weight_dtypes,

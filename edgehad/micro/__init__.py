@@ -19,11 +19,13 @@ from __future__ import annotations
 __all__ = ["check"]
 
 
-def check(path, arena_kb=None, find_arena=False, target=None, samples=8, progress=None, timeout=None) -> dict:
+def check(path, arena_kb=None, find_arena=False, target=None, samples=8, progress=None, timeout=None,
+          input_shape=None, inputs=None) -> dict:
     """Run ``path`` under TFLite Micro; see :func:`edgehad.micro.checker.check` for the keys.
 
     ``progress``: called with a line of text per step (arena probes included), e.g. ``print``.
     ``timeout``: seconds each TFLM or LiteRT child run may take (None: edgehad.micro.arena.PROBE_TIMEOUT_S).
+    ``input_shape`` / ``inputs``: a file's symbolic input dims, or arrays by input name to compare on.
     """
     from edgehad.core.imports import require
     from edgehad.micro.arena import PROBE_TIMEOUT_S
@@ -32,4 +34,5 @@ def check(path, arena_kb=None, find_arena=False, target=None, samples=8, progres
     require("tflite_micro")  # here, in edgehad's process: the probes that import it run as children
 
     return _check(path, arena_kb=arena_kb, find_arena=find_arena, target=target, samples=samples,
-                  progress=progress, timeout=PROBE_TIMEOUT_S if timeout is None else timeout)
+                  progress=progress, timeout=PROBE_TIMEOUT_S if timeout is None else timeout,
+                  input_shape=input_shape, inputs=inputs)

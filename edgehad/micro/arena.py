@@ -6,18 +6,30 @@ activations (planned so that tensors whose lifetimes do not overlap share
 bytes), per-op persistent data (quantization multipliers, scratch buffers) and
 the interpreter's own structs. How much a model needs depends on TFLM's memory
 planner and kernels, so it is measured, not estimated: a size "works" when a
-child (``edgehad.micro.probe``) ran every sample and exited 0; TFLM's error exit
-and a crash (SIGSEGV, which a too-small arena can cause) both mean "does not fit".
+child (``edgehad.micro.probe``) ran every sample and exited 0.
+
+A failure at some size means "does not fit" whenever a larger arena worked for the
+same model, whatever TFLM said: a too-small arena surfaces as an allocator message
+("Failed to allocate tail memory"), a crash (SIGSEGV), or a kernel's own check
+("kernel_util.cc:516 false was not true" and "Node FULLY_CONNECTED failed to
+prepare": the int8 fc_autoencoder says so from 19,968 bytes, TFLM's own count of a
+working run, up to 22,256, crashes at 22,272 and works from 22,288). Only a failure
+at the largest size tried is a problem of the model, reported with TFLM's message.
+The wording of a failure is a hint (``Probe.allocation_failure``): it chooses the
+next size to try, never the verdict where a larger size has an answer.
 
 Search (``find_arena``):
-1. upper bound: probe ``start`` and double it until a size works, up to ``cap``;
+1. upper bound: probe ``start`` and double it until a size works, up to ``cap``; a
+   failure that does not read like a lack of memory sends the next probe to ``cap``,
+   which decides: it works (doubling goes on below it) or the model is at fault;
 2. lower bound: the largest non-constant tensor, which the arena must hold with
    room to spare, so that size cannot work (it is not probed);
 3. bisection between them (sizes multiples of 16, TFLM's arena alignment) until
    ``hi - lo <= RESOLUTION_BYTES``; its first two splits are TFLM's own count of
    the bytes it used in the working run (RecordingMicroAllocator's "Arena
    allocation total") and 16 bytes below it, which bracket the minimum to 16
-   bytes when that count is right. ``min_bytes = hi``, the smallest size that
+   bytes when that count is right (not always: fc_autoencoder's is 19,968 bytes,
+   2,320 short of what it needs). ``min_bytes = hi``, the smallest size that
    worked; the true minimum lies in ``(min_bytes - resolution_bytes, min_bytes]``,
    ``resolution_bytes = hi - lo <= 256``. This assumes "works" is monotonic in
    the size, which holds for TFLM's allocator: it only ever needs the total to fit.
@@ -58,7 +70,8 @@ HOST_NOTE = (
 # micro_allocator.cc, greedy_memory_planner.cc: "Failed to allocate tail memory", "Failed to resize
 # buffer", "Too many buffers", "Unable to allocate TfLiteAffineQuantization"). Matched on TFLM's own
 # lines only: the Python wrapper's "TFLM failed to allocate tensors" follows every failure, a missing
-# kernel too. Any other error is a problem of the model, which a bigger arena will not fix.
+# kernel too. A hint only: a kernel whose persistent buffer did not fit may say no more than
+# "kernel_util.cc:516 false was not true", so whether a larger arena works is what decides.
 _ALLOC_MESSAGE = re.compile(r"failed to (allocate|resize)|unable to allocate|too many buffers", re.IGNORECASE)
 _RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
 
@@ -80,7 +93,7 @@ class ProbeTimeoutError(UserInputError):
     def __init__(self, model, timeout: float):
         super().__init__(f"{model}: the model did not finish in {timeout:g} s under TFLite Micro: it may loop (a "
                          f"WHILE whose condition never turns false) or be far too slow for an MCU; check the file "
-                         f"(edgehad inspect {model}), or give each run more time with --timeout")
+                         f"(edgehad inspect {model}), or give each run more time with `timeout`")
 
 
 @dataclass
@@ -90,7 +103,7 @@ class Probe:
     bytes: int
     works: bool
     reason: str = ""  # why it did not work: TFLM's message, or the signal that killed it
-    allocation_failure: bool = False  # the failure looks like "arena too small"
+    allocation_failure: bool = False  # the failure reads like "arena too small" (a hint, see the module docstring)
     recorded_bytes: int | None = None  # TFLM's RecordingMicroAllocator total, on success
 
     def as_dict(self) -> dict:
@@ -156,23 +169,49 @@ def _kib(n: int) -> str:
 
 def first_working(model, inputs_npz, start: int, cap: int = CAP_BYTES, progress=None,
                   timeout: float = PROBE_TIMEOUT_S) -> tuple[Probe, list]:
-    """Probe ``start``, doubling until a size works; (the probe that worked, every probe). Raises past ``cap``."""
+    """Probe ``start``, doubling until a size works, up to ``cap``; (the smallest probe that worked, every probe).
+
+    A failure that does not read like a lack of memory is checked at ``cap`` at once (one probe) rather
+    than after every doubling: if ``cap`` works, the failure was "does not fit" and doubling goes on below
+    it; if ``cap`` fails too, the model is at fault. Raises ArenaSearchError when ``cap`` fails.
+    """
     progress = progress or (lambda msg: None)
     probes = []
-    size = _align_up(max(start, ALIGN))
-    while True:
+
+    def probe(size: int) -> Probe:
         p = run_probe(model, size, inputs_npz, timeout=timeout)
         probes.append(p)
         progress(f"arena {_kib(size)}: {'works' if p.works else 'does not fit (' + p.reason + ')'}")
+        return p
+
+    size, at_cap = _align_up(max(start, ALIGN)), None  # at_cap: the probe of ``cap``, once made
+    while True:
+        p = at_cap if at_cap is not None and size >= cap else probe(size)
         if p.works:
             return p, probes
-        if not p.allocation_failure:
-            raise ArenaSearchError(f"{model}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
-                                   f"memory: {p.reason}", p)
         if size >= cap:
-            raise ArenaSearchError(f"{model}: no arena up to {cap // 1024} KiB worked (largest tried: "
-                                   f"{_kib(size)}: {p.reason}); the model is too large for TFLM on an MCU", p)
+            raise _largest_failed(model, p, cap)
+        if not p.allocation_failure and at_cap is None:
+            at_cap = probe(cap)
+            if not at_cap.works:
+                raise _largest_failed(model, at_cap, cap)
         size = min(size * 2, cap)
+
+
+def _largest_failed(model, p: Probe, cap: int) -> ArenaSearchError:
+    """The error for a failure at the largest size tried, where nothing larger can say "does not fit"."""
+    if p.allocation_failure:
+        return ArenaSearchError(f"{model}: no arena up to {cap // 1024} KiB worked (largest tried: {_kib(p.bytes)}: "
+                                f"{p.reason}); the model is too large for TFLM on an MCU", p)
+    return ArenaSearchError(f"{model}: TFLM cannot run it even with a {_kib(p.bytes)} arena (the largest tried), "
+                            f"so not for lack of memory: {p.reason}", p)
+
+
+def larger_works(model, failed: Probe, inputs_npz, cap: int = CAP_BYTES, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``failed`` was a lack of memory: ``cap`` works for the same model (one probe; False at ``cap``)."""
+    if failed.bytes >= cap:
+        return False
+    return run_probe(model, cap, inputs_npz, timeout=timeout).works
 
 
 def _align_up(n: int) -> int:
@@ -195,8 +234,9 @@ def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
     top, probes = first_working(model, inputs_npz, start, cap, progress, timeout)
     hi, recorded = top.bytes, top.recorded_bytes
     lo = min(_align_up(lower), hi - ALIGN)
-    for p in probes[:-1]:  # sizes that failed while doubling are lower bounds too
-        lo = max(lo, p.bytes)
+    for p in probes:  # sizes that failed while doubling are lower bounds too (each is below ``hi``)
+        if not p.works:
+            lo = max(lo, p.bytes)
     # TFLM's own count of what it used is the likely answer: try it and one alignment step below first,
     # which usually brackets the minimum to 16 bytes in two probes; bisection does the rest either way.
     hints = [h for h in (_align_up(recorded), _align_up(recorded) - ALIGN) if lo < h < hi] if recorded else []
@@ -212,12 +252,10 @@ def find_arena(model, inputs_npz, lower: int, start: int, cap: int = CAP_BYTES,
         p = run_probe(model, mid, inputs_npz, timeout=timeout)
         probes.append(p)
         progress(f"arena {_kib(mid)}: {'works' if p.works else 'does not fit'}")
+        # ``hi`` worked for this model, so a failure below it is "does not fit", whatever TFLM's words
         if p.works:
             hi = mid
         else:
-            if not p.allocation_failure:
-                raise ArenaSearchError(f"{model}: TFLM failed with a {_kib(mid)} arena, and not for lack of "
-                                       f"memory: {p.reason}", p)
             lo = mid
     return {
         "min_bytes": hi,

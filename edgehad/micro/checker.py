@@ -43,22 +43,26 @@ MAX_TIMEOUT_S = 86_400
 OPTIONS_SCHEMA = {
     "type": "object",
     "properties": {
-        "--arena-kb": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ARENA_KB},
-        "--samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
-        "--timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+        "arena_kb": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ARENA_KB},
+        "samples": {"type": "integer", "minimum": 1, "maximum": MAX_SAMPLES},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
     },
 }
 OPTION_LIMITS = {
-    "--arena-kb": f"KiB; {MAX_ARENA_KB:,} KiB = 256 MiB, the cap of the arena search, is more RAM than any MCU has",
-    "--samples": "seeded inputs compared with LiteRT; a few are enough",
-    "--timeout": "seconds each TFLM or LiteRT run may take",
+    "arena_kb": f"KiB; {MAX_ARENA_KB:,} KiB = 256 MiB, the cap of the arena search, is more RAM than any MCU has",
+    "samples": "seeded inputs compared with LiteRT; a few are enough",
+    "timeout": "seconds each TFLM or LiteRT run may take",
 }
 FLOAT_WARNING = ("the model is float: TFLM runs it, but most MCUs want int8 (no FPU, or a slow one, and 4x the "
-                 "flash): convert with --quantize int8")
+                 "flash): convert with `quantize='int8'`")
 
 
 class NoKernelError(EdgehadError):
     """The model uses ops TFLM has no kernel for (exit 1: the file is fine, TFLM cannot run it)."""
+
+    def __init__(self, message: str, ops=()):
+        super().__init__(message)  # args stay (message,), so the error pickles like any other
+        self.ops = list(ops)  # the ops without a kernel, sorted: a caller (edgehad.bundle) words its own refusal
 
 
 def tflm_version() -> str:
@@ -68,21 +72,21 @@ def tflm_version() -> str:
         raise EdgehadError("the tflite-micro package is not installed: pip install tflite-micro") from None
 
 
-def _check_option(flag: str, value) -> None:
-    """One option against OPTIONS_SCHEMA; the error names the flag, the range and why the range ends there."""
+def _check_option(key: str, value) -> None:
+    """One option against OPTIONS_SCHEMA; the error names the option, the range and why the range ends there."""
     if isinstance(value, float) and repr(value).endswith(".0"):
         value = int(value)  # shown as the user typed it (999999999999, not 999999999999.0); the same check
-    check_setting(flag, value, OPTIONS_SCHEMA["properties"][flag], OPTION_LIMITS[flag])
+    check_setting(f"`{key}`", value, OPTIONS_SCHEMA["properties"][key], OPTION_LIMITS[key])
 
 
 def _validate(path, arena_kb, find_arena, samples, timeout) -> Path:
     if arena_kb is not None and find_arena:
-        raise UserInputError("--arena-kb and --find-arena exclude each other: pass --arena-kb N to try one size, "
-                             "or --find-arena to search for the smallest")
+        raise UserInputError("`arena_kb` and `find_arena` exclude each other: pass `arena_kb` N to try one size, "
+                             "or `find_arena=True` to search for the smallest")
     if arena_kb is not None:
-        _check_option("--arena-kb", arena_kb)
-    _check_option("--samples", samples)
-    _check_option("--timeout", timeout)
+        _check_option("arena_kb", arena_kb)
+    _check_option("samples", samples)
+    _check_option("timeout", timeout)
     p = Path(path)
     if p.suffix.lower() != ".tflite":
         hint = " (convert it first: edgehad convert MODEL, then pass its model.tflite)" \
@@ -111,8 +115,8 @@ def _check_input_sizes(path, sub, samples: int) -> None:
                                  f"MCU model)")
         total += n
     if total * samples > MAX_SAMPLE_BYTES:
-        raise UserInputError(f"--samples {samples} would hold {total * samples:,} bytes of inputs "
-                             f"(at most {MAX_SAMPLE_BYTES:,}): use fewer --samples")
+        raise UserInputError(f"`samples` {samples} would hold {total * samples:,} bytes of inputs "
+                             f"(at most {MAX_SAMPLE_BYTES:,}): use fewer `samples`")
 
 
 def _save_inputs(path: Path, arrays: list, n_outputs: int) -> Path:
@@ -124,15 +128,18 @@ def _kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
-def target_check(target: dict, arena_bytes: int, arena_what: str, size_bytes: int) -> tuple[dict, list]:
-    """Compare the arena with the target's RAM and the file with its flash; (entry, problems)."""
+def target_check(target: dict, arena_bytes: int | None, arena_what: str, size_bytes: int) -> tuple[dict, list]:
+    """Compare the arena with the target's RAM and the file with its flash; (entry, problems).
+
+    ``arena_bytes`` None (no arena known, e.g. an ONNX file in a bundle): RAM is not checked, ``ram_fits`` None.
+    """
     name, ram = target["name"], int(target["ram_kb"]) * 1024
     flash = target.get("flash_kb")
     entry = {"name": name, "ram_kb": target["ram_kb"], "arena_bytes": arena_bytes, "arena_is": arena_what,
-             "ram_fits": arena_bytes <= ram, "flash_kb": flash, "model_bytes": size_bytes,
-             "flash_fits": None if flash is None else size_bytes <= flash * 1024}
+             "ram_fits": None if arena_bytes is None else arena_bytes <= ram, "flash_kb": flash,
+             "model_bytes": size_bytes, "flash_fits": None if flash is None else size_bytes <= flash * 1024}
     problems = []
-    if not entry["ram_fits"]:
+    if entry["ram_fits"] is False:
         problems.append(f"the model does not fit target {name}: its arena needs {_kib(arena_bytes)} ({arena_what}) "
                         f"but {name} has {_kib(ram)} of RAM")
     if flash is None:
@@ -160,8 +167,45 @@ def _refused_by_litert(path, inputs_npz, timeout: float, tflm_said: str) -> None
                              f"refuse it; re-export it")
 
 
+def _fed(path, p, sub, input_shape, inputs):
+    """The file's inputs (edgehad.inspection.inputs). TFLM runs the shapes stored in the file and cannot
+    resize, so those are the shapes, stated or not: a dynamic signature (-1, e.g. the batch of the sine
+    model tflite-micro ships) is not a guess here, since the stored shape is what the MCU will run."""
+    from edgehad.inspection.inputs import file_inputs
+    from edgehad.runtime import shape_text
+
+    if input_shape is None and inputs is None:
+        input_shape = [f"{sub.tensors[i].name}={shape_text(list(sub.tensors[i].shape))}"
+                       for i in sub.inputs if i >= 0]
+    fed = file_inputs(path, input_shape, inputs)
+    for i, shape in zip([i for i in sub.inputs if i >= 0], fed.shapes):
+        t = sub.tensors[i]
+        if list(t.shape) != list(shape):
+            raise UserInputError(f"{path}: TFLite Micro runs the input shapes stored in the file and cannot resize "
+                                 f"them: {t.name} is {shape_text(list(t.shape))} there, not {shape_text(shape)}; "
+                                 f"re-export the model at that shape")
+    if fed.dynamic:
+        # TFLM takes every tensor's stored shape; an exporter stores its example's sizes inside a dynamic
+        # graph (torch.export's dynamic dims start from an example of 2 or more), which LiteRT recomputes
+        import copy
+
+        from edgehad.inspection.tflite_file import at_input_shapes
+
+        derived = copy.deepcopy(sub)
+        at_input_shapes(p, derived, fed.by_name())
+        for t, d in zip(sub.tensors, derived.tensors):
+            if not t.constant and list(t.shape) != list(d.shape):
+                raise UserInputError(f"{path} has dynamic dims, and TFLite Micro runs the shapes stored in it, "
+                                     f"which do not follow from its inputs: {t.name} is stored as "
+                                     f"{shape_text(list(t.shape))}, {shape_text(list(d.shape))} at "
+                                     f"{', '.join(f'{k}={shape_text(v)}' for k, v in fed.by_name().items())}; "
+                                     f"re-export the model with static shapes")
+    return fed
+
+
 def check(path, arena_kb: float | None = None, find_arena: bool = False, target: str | None = None,
-          samples: int = 8, seed: int = 0, progress=None, timeout: float = arena_mod.PROBE_TIMEOUT_S) -> dict:
+          samples: int = 8, seed: int = 0, progress=None, timeout: float = arena_mod.PROBE_TIMEOUT_S,
+          input_shape=None, inputs=None) -> dict:
     """Run ``path`` under TFLite Micro; returns one dict (keys below; the CLI's --json prints it).
 
     ``path, tflm_version, size_bytes, ops, resolver, unsupported, float_model, warning, samples,
@@ -172,6 +216,9 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
 
     ``target`` (a name in targets/ or a .toml path) implies ``find_arena`` unless ``arena_kb`` is given.
     ``timeout``: seconds each child run (TFLM or LiteRT) may take; past it, ProbeTimeoutError (exit 2).
+    ``input_shape`` / ``inputs`` (edgehad.inspection.inputs): a file with symbolic input dims needs them, at
+    the shapes stored in it; ``inputs``' arrays are then the one sample compared (``samples`` 1).
+    ``input_shapes``: ``{input name: shape}`` run.
     """
     from edgehad.inspection.tflite_file import inspect_tflite
     from edgehad.targets import load_target
@@ -191,17 +238,25 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
     if missing:
         raise NoKernelError(f"{path}: TFLM has no kernel for {', '.join(missing)}: replace those layers with ones "
                             f"TFLM supports (see edgehad inspect {path}), or run the model with LiteRT on a board "
-                            f"with an OS")
+                            f"with an OS", missing)
     float_model = not info["quantized"]
     _, sub = samples_mod.graph(p)
+    fed = _fed(path, p, sub, input_shape, inputs)
+    if fed.arrays is not None:  # the user's arrays are the sample compared
+        samples = 1
     _check_input_sizes(path, sub, samples)
-    inputs, drawn = samples_mod.make_inputs(sub, samples, seed)
+    if fed.arrays is not None:
+        inputs = [np.asarray(a)[None] for a in fed.arrays]
+        drawn = [f"from {fed.source or '`inputs`'}"] * len(inputs)
+    else:
+        inputs, drawn = samples_mod.make_inputs(sub, samples, seed)
     if tgt is not None and arena_kb is None:
         find_arena = True
 
     result = {"path": str(path), "tflm_version": version, "size_bytes": info["size_bytes"], "ops": ops,
               "resolver": resolver_entries(ops), "unsupported": missing, "float_model": float_model,
-              "warning": FLOAT_WARNING if float_model else None, "samples": samples, "inputs_drawn": drawn}
+              "warning": FLOAT_WARNING if float_model else None, "samples": samples, "inputs_drawn": drawn,
+              "input_shapes": fed.by_name()}
     problems = []
     activations = [_tensor_bytes(t) for t in sub.tensors if not t.constant]
     lower = max(activations, default=arena_mod.ALIGN)
@@ -222,7 +277,7 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
                 top, _ = arena_mod.first_working(p, one_in, start, progress=progress, timeout=timeout)
                 size = top.bytes
                 arena = {"requested_bytes": size, "auto": True,
-                         "note": "a generous size that works; --find-arena finds the smallest"}
+                         "note": "a generous size that works; `find_arena=True` finds the smallest"}
         except arena_mod.ArenaSearchError as exc:
             # A refusal or a crash may be the file's fault, not TFLM's: ask LiteRT. "Too large" is an answer.
             failed = exc.probe
@@ -242,6 +297,10 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
             from edgehad.micro.reference import litert_reference
 
             why = litert_reference(p, all_in, ref_out, timeout)
+            if why is not None and fed.arrays is not None:  # on the user's arrays: the run failed, not the file
+                given = ", ".join(f"{name}: {a.dtype.name} {'x'.join(map(str, a.shape)) or 'scalar'}"
+                                  for name, a in zip(fed.by_name(), fed.arrays))
+                raise EdgehadError(f"{path}: LiteRT failed running it on the inputs given ({given}): {why}")
             if why is not None:
                 raise UserInputError(f"{path} is not a valid TFLite model: TFLM ran it but LiteRT refuses it "
                                      f"({why}); re-export it")
@@ -257,12 +316,14 @@ def check(path, arena_kb: float | None = None, find_arena: bool = False, target:
                                 f"{parity['rule']})")
         else:
             parity = None
-            if not run.allocation_failure and arena_kb is not None:
+            # TFLM's words are a hint: a failure is "does not fit" when the largest arena works (arena.py)
+            if not run.allocation_failure and arena_kb is not None \
+                    and not arena_mod.larger_works(p, run, one_in, timeout=timeout):
                 _refused_by_litert(path, one_in, timeout, run.reason)
                 raise EdgehadError(f"{path}: TFLM cannot run it with a {_kib(size)} arena, and not for lack of "
                                    f"memory: {run.reason}")
             problems.append(f"the model does not run with a {_kib(size)} arena ({run.reason}): "
-                            f"try a larger --arena-kb, or --find-arena")
+                            f"try a larger `arena_kb`, or `find_arena=True`")
     result["parity"] = parity
     result["arena"] = arena
     result["target"] = None

@@ -9,7 +9,7 @@
   MaxLogit, Energy and the pre-only / post-only ablations, all "higher = known";
 - ``metrics``: AUROC, FPR at 95% TPR, OSCR / AUOSCR (Dhamija, Günther, Boult,
   NeurIPS 2018);
-- ``plot``: OSCR curves of several scores as a PNG (Pillow).
+- ``plot``: OSCR curves of several scores as an SVG file (edgehad.plots).
 
 Modules are imported on use: ``edgehad.osr`` itself imports nothing heavy.
 """
@@ -50,7 +50,8 @@ def fit(model: str, data: str, out, *, classifier: str | None = None, normalize=
     ``classifier``, ``features`` (D), ``classes`` (C), ``samples`` (train
     inputs), ``correct`` (those fitted on), ``train_accuracy``, ``counts``
     (correct per class), ``excluded`` (classes without a correct sample),
-    ``z_min``, ``z_max``, ``fingerprint``.
+    ``z_min``, ``z_max``, ``fingerprint``. The file also records the data source
+    and its known classes (``edgehad.osr.classes``), for ``evaluate``'s check.
     """
     import numpy as np
 
@@ -63,12 +64,16 @@ def fit(model: str, data: str, out, *, classifier: str | None = None, normalize=
                      f"not the exported file {model}: the features f are not outputs of the file")
     from edgehad.core.files import check_writable
 
-    check_writable(out, "--out", folder=False)  # before the model loads: a bad path costs nothing
+    check_writable(out, "`out`", folder=False)  # before the model loads: a bad path costs nothing
     _check_labelled(data)
     loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
     splits = load_data(data, normalize=normalize)
     x, y = splits.train
     stats = fit_stats(loaded.module, x, y, classifier=classifier, warn=warn)
+    from edgehad.osr.classes import source_labels, source_of
+
+    if source_of(splits):  # data in memory has no source to compare with: nothing recorded
+        stats.update(fit_source=source_of(splits), fit_classes=source_labels(splits, np.flatnonzero(stats["known"])))
     save_stats(out, stats)
     C, D = stats["mu"].shape
     return {
@@ -104,7 +109,7 @@ def _file_outputs(session, path: str, x):
         score_i = 1 if sizes[1] == 1 else 0 if sizes[0] == 1 else None
     if len(outs) > 2 or (len(outs) == 2 and score_i is None):
         raise _error(f"{path} has outputs {[o['name'] for o in outs]}; osr eval expects (logits) or "
-                     "(logits, known_score) as written by `edgehad convert --osr`")
+                     "(logits, known_score), as a conversion with `osr` writes them")
     logit_i = 0 if score_i != 0 else 1
     if len(outs) == 1:
         logit_i = 0
@@ -128,7 +133,7 @@ def _file_outputs(session, path: str, x):
 
 
 def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, normalize=None, split: str = "val",
-             plot=None, model_args=None, weights=None, input_shape=None) -> dict:
+             plot=None, model_args=None, weights=None, input_shape=None, warn=None) -> dict:
     """Score the ``split`` of ``known`` (labels = the model's classes) and of ``unknown``; compute the metrics.
 
     MODEL is a MODEL spec (needs ``stats``) or an exported ``.onnx``/``.tflite``
@@ -138,6 +143,9 @@ def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, 
     document: ``model``, ``source`` (torch/onnx/tflite), ``stats``, ``split``,
     ``known`` {spec, samples, accuracy}, ``unknown`` {spec, samples},
     ``scores`` {name: {auroc, fpr95, auoscr} or None}, ``plot``.
+
+    ``warn`` (default ``warnings.warn``) receives a line when classes of the unknown
+    data were known in the fit of ``stats`` (``edgehad.osr.classes.unknowns_in_fit``).
     """
     from edgehad.data import load_data
     from edgehad.osr.metrics import evaluate as metric_table, oscr
@@ -145,6 +153,10 @@ def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, 
 
     if split not in ("train", "val"):
         raise _error(f"unknown split {split!r}; use 'train' or 'val'")
+    if plot:
+        from edgehad.osr.plot import check_path
+
+        check_path(plot)  # before the scoring, not after it
     is_file = str(model).endswith(FILE_SUFFIXES)
     if is_file:
         from edgehad.runtime import Session
@@ -161,12 +173,22 @@ def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, 
         from edgehad.osr.stats import load_stats
 
         if not stats:
-            raise _error("osr eval of a MODEL spec needs --stats FILE.npz: fit it with `edgehad osr fit MODEL --data SPEC --out FILE.npz`")
+            raise _error("osr eval of a MODEL spec needs `stats` FILE.npz: fit it with `edgehad osr fit` "
+                         "(`data` SPEC, `out` FILE.npz)")
         fitted = load_stats(stats)  # before the model: a missing file fails fast
         loaded = load_model(model, model_args=model_args, weights=weights, input_shapes=input_shape)
         source = "torch"
     xk, yk = getattr(load_data(known, normalize=normalize), split)
-    xu, _ = getattr(load_data(unknown, normalize=normalize), split)
+    unknown_data = load_data(unknown, normalize=normalize)
+    xu, yu = getattr(unknown_data, split)
+    if not is_file:
+        import warnings
+
+        from edgehad.osr.classes import unknowns_in_fit
+
+        said = unknowns_in_fit(fitted, unknown_data, yu, unknown, known, stats)
+        if said:
+            (warn or (lambda msg: warnings.warn(msg, stacklevel=3)))(said)
     if is_file:
         zk, sk = _file_outputs(session, model, xk)
         _, su = _file_outputs(session, model, xu)
@@ -175,7 +197,7 @@ def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, 
         _, su = _torch_outputs(loaded, fitted, stats, xu)
     C = zk.shape[1]
     if yk.min() < 0 or yk.max() >= C:
-        raise _error(f"--known {known!r}: labels {int(yk.min())}..{int(yk.max())} are not classes of this "
+        raise _error(f"`known` {known!r}: labels {int(yk.min())}..{int(yk.max())} are not classes of this "
                      f"{C}-class model; the known data's labels must be the model's class indices")
     correct = zk.argmax(1) == yk
     table = metric_table(sk, correct, su)

@@ -56,17 +56,17 @@ def find_classifier(model, classifier: str | None = None, example_inputs=None):
     if classifier is not None:
         modules = dict(model.named_modules())
         if classifier not in modules or not classifier:
-            raise UserInputError(f"--classifier {classifier!r}: the model has no module of that name; {_candidates(linears)}")
+            raise UserInputError(f"`classifier` {classifier!r}: the model has no module of that name; {_candidates(linears)}")
         module = modules[classifier]
         if not isinstance(module, nn.Linear):
             raise UserInputError(
-                f"--classifier {classifier!r} is a {type(module).__name__}, not an nn.Linear; {_candidates(linears)}"
+                f"`classifier` {classifier!r} is a {type(module).__name__}, not an nn.Linear; {_candidates(linears)}"
             )
         return classifier, module
     if not linears:
         raise UserInputError(
             "no final nn.Linear found: COSTARR needs a classifier whose logits come from a Linear layer "
-            "(the model has none); name it with --classifier MODULE if it is wrapped"
+            "(the model has none); name it with `classifier` MODULE if it is wrapped"
         )
     if example_inputs is None:
         example_inputs = getattr(model, "example_inputs", None)
@@ -89,7 +89,7 @@ def find_classifier(model, classifier: str | None = None, example_inputs=None):
                 return name, module
     raise UserInputError(
         "no nn.Linear produces the model's output (something runs after the last Linear, or the model returns "
-        f"several tensors): name the final Linear with --classifier MODULE; {_candidates(linears)}"
+        f"several tensors): name the final Linear with `classifier` MODULE; {_candidates(linears)}"
     )
 
 
@@ -129,11 +129,11 @@ def penultimate(model, name: str, x, batch: int = 256) -> tuple[np.ndarray, np.n
                         f"inputs of shape {list(x.shape[1:])} do not fit the model ({first}): check the data spec"
                     ) from exc
                 if "f" not in got:
-                    raise UserInputError(f"the classifier {name!r} did not run in the model's forward: pass --classifier")
+                    raise UserInputError(f"the classifier {name!r} did not run in the model's forward: pass `classifier`")
                 if got["f"].ndim != 2:
                     raise UserInputError(
                         f"the input of {name!r} has shape {list(got['f'].shape)}, expected [N, D]: COSTARR needs "
-                        "one feature vector per input; name a Linear that sees pooled features with --classifier"
+                        "one feature vector per input; name a Linear that sees pooled features with `classifier`"
                     )
                 fs.append(got["f"].float().numpy())
                 zs.append(got["z"].float().numpy())

@@ -124,7 +124,7 @@ class OSRHead(torch.nn.Module):
         linear = modules.get(name) if name else None
         if not isinstance(linear, torch.nn.Linear):
             raise UserInputError(f"the stats name the final Linear {name!r}, which this model does not have as an "
-                                 "nn.Linear: refit with `edgehad osr fit` (or pass --classifier)")
+                                 "nn.Linear: refit with `edgehad osr fit` (or pass `classifier`)")
         body = copy.deepcopy(model)
         parent_name, _, leaf = name.rpartition(".")
         parent = body.get_submodule(parent_name) if parent_name else body
@@ -162,7 +162,7 @@ class OSRHead(torch.nn.Module):
         if why is not None:
             raise UserInputError(
                 f"cannot attach the COSTARR head: the final Linear {self.classifier!r} must produce the model's "
-                f"output ({why}); name the final Linear with --classifier, or end forward() in it"
+                f"output ({why}); name the final Linear with `classifier`, or end forward() in it"
             )
 
 

@@ -1,9 +1,9 @@
-"""OSCR curves of several scores, drawn to a PNG with Pillow.
+"""OSCR curves of several scores, drawn to an SVG file with edgehad.plots (the profile report's kit).
 
-Drawn by hand with ``PIL.ImageDraw`` on purpose: matplotlib is not a
-dependency (it would add ~40 MB for one figure). Linear axes, FPR of unknowns
-on x, CCR of knowns on y, both 0..1, one colour per score, a legend with each
-score's AUOSCR.
+Open-set classification rate (Dhamija, Günther, Boult, NeurIPS 2018): FPR of unknowns on x, CCR of
+knowns on y, both linear 0..1; one colour per score (edgehad.plots.COLOURS), a legend with each
+score's AUOSCR. Each curve is one ``<polyline class="curve" data-score=NAME>`` with a point per
+threshold, so the file reads back exactly (xml.etree), and it opens in any browser.
 """
 
 from __future__ import annotations
@@ -12,53 +12,50 @@ from pathlib import Path
 
 import numpy as np
 
-# colour-blind-safe (Okabe-Ito) colours, one per score
-COLOURS = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233), (0, 0, 0)]
+from edgehad.core.errors import UserInputError
+
 WIDTH, HEIGHT = 800, 600
-LEFT, RIGHT, TOP, BOTTOM = 70, 30, 40, 60
+LEFT, RIGHT, TOP, BOTTOM = 80, 30, 44, 64
 
 
-def plot_oscr(curves: dict, path, title: str = "OSCR: known vs unknown") -> Path:
-    """Write ``curves`` = ``{name: (fpr, ccr, auoscr)}`` as a PNG at ``path`` (atomically)."""
-    from PIL import Image, ImageDraw, ImageFont
+def check_path(path) -> Path:
+    """Refuse, before any scoring, a ``plot`` path that is not a writable ``.svg`` file."""
+    from edgehad.core.files import check_writable
 
-    from edgehad.core.files import atomic_path
-
-    img = Image.new("RGB", (WIDTH, HEIGHT), "white")
-    d = ImageDraw.Draw(img)
-    try:
-        font = ImageFont.load_default(size=13)  # a scalable font (Pillow >= 10.1)
-    except TypeError:
-        font = ImageFont.load_default()
-    x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP
-
-    def px(fx: float, fy: float) -> tuple[float, float]:
-        return x0 + fx * (x1 - x0), y0 - fy * (y0 - y1)
-
-    for i in range(6):  # grid and ticks every 0.2
-        v = i / 5
-        gx, _ = px(v, 0)
-        _, gy = px(0, v)
-        d.line([(gx, y0), (gx, y1)], fill=(225, 225, 225))
-        d.line([(x0, gy), (x1, gy)], fill=(225, 225, 225))
-        d.text((gx - 8, y0 + 6), f"{v:.1f}", fill="black", font=font)
-        d.text((x0 - 30, gy - 6), f"{v:.1f}", fill="black", font=font)
-    d.rectangle([x0, y1, x1, y0], outline="black")
-    d.text(((x0 + x1) / 2 - 120, y0 + 28), "false positive rate (unknowns accepted)", fill="black", font=font)
-    d.text((8, y1 - 28), "correct classification rate (knowns)", fill="black", font=font)
-    d.text(((x0 + x1) / 2 - 80, 10), title, fill="black", font=font)
-    for i, (name, (fpr, ccr, area)) in enumerate(curves.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        points = [px(float(a), float(b)) for a, b in zip(np.asarray(fpr), np.asarray(ccr))]
-        if len(points) > 1:
-            d.line(points, fill=colour, width=2)
-        ly = y0 - 20 - 16 * (len(curves) - 1 - i)  # legend, bottom right, inside the axes
-        d.line([(x1 - 200, ly + 6), (x1 - 176, ly + 6)], fill=colour, width=3)
-        d.text((x1 - 170, ly), f"{name}  AUOSCR {area:.3f}", fill="black", font=font)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    if path.suffix.lower() != ".svg":
+        raise UserInputError(f"`plot` {path}: the OSCR plot is written as SVG: give a file name ending in .svg "
+                             "(e.g. oscr.svg)")
+    check_writable(path, "`plot`", folder=False)
     return path
 
 
-__all__ = ["plot_oscr"]
+def plot_oscr(curves: dict, path, title: str = "OSCR: known vs unknown") -> Path:
+    """Write ``curves`` = ``{name: (fpr, ccr, auoscr)}`` as an SVG file at ``path`` (atomically)."""
+    from edgehad import plots
+    from edgehad.core.files import atomic_path
+
+    path = check_path(path)
+    x = plots.Axis(0, 1, LEFT, WIDTH - RIGHT)
+    y = plots.Axis(0, 1, HEIGHT - BOTTOM, TOP)
+    body = [f'<text class="title" x="{WIDTH / 2:.0f}" y="24" text-anchor="middle">{plots.escape(title)}</text>',
+            plots.axes(x, y, "false positive rate (unknowns accepted)", "correct classification rate (knowns)")]
+    legend = []
+    for i, (name, (fpr, ccr, area)) in enumerate(curves.items()):
+        colour = plots.colour(i)
+        points = " ".join(f"{x(float(a)):.2f},{y(float(b)):.2f}" for a, b in zip(np.asarray(fpr), np.asarray(ccr)))
+        body.append(f'<polyline class="curve" data-score="{plots.escape(name)}" data-auoscr="{area:.6g}" '
+                    f'points="{points}" fill="none" stroke="{colour}" stroke-width="2" stroke-linejoin="round">'
+                    f'<title>{plots.escape(f"{name}: AUOSCR {area:.3f}")}</title></polyline>')
+        ly = y.px_lo - 14 - 18 * (len(curves) - 1 - i)  # legend, bottom right, inside the axes
+        legend.append(f'<line x1="{x.px_hi - 210:.1f}" y1="{ly - 4:.1f}" x2="{x.px_hi - 184:.1f}" y2="{ly - 4:.1f}" '
+                      f'stroke="{colour}" stroke-width="3"/>'
+                      f'<text x="{x.px_hi - 178:.1f}" y="{ly:.1f}">{plots.escape(f"{name}  AUOSCR {area:.3f}")}</text>')
+    body.append(f'<g class="legend">{"".join(legend)}</g>')
+    document = plots.standalone(WIDTH, HEIGHT, "".join(body), title)
+    with atomic_path(path) as tmp:
+        tmp.write_text(document, encoding="utf-8")
+    return path
+
+
+__all__ = ["check_path", "plot_oscr"]

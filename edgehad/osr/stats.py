@@ -26,7 +26,11 @@ The ``.npz`` holds (``allow_pickle=False``): ``z_min``, ``z_max`` (float64
 scalars), ``mu``, ``eta`` [C, D] float32, ``known`` [C] bool, ``counts`` [C]
 int64 (correct samples per class), ``classifier`` (the final Linear's module
 name), ``fingerprint`` (``fingerprint(model, classifier)``), ``samples`` (how
-many were fitted on), ``version``.
+many were fitted on), ``version``; and, written by ``edgehad.osr.fit`` where the
+data says it (optional: older files and fits from arrays lack them), what the fit
+was on (``edgehad.osr.classes``): ``fit_source`` (the data source, e.g. ``digits``)
+and ``fit_classes`` [K] int64 (the known classes in that source's own labels), so
+``osr eval`` can warn when its unknown classes were known in the fit.
 
 Every reader goes through one check, ``validate_stats``: a NaN in mu would
 make ``known_score`` NaN for every input predicted as that class, in the
@@ -48,7 +52,8 @@ from edgehad.core.errors import UserInputError
 
 VERSION = 1
 ARRAY_KEYS = ("z_min", "z_max", "mu", "eta", "known", "counts", "classifier", "fingerprint", "samples", "version")
-REFIT = "refit with `edgehad osr fit MODEL --data SPEC --out FILE.npz`"
+OPTIONAL_KEYS = ("fit_source", "fit_classes")  # what the fit was on (module docstring); absent in older files
+REFIT = "refit with `edgehad osr fit` (`data` SPEC, `out` FILE.npz)"
 # each array of the format: numpy dtype kinds accepted, rank, and how a message names it
 FORMAT = {
     "z_min": ("f", 0, "a float scalar"), "z_max": ("f", 0, "a float scalar"),
@@ -56,6 +61,7 @@ FORMAT = {
     "known": ("b", 1, "a bool [C] array"), "counts": ("iu", 1, "an integer [C] array"),
     "classifier": ("U", 0, "a string"), "fingerprint": ("U", 0, "a string"),
     "samples": ("iu", 0, "an integer scalar"), "version": ("iu", 0, "an integer scalar"),
+    "fit_source": ("U", 0, "a string"), "fit_classes": ("iu", 1, "an integer [K] array"),
 }
 
 
@@ -123,13 +129,19 @@ def fit_stats(model, x, y, classifier: str | None = None, batch: int = 256,
             fc = f_k[y_k == c]
             mu[c] = fc.mean(0)
             eta[c] = (fc * W[c].astype(np.float64)).mean(0)
-    missing = [int(c) for c in np.flatnonzero(counts == 0)]
-    if missing:
-        # name up to 20 classes: a 1000-class model fitted on a few samples would print a page
-        named = ', '.join(map(str, missing[:20])) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        warn(f"class{'es' if len(missing) > 1 else ''} {named} "
-             f"{'have' if len(missing) > 1 else 'has'} no correctly classified training sample: "
-             f"excluded from the known set (inputs predicted as {'one of them' if len(missing) > 1 else 'it'} score 0)")
+    # a class absent from the data (a fit on the known classes only) is told apart from one the model never
+    # got right: the first is what an open-set fit wants, the second says something about the model
+    present = np.bincount(y, minlength=C) > 0
+    for missing, why in (([int(c) for c in np.flatnonzero(~present)], "not in the fit data"),
+                         ([int(c) for c in np.flatnonzero(present & (counts == 0))],
+                          "no correctly classified training sample")):
+        if missing:
+            many = len(missing) > 1
+            # name up to 20 classes: a 1000-class model fitted on a few samples would print a page
+            named = ', '.join(map(str, missing[:20])) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            verb = ("are" if many else "is") if why.startswith("not") else ("have" if many else "has")
+            warn(f"class{'es' if many else ''} {named} {verb} {why}: excluded from the known set "
+                 f"(inputs predicted as {'one of them' if many else 'it'} score 0)")
     stats = {
         "z_min": float(z_k.min()), "z_max": float(z_k.max()),
         "mu": mu.astype(np.float32), "eta": eta.astype(np.float32),
@@ -154,7 +166,7 @@ def save_stats(path, stats: dict) -> Path:
     if missing:
         raise UserInputError(f"stats for {path} lack {', '.join(missing)}: fit them with `edgehad osr fit`")
     validate_stats(stats, f"stats for {path}", fix="fit them with `edgehad osr fit`")
-    arrays = {k: np.asarray(stats[k]) for k in ARRAY_KEYS}
+    arrays = {k: np.asarray(stats[k]) for k in ARRAY_KEYS + OPTIONAL_KEYS if k in stats}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
             np.savez(fh, **arrays)
@@ -175,7 +187,7 @@ def load_stats(path) -> dict:
             missing = [k for k in ARRAY_KEYS if k not in archive.files]
             if missing:
                 raise UserInputError(f"{path} is not an edgehad OSR stats file (missing {', '.join(missing)}): {REFIT}")
-            for k in ARRAY_KEYS:
+            for k in ARRAY_KEYS + tuple(k for k in OPTIONAL_KEYS if k in archive.files):
                 raw[k] = _read_array(archive, k, path)
     except UserInputError:
         raise
@@ -211,6 +223,7 @@ def validate_stats(arrays: dict, source: str, fix: str = "") -> dict:
     """
     fix = fix or REFIT
     a = {k: np.asarray(arrays[k]) for k in ARRAY_KEYS}
+    a.update({k: np.asarray(arrays[k]) for k in OPTIONAL_KEYS if k in arrays})
 
     def refuse(what: str):
         return UserInputError(f"{source}: {what}: {fix}")
@@ -219,6 +232,8 @@ def validate_stats(arrays: dict, source: str, fix: str = "") -> dict:
     if version.ndim == 0 and version.dtype.kind in "iu" and int(version) != VERSION:
         raise refuse(f"stats format version {int(version)}, this edgehad reads {VERSION}")
     for key, (kinds, rank, wanted) in FORMAT.items():
+        if key not in a:  # an optional key the file does not have
+            continue
         v = a[key]
         if v.dtype.kind not in kinds or v.ndim != rank:
             got = f"{v.dtype} of shape {list(v.shape)}" if v.ndim else f"a {v.dtype} scalar"
@@ -254,12 +269,15 @@ def validate_stats(arrays: dict, source: str, fix: str = "") -> dict:
         raise refuse("no known class (every entry of 'known' is False): every input would score 0")
     if not str(a["classifier"]) or not str(a["fingerprint"]):
         raise refuse("'classifier' and 'fingerprint' must not be empty")
-    return {
+    typed = {
         "z_min": z_min, "z_max": z_max, "mu": mu.astype(np.float32), "eta": eta.astype(np.float32),
         "known": known.astype(bool), "counts": counts.astype(np.int64),
         "classifier": str(a["classifier"]), "fingerprint": str(a["fingerprint"]),
         "samples": int(a["samples"]), "version": int(a["version"]),
     }
+    if "fit_source" in a and "fit_classes" in a:  # one without the other says nothing: dropped
+        typed.update(fit_source=str(a["fit_source"]), fit_classes=a["fit_classes"].astype(np.int64))
+    return typed
 
 
 def _first_classes(classes) -> str:

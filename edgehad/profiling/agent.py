@@ -7,7 +7,7 @@ with the device's python. Do not import edgehad or torch here.
     python agent.py MODEL [--runtime auto|ort|tflite] [--threads N] [--warmup N]
                           [--runs N | --seconds S] [--op-profile] [--seed N]
                           [--provider cpu|cuda|tensorrt] [--trt-fp16] [--power]
-                          [--inputs NPZ] [--progress]
+                          [--input-shape NAME=1x3x640x640 ...] [--inputs NPZ] [--progress]
 
 Method: create the session (``init_ms``), run once (``first_ms``), run
 ``--warmup`` untimed inferences, then ``--runs`` timed ones (or as many as fit
@@ -16,7 +16,11 @@ on input arrays allocated once beforehand: seeded random ones of each input's
 dtype, or the samples of ``--inputs`` (an .npz whose arrays ``arr_0``,
 ``arr_1``, ... hold N samples of each input in the model's input order; float
 samples for an int8 input are quantized with the input's own scale and zero
-point), used in turn. ``samples_ms`` keeps every timed run. Peak memory is the process's peak
+point), used in turn. A symbolic input dim (ONNX ``dim_param``, TFLite
+``shape_signature`` -1) is never guessed: random inputs take it from
+``--input-shape NAME=1x3x640x640`` (TFLite inputs are resized to it), samples
+from their own shapes, and a dim neither fills is an error naming it. The shapes
+fed are in ``inputs``. ``samples_ms`` keeps every timed run. Peak memory is the process's peak
 RSS as the OS reports it; ``rss_delta_mb`` is that peak minus the RSS measured
 after importing the runtime and before loading the model. With
 ``--op-profile``, onnxruntime's profiler runs on a separate short session after
@@ -56,7 +60,9 @@ is loaded and after the timed runs. ``--power`` asks the host for the power
 rails in the summary; it needs tegrastats, and without it is an error.
 
 Errors (a missing runtime, an unreadable model) print ``{"error": "..."}`` and
-exit 2.
+exit 2. The runtime raising while running the model on the inputs fed prints
+``{"error": "...", "error_kind": "run"}`` (one line: the model, each input's
+dtype and shape, the runtime's first line) and exits 1.
 """
 
 from __future__ import annotations
@@ -90,6 +96,10 @@ _TEGRASTATS_FALLBACK = "/usr/bin/tegrastats"  # where JetPack puts it: found eve
 
 class AgentError(Exception):
     """Something the user must fix; printed as {"error": ...}, exit 2."""
+
+
+class RunFailed(Exception):
+    """The runtime raised while running the model on the inputs fed; printed with "error_kind": "run", exit 1."""
 
 
 # -- memory and machine ------------------------------------------------------
@@ -268,17 +278,51 @@ class Tegrastats:
 
 
 # -- a minimal session over each runtime -------------------------------------
-def _dim(d) -> int:
-    """A dimension as an int; dynamic ones (None, a name, -1) become 1."""
-    try:
-        return int(d) if int(d) > 0 else 1
-    except (TypeError, ValueError):
-        return 1
+def _static(d) -> bool:
+    """Whether a dim is a number fixed in the file (not None, a dim_param name, or TFLite's -1)."""
+    return isinstance(d, (int, np.integer)) and int(d) >= 0
+
+
+def parse_shapes(texts) -> dict:
+    """``["images=1x3x640x640", "sr="]`` -> ``{"images": [1, 3, 640, 640], "sr": []}`` (the host checked them)."""
+    shapes = {}
+    for text in texts or ():
+        name, sep, dims = text.rpartition("=")
+        if not sep or not all(p.isdigit() for p in dims.split("x") if dims):
+            raise AgentError(f"--input-shape {text!r}: write NAME=1x3x224x224")
+        shapes[name] = [int(p) for p in dims.split("x")] if dims else []
+    return shapes
+
+
+def feed_shapes(names, specs, stated) -> list:
+    """Each input's shape: stated (``--input-shape``), else the file's static one; a dim neither fixes is an
+    AgentError naming every such dim (random inputs are never drawn at a guessed size)."""
+    unknown = sorted(set(stated) - set(names))
+    if unknown:
+        raise AgentError(f"--input-shape names {', '.join(unknown)}, which the model has no input called; "
+                         f"its inputs: {', '.join(names)}")
+    shapes, left = [], []
+    for name, (_, shape, _, _) in zip(names, specs):
+        if name in stated:
+            shapes.append(stated[name])
+            continue
+        if shape is None:
+            left.append(f"{name} (rank unknown)")
+            continue
+        for i, d in enumerate(shape):
+            if not _static(d):
+                left.append(f"{name}[{i}]" + (f"={d}" if isinstance(d, str) else ""))
+        shapes.append([int(d) if _static(d) else None for d in shape])
+    if left:
+        raise AgentError(f"the model has symbolic dims: {', '.join(left)}; give them with --input-shape "
+                         f"NAME=1x3x224x224 or --inputs NPZ")
+    return shapes
 
 
 def _random_input(shape, dtype, rng):
     dtype = np.dtype(dtype)
-    shape = [_dim(d) for d in shape]
+    if len(shape) == 0:  # a scalar input (a sample rate, a step count): one value, still a 0-d array
+        return np.asarray(_random_input([1], dtype, rng)[0])
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if dtype == np.bool_:
@@ -289,8 +333,10 @@ def _random_input(shape, dtype, rng):
     return rng.integers(0, 10, shape).astype(dtype)  # indices, token ids: keep them small
 
 
-def random_feed(specs, rng) -> dict:
-    return {key: _random_input(shape, dtype, rng) for key, shape, dtype, _ in specs}
+def random_feed(specs, rng, shapes=None) -> dict:
+    """One seeded random array per input, at ``shapes`` (from feed_shapes; default: the specs' own, all static)."""
+    shapes = shapes or [shape for _, shape, _, _ in specs]
+    return {key: _random_input(shape, dtype, rng) for (key, _, dtype, _), shape in zip(specs, shapes)}
 
 
 def file_feeds(path, specs) -> list[dict]:
@@ -304,10 +350,11 @@ def file_feeds(path, specs) -> list[dict]:
     for i, ((key, shape, dtype, quant), array) in enumerate(zip(specs, arrays)):
         if array is None:
             raise AgentError(f"{path}: no array arr_{i} for input {i} ({key}); the model has {len(specs)} input(s)")
-        want = [_dim(d) for d in shape]
-        if list(array.shape[1:]) != want:
-            raise AgentError(f"{path}: arr_{i} holds samples of shape {list(array.shape[1:])}, "
-                             f"input {key} wants {want}")
+        got = list(array.shape[1:])
+        if shape is not None and (len(got) != len(shape) or any(_static(d) and int(d) != g
+                                                                for d, g in zip(shape, got))):
+            want = [int(d) if _static(d) else "?" for d in shape]
+            raise AgentError(f"{path}: arr_{i} holds samples of shape {got}, input {key} wants {want}")
         counts.add(array.shape[0])
     if len(counts) != 1 or 0 in counts:
         raise AgentError(f"{path}: every arr_i needs the same number (>0) of samples, got {sorted(counts)}")
@@ -319,8 +366,8 @@ def file_feeds(path, specs) -> list[dict]:
             info = np.iinfo(dtype)
             array = np.clip(np.round(array / scale) + zero, info.min, info.max)
         array = np.ascontiguousarray(array.astype(dtype))
-        for feed, sample in zip(feeds, array):
-            feed[key] = sample
+        for n, feed in enumerate(feeds):
+            feed[key] = array[n, ...]  # [n, ...], not iteration: a scalar input stays a 0-d array
     return feeds
 
 
@@ -383,8 +430,15 @@ class OrtRunner:
             return None
 
     def specs(self):
-        """(key, shape, dtype, (scale, zero_point) or None) per input, in the model's order."""
+        """(key, shape, dtype, (scale, zero_point) or None) per input, in the model's order; a symbolic dim is
+        its dim_param name or None."""
         return [(i.name, i.shape, _ORT_DTYPES.get(i.type, np.float32), None) for i in self.session.get_inputs()]
+
+    def names(self):
+        return [i.name for i in self.session.get_inputs()]
+
+    def resize(self, shapes):
+        """onnxruntime takes any shape that fits at run time: nothing to do."""
 
     def make_run(self, feed, fixed=False):
         run = self.session.run
@@ -401,8 +455,25 @@ class TfliteRunner:
         self.interp.allocate_tensors()
 
     def specs(self):
-        return [(d["index"], list(d["shape"]), d["dtype"], d["quantization"] if d["quantization"][0] else None)
-                for d in self.interp.get_input_details()]
+        """As OrtRunner's, keyed by tensor index; a dynamic dim (shape_signature -1) is -1."""
+        specs = []
+        for d in self.interp.get_input_details():
+            shape, signature = list(d["shape"]), d.get("shape_signature")
+            if signature is not None and len(signature) == len(shape):
+                shape = [int(s) for s in signature]
+            specs.append((d["index"], shape, d["dtype"], d["quantization"] if d["quantization"][0] else None))
+        return specs
+
+    def names(self):
+        return [d["name"] for d in self.interp.get_input_details()]
+
+    def resize(self, shapes):
+        """Give the inputs the shapes fed (only dynamic dims change) and allocate for them."""
+        details = self.interp.get_input_details()
+        if any(list(d["shape"]) != list(shape) for d, shape in zip(details, shapes)):
+            for d, shape in zip(details, shapes):
+                self.interp.resize_tensor_input(d["index"], list(shape), strict=True)
+            self.interp.allocate_tensors()
 
     def make_run(self, feed, fixed=False):
         """A no-argument call running one inference on ``feed``.
@@ -543,40 +614,55 @@ def measure(args) -> dict:
         raise AgentError(f"{path}: {runtime} cannot load this model: {' '.join(str(exc).split())}") from None
     init_ms = (time.perf_counter() - start) * 1000
 
-    specs = runner.specs()
-    feeds = file_feeds(args.inputs, specs) if args.inputs else [random_feed(specs, np.random.default_rng(args.seed))]
+    specs, names = runner.specs(), runner.names()
+    if args.inputs:
+        feeds = file_feeds(args.inputs, specs)
+    else:
+        shapes = feed_shapes(names, specs, parse_shapes(args.input_shape))
+        feeds = [random_feed(specs, np.random.default_rng(args.seed), shapes)]
     feed = feeds[0]
+    runner.resize([np.shape(feed[key]) for key, _, _, _ in specs])
     calls = [runner.make_run(f, fixed=len(feeds) == 1) for f in feeds]
     n_calls = len(calls)
     clock = time.perf_counter
 
     progress(args, f"loaded in {init_ms:.0f} ms; warm-up {args.warmup} runs")
-    start = clock()
-    calls[0]()
-    first_ms = (clock() - start) * 1000
-    tegra = Tegrastats(tegrastats_exe) if tegrastats_exe else None  # its start-up lands in the warm-up
-    if tegra is not None:
-        atexit.register(tegra.stop)  # stopped even if a run raises
-    for i in range(args.warmup):
-        calls[i % n_calls]()
+    tegra = None
+    try:  # a try costs nothing until something raises: the timed calls are not slowed by it
+        start = clock()
+        calls[0]()
+        first_ms = (clock() - start) * 1000
+        tegra = Tegrastats(tegrastats_exe) if tegrastats_exe else None  # its start-up lands in the warm-up
+        if tegra is not None:
+            atexit.register(tegra.stop)  # stopped even if a run raises
+        for i in range(args.warmup):
+            calls[i % n_calls]()
 
-    progress(args, f"timing {f'{args.seconds} s' if args.seconds is not None else f'{args.runs} runs'}")
-    times = []
-    i = 0
-    if args.seconds is not None:
-        budget_end = clock() + args.seconds
-        while not times or clock() < budget_end:
-            run = calls[i % n_calls]
-            start = clock()
-            run()
-            times.append(clock() - start)
-            i += 1
-    else:
-        for i in range(args.runs):
-            run = calls[i % n_calls]
-            start = clock()
-            run()
-            times.append(clock() - start)
+        progress(args, f"timing {f'{args.seconds} s' if args.seconds is not None else f'{args.runs} runs'}")
+        times = []
+        i = 0
+        if args.seconds is not None:
+            budget_end = clock() + args.seconds
+            while not times or clock() < budget_end:
+                run = calls[i % n_calls]
+                start = clock()
+                run()
+                times.append(clock() - start)
+                i += 1
+        else:
+            for i in range(args.runs):
+                run = calls[i % n_calls]
+                start = clock()
+                run()
+                times.append(clock() - start)
+    except Exception as exc:  # the runtime refused the inputs fed: say what they were and what it said
+        fed = ", ".join(f"{name}: {np.asarray(feed[key]).dtype.name} "
+                        f"{'x'.join(map(str, np.shape(feed[key]))) or 'scalar'}"
+                        for name, (key, _, _, _) in zip(names, specs))
+        said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        source = "the samples given" if args.inputs else f"random inputs (seed {args.seed})"
+        raise RunFailed(f"{path}: {runtime} failed running it on {source} ({fed}): "
+                        f"{said if len(said) <= 400 else said[:400] + '...'}") from None
     peak_mb = peak_rss_mb()  # before op profiling, which loads a second session
     tegrastats_lines = tegra.stop() if tegra is not None else None
     nvmap_after = meminfo_mb("NvMapMemUsed")
@@ -597,7 +683,9 @@ def measure(args) -> dict:
         "runtime": runtime,
         "runtime_version": runner.version,
         "provider": runner.provider,
-        "inputs": {str(k): {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in feed.items()},
+        "trt_fp16": bool(args.trt_fp16),  # TensorRT built its engine with fp16 kernels allowed
+        "inputs": {name: {"shape": list(np.shape(feed[key])), "dtype": np.asarray(feed[key]).dtype.name}
+                   for name, (key, _, _, _) in zip(names, specs)},
         "seed": args.seed,
         "input_source": f"{n_calls} sample(s) from {os.path.basename(args.inputs)}" if args.inputs else "random",
         "ops": None,
@@ -649,6 +737,7 @@ def parse_args(argv):
     p.add_argument("--trt-fp16", action="store_true")
     p.add_argument("--power", action="store_true")
     p.add_argument("--inputs", default=None)
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x640x640")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -674,6 +763,8 @@ def main(argv=None) -> int:
         document = measure(parse_args(argv))
     except AgentError as exc:
         document, code = {"error": str(exc)}, 2
+    except RunFailed as exc:
+        document, code = {"error": str(exc), "error_kind": "run"}, 1
     except Exception as exc:  # a bug here or in the runtime: still one JSON document
         document, code = {"error": f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}"}, 1
     sys.stdout.flush()

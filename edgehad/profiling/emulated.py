@@ -302,7 +302,7 @@ def setup_emulated(force: bool = False, progress: Callable[[str], None] | None =
     progress = progress or (lambda message: None)
     folder = emulated_dir()
     if not force and read_manifest(folder) is not None:
-        progress(f"{NAME} is already set up in {folder} (--force downloads it again)")
+        progress(f"{NAME} is already set up in {folder} (`force=True` downloads it again)")
         return folder
     made_here = (folder / MANIFEST).exists() or (folder / "root").exists()  # an older or broken setup: replaced
     if folder.exists() and not made_here and (not folder.is_dir() or any(folder.iterdir())):
@@ -456,7 +456,7 @@ def profile_emulated(path, job: Job) -> dict:
             proc = _emulated(folder, args, timeout=limit)
         except subprocess.TimeoutExpired:
             raise UserInputError(f"{shown}: profiling under emulation took longer than {limit:g} s; "
-                                 f"use fewer --runs (emulation is tens of times slower than a board)") from None
+                                 f"use fewer `runs` (emulation is tens of times slower than a board)") from None
         rename = {str(model): str(shown)}
         if inputs:
             rename[str(inputs)] = str(job.inputs)
@@ -464,7 +464,7 @@ def profile_emulated(path, job: Job) -> dict:
     arch = (document.get("machine") or {}).get("arch")
     if arch != "aarch64":
         raise EdgehadError(f"{shown}: the emulated agent ran as {arch!r}, not aarch64: the folder "
-                           f"{folder} is broken; run `edgehad targets setup {NAME} --force`")
+                           f"{folder} is broken; run `edgehad targets setup {NAME}` with `force=True`")
     document["path"] = str(shown)
     document["host"] = NAME
     document["emulated"] = True

@@ -225,15 +225,15 @@ def resolve_host(spec: str) -> Host:
     if "://" in spec:
         return _from_url(spec)
     if not _NAME.match(spec):
-        raise UserInputError(f"--host {spec!r}: give ssh://user@host[:port] or a host name from "
+        raise UserInputError(f"`host` {spec!r}: give ssh://user@host[:port] or a host name from "
                              f"{hosts_file()}")
     if not hosts_file().exists():
-        raise UserInputError(f"--host {spec}: there is no hosts file {hosts_file()}; write one with a table "
+        raise UserInputError(f"`host` {spec}: there is no hosts file {hosts_file()}; write one with a table "
                              f"named {spec} (host = ..., see edgehad.profiling.hosts) or give ssh://user@host[:port]")
     hosts = load_hosts()
     if spec not in hosts:
         known = ", ".join(sorted(hosts)) or "none"
-        raise UserInputError(f"--host {spec}: no host named {spec} in {hosts_file()} (names there: {known}); "
+        raise UserInputError(f"`host` {spec}: no host named {spec} in {hosts_file()} (names there: {known}); "
                              f"add a table for it there or give ssh://user@host[:port]")
     return hosts[spec]
 
@@ -244,21 +244,21 @@ def _from_url(spec: str) -> Host:
         url = urlsplit(spec)
         port = url.port
     except ValueError as exc:
-        raise UserInputError(f"--host {spec}: {exc}; {usage}") from None
+        raise UserInputError(f"`host` {spec}: {exc}; {usage}") from None
     if url.scheme != "ssh":
-        raise UserInputError(f"--host {spec}: only ssh:// URLs are supported; {usage}")
+        raise UserInputError(f"`host` {spec}: only ssh:// URLs are supported; {usage}")
     if url.path not in ("", "/") or url.query or url.fragment:
-        raise UserInputError(f"--host {spec}: a host URL has no path, query or fragment; {usage}")
+        raise UserInputError(f"`host` {spec}: a host URL has no path, query or fragment; {usage}")
     if url.password is not None:
-        raise UserInputError(f"--host {spec}: passwords in the URL are not supported; use an SSH key "
+        raise UserInputError(f"`host` {spec}: passwords in the URL are not supported; use an SSH key "
                              f"(ssh-copy-id) and {usage}")
     if not url.hostname:
-        raise UserInputError(f"--host {spec}: no host name; {usage}")
+        raise UserInputError(f"`host` {spec}: no host name; {usage}")
     user = url.username or None
     _check_word(spec, "user", user)
     _check_word(spec, "host", url.hostname)
     if port == 0:
-        raise UserInputError(f"--host {spec}: port 0 is not a port; {usage}")
+        raise UserInputError(f"`host` {spec}: port 0 is not a port; {usage}")
     return Host(name=spec, address=url.hostname, user=user, port=port)
 
 

@@ -2,8 +2,9 @@
 
 Everything is inline (CSS, SVG drawn here, hover text in SVG ``<title>``s); the page loads nothing
 from the network and runs no script, so it opens the same on an air-gapped laptop years later.
-The plots are drawn by hand rather than with matplotlib because they are a few dozen rectangles,
-lines and labels each, and hand-written SVG stays crisp, small, themable and resizable in the page.
+The plots are drawn by hand with edgehad.plots (axes, ticks, palette) rather than with matplotlib:
+they are a few dozen rectangles, lines and labels each, and SVG stays crisp, small, themable and
+resizable in the page.
 
 Plots:
 
@@ -21,19 +22,18 @@ Plots:
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from pathlib import Path
 
+from edgehad import plots
 from edgehad.core.errors import UserInputError
 from edgehad.core.files import atomic_path
+from edgehad.plots import (FONT, Axis, axes as _axes, colour as _colour, escape as _e, svg as _svg,
+                           text_width as _text_width, tick_label as _tick_label)
 
-# Okabe & Ito's colour-blind-safe palette (yellow left out: too faint on white).
-COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 SHARED_AXIS_SPAN = 3.0   # share the histogram x axis when max / min of all drawn latencies is at most this
 TOP_OPS = 12             # bars per op panel; the rest are summed into one "other" bar
-FONT = 12                # SVG text size in user units; panels are scaled to the page width
 
 
 def write_report(results: list[dict], out_dir: Path) -> Path:
@@ -44,7 +44,7 @@ def write_report(results: list[dict], out_dir: Path) -> Path:
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"--report {out_dir}: exists and is not a folder; give a folder path")
+        raise UserInputError(f"`report` {out_dir}: exists and is not a folder; give a folder path")
     if not results:
         raise UserInputError("nothing to report: no profile results")
     page = render(results)
@@ -67,10 +67,6 @@ def render(results: list[dict]) -> str:
 
 
 # -- formatting -------------------------------------------------------------------------------
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _num(value, digits: int = 3) -> str:
     """``digits`` significant digits, no exponent for everyday magnitudes, thousands separated."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -104,10 +100,6 @@ def _labels(results: list[dict]) -> list[str]:
     return names
 
 
-def _colour(i: int) -> str:
-    return COLOURS[i % len(COLOURS)]
-
-
 # -- header and tables --------------------------------------------------------------------
 def _machine_line(m: dict) -> str:
     parts = [m.get("device_model"), m.get("cpu"), m.get("arch")]
@@ -127,8 +119,9 @@ def _header(results: list[dict]) -> str:
     rows = []
     for host, r in places.items():
         target = r.get("target") or "none (no roofline)"
+        source = (r.get("roofline") or {}).get("peak_source") if isinstance(r.get("roofline"), dict) else None
         rows.append(f"<tr><th>{_e(host)}</th><td>{_e(_machine_line(r.get('machine') or {}))}"
-                    f" · target <b>{_e(target)}</b></td></tr>")
+                    f" · target <b>{_e(target)}</b>" + (f" (peak: {_e(source)})" if source else "") + "</td></tr>")
     runs = sorted({r.get("runs") for r in results if r.get("runs") is not None})
     threads = sorted({r.get("threads") for r in results if r.get("threads") is not None})
     warmups = sorted({r.get("warmup") for r in results if r.get("warmup") is not None})
@@ -174,7 +167,9 @@ def _summary(results: list[dict], labels: list[str]) -> str:
         lat = r.get("latency_ms") or {}
         roof = r.get("roofline") or {}
         pct = roof.get("percent_of_roofline")
-        roof_cell = (f'{_num(pct)} %<br><span class="dim">{_e(roof.get("bound") or "?")}-bound</span>'
+        bound = f'{roof["bound"]}-bound' if roof.get("bound") else "compute roof only"  # no bandwidth known
+        source = f', {roof["peak_source"]} peak' if roof.get("peak_source") else ""  # local: estimate / measured
+        roof_cell = (f'{_num(pct)} %<br><span class="dim">{_e(bound + source)}</span>'
                      if pct is not None else '<span class="dim">–</span>')
         emulated = ' <span class="tag">emulated</span>' if r.get("emulated") else ""
         cells = [f'<td><span class="swatch" style="background:{_colour(i)}"></span></td>',
@@ -259,93 +254,7 @@ def _flatten(value, prefix: str = ""):
         yield prefix, value
 
 
-# -- SVG primitives ---------------------------------------------------------------------------
-class Axis:
-    """A linear or log10 map from data values to a pixel range, with tick positions and labels."""
-
-    def __init__(self, lo: float, hi: float, px_lo: float, px_hi: float, log: bool = False):
-        if log:
-            lo, hi = max(lo, 1e-12), max(hi, 1e-12)
-        if hi <= lo:  # one value: give it some room
-            lo, hi = (lo / 2, lo * 2) if log else (lo - 0.5 if lo == 0 else lo * 0.9, lo + 0.5 if lo == 0 else lo * 1.1)
-            if lo > hi:
-                lo, hi = hi, lo
-        self.lo, self.hi, self.px_lo, self.px_hi, self.log = lo, hi, px_lo, px_hi, log
-
-    def __call__(self, v: float) -> float:
-        if self.log:
-            t = (math.log10(max(v, 1e-12)) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
-        else:
-            t = (v - self.lo) / (self.hi - self.lo)
-        return self.px_lo + t * (self.px_hi - self.px_lo)
-
-    def ticks(self, count: int = 6) -> list[float]:
-        if self.log:
-            first, last = math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi))
-            span = math.log10(self.hi / self.lo)
-            steps = (1, 2, 5) if span <= 3 else (1, 3) if span <= 5 else (1,)  # about 4 to 12 labels
-            ticks = [m * 10.0 ** k for k in range(first, last + 1) for m in steps]
-            return [t for t in ticks if self.lo * (1 - 1e-9) <= t <= self.hi * (1 + 1e-9)]
-        raw = (self.hi - self.lo) / max(1, count)
-        mag = 10 ** math.floor(math.log10(raw))
-        step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-        start = math.ceil(self.lo / step - 1e-9) * step
-        n = int(math.floor((self.hi - start) / step + 1e-9)) + 1
-        return [start + i * step for i in range(n)]
-
-
-def _tick_label(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or abs(v) < 1e-3:
-        exp = math.floor(math.log10(abs(v)))
-        mant = v / 10 ** exp
-        return (f"{mant:g}·" if abs(mant - 1) > 1e-9 else "") + f"10{_superscript(exp)}"
-    return f"{v:,.6g}"
-
-
-def _text_width(text: str, size: float = 11) -> float:
-    """Rough rendered width of ``text`` in a sans-serif font (capitals and digits wider than lower case)."""
-    wide = sum(1 for ch in text if ch.isupper() or ch.isdigit() or ch in "_%mw")
-    return size * (0.66 * wide + 0.52 * (len(text) - wide))
-
-
-def _superscript(n: int) -> str:
-    return str(n).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-
-
-def _axes(x: Axis, y: Axis, x_label: str, y_label: str, grid: bool = True) -> str:
-    """Frame, ticks, tick labels, grid lines and axis titles for a plot area given by the two axes."""
-    left, right = x.px_lo, x.px_hi
-    bottom, top = y.px_lo, y.px_hi
-    out = [f'<g class="axes">']
-    for t in x.ticks():
-        px = x(t)
-        if grid:
-            out.append(f'<line class="grid" x1="{px:.1f}" y1="{top:.1f}" x2="{px:.1f}" y2="{bottom:.1f}"/>')
-        out.append(f'<line class="tick" x1="{px:.1f}" y1="{bottom:.1f}" x2="{px:.1f}" y2="{bottom + 4:.1f}"/>'
-                   f'<text x="{px:.1f}" y="{bottom + 16:.1f}" text-anchor="middle">{_e(_tick_label(t))}</text>')
-    for t in y.ticks(5):
-        py = y(t)
-        if grid:
-            out.append(f'<line class="grid" x1="{left:.1f}" y1="{py:.1f}" x2="{right:.1f}" y2="{py:.1f}"/>')
-        out.append(f'<line class="tick" x1="{left - 4:.1f}" y1="{py:.1f}" x2="{left:.1f}" y2="{py:.1f}"/>'
-                   f'<text x="{left - 7:.1f}" y="{py + 4:.1f}" text-anchor="end">{_e(_tick_label(t))}</text>')
-    out.append(f'<rect class="frame" x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" '
-               f'height="{bottom - top:.1f}"/>')
-    out.append(f'<text class="label" x="{(left + right) / 2:.1f}" y="{bottom + 34:.1f}" '
-               f'text-anchor="middle">{_e(x_label)}</text>')
-    out.append(f'<text class="label" transform="translate({left - 44:.1f},{(top + bottom) / 2:.1f}) rotate(-90)" '
-               f'text-anchor="middle">{_e(y_label)}</text>')
-    out.append("</g>")
-    return "".join(out)
-
-
-def _svg(width: float, height: float, body: str, label: str, attrs: str = "") -> str:
-    return (f'<svg class="chart" viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_e(label)}" '
-            f'{attrs} xmlns="http://www.w3.org/2000/svg" font-size="{FONT}">{body}</svg>')
-
-
+# -- page parts ---------------------------------------------------------------------------------
 def _legend(labels: list[str], indices: list[int] | None = None) -> str:
     indices = list(range(len(labels))) if indices is None else indices
     items = "".join(f'<li><span class="swatch" style="background:{_colour(i)}"></span>{_e(labels[i])}</li>'
@@ -563,7 +472,7 @@ def _ops_panel(i: int, label: str, ops: list[dict], kind: str) -> str:
 # -- plot 3: roofline -------------------------------------------------------------------------------
 def _roofline_figure(results: list[dict], labels: list[str]) -> str:
     with_roof = [(i, r["roofline"]) for i, r in enumerate(results) if isinstance(r.get("roofline"), dict)
-                 and r["roofline"].get("peak_gops") and r["roofline"].get("bandwidth_gbs")]
+                 and r["roofline"].get("peak_gops")]
     without = [labels[i] for i, r in enumerate(results) if not isinstance(r.get("roofline"), dict)]
     if not with_roof:
         if all(r.get("emulated") for r in results):
@@ -585,6 +494,11 @@ def _roofline_figure(results: list[dict], labels: list[str]) -> str:
                     f"and are not drawn.")
     if without:
         caption += f" No roofline for {', '.join(without)}."
+    if any(not r.get("bandwidth_gbs") for _, r in with_roof):
+        caption += (" A flat line alone: the target's memory bandwidth is unknown, so only its compute roof is "
+                    "drawn (edgehad targets calibrate local measures this machine's).")
+    if any(r.get("peak_source") == "estimate" for _, r in with_roof):
+        caption += " A peak marked estimate is derived from the CPU's ISA and clock, not measured."
     caption = _e(caption) + " The percentages are each file's % of roofline from the summary table."
     notes = sorted({r.get("note") for _, r in with_roof if r.get("note")})
     if notes:
@@ -606,11 +520,13 @@ def _roofline_svg(with_roof: list[tuple[int, dict]], labels: list[str]) -> tuple
     for i, roof in with_roof:  # one roof per distinct (target, precision, peaks)
         name = " ".join(str(v) for v in (roof.get("target") or "target", roof.get("processor"), roof.get("precision"))
                         if v)
-        key = (name, None, float(roof["peak_gops"]), float(roof["bandwidth_gbs"]))
+        bw = float(roof["bandwidth_gbs"]) if roof.get("bandwidth_gbs") else None  # None: compute roof only
+        key = (name, roof.get("peak_source"), float(roof["peak_gops"]), bw)
         roofs.setdefault(key, []).append(i)
     points, op_points, skipped = [], [], 0
     for i, roof in with_roof:
-        peak, bw = float(roof["peak_gops"]), float(roof["bandwidth_gbs"])
+        peak = float(roof["peak_gops"])
+        bw = float(roof["bandwidth_gbs"]) if roof.get("bandwidth_gbs") else None
         intensity = _intensity(roof.get("macs"), roof.get("bytes"))
         measured = roof.get("measured_ms")
         if intensity and measured:
@@ -621,30 +537,38 @@ def _roofline_svg(with_roof: list[tuple[int, dict]], labels: list[str]) -> tuple
             if oi is None:
                 skipped += 1
                 continue
-            op_points.append((i, oi, min(peak, bw * oi), op))
-    xs = [p[1] for p in points] + [p[1] for p in op_points] + [k[2] / k[3] for k in roofs]
+            op_points.append((i, oi, peak if bw is None else min(peak, bw * oi), op))
+    ridges = [k[2] / k[3] for k in roofs if k[3]]
+    xs = [p[1] for p in points] + [p[1] for p in op_points] + ridges or [1.0]
     ys = [p[2] for p in points] + [p[2] for p in op_points] + [k[2] for k in roofs]
-    ridges = [k[2] / k[3] for k in roofs]
-    x_lo = min(min(xs) / 2, min(ridges) / 8)  # always show some of the bandwidth slope and the flat roof
-    x_hi = max(max(xs) * 2, max(ridges) * 8)
+    x_lo = min(min(xs) / 2, min(ridges, default=math.inf) / 8)  # always show some of the slope and the flat roof
+    x_hi = max(max(xs) * 2, max(ridges, default=0) * 8)
     y_hi = max(ys) * 2
-    y_lo = max(min(min(ys) / 2, min(k[3] * x_lo for k in roofs)), y_hi * 1e-6)
+    y_lo = max(min(min(ys) / 2, min((k[3] * x_lo for k in roofs if k[3]), default=math.inf)), y_hi * 1e-6)
     x = Axis(x_lo, x_hi, left, right, log=True)
     y = Axis(y_lo, y_hi, bottom, top, log=True)
     body = [_axes(x, y, "operational intensity (ops per byte moved; 1 MAC = 2 ops)", "performance (GOP/s)")]
     body.append(f'<clipPath id="roof-clip"><rect x="{left}" y="{top}" width="{right - left}" '
                 f'height="{bottom - top}"/></clipPath><g clip-path="url(#roof-clip)">')
-    for (target, precision, peak, bw), members in roofs.items():
+    for (target, source, peak, bw), members in roofs.items():
+        colour = _colour(members[0]) if len(roofs) > 1 else "#333"
+        name = target
+        peak_text = f"{_num(peak)} GOP/s peak" + (f" ({source})" if source else "")  # local: estimate / measured
+        if bw is None:  # no memory roof known: the compute roof alone, across the whole plot
+            path = f"M{x(x_lo):.1f},{y(peak):.1f} L{x(x_hi):.1f},{y(peak):.1f}"
+            body.append(f'<path class="roof" d="{path}" stroke="{colour}"><title>{_e(name)}: {_e(peak_text)}, '
+                        f'memory bandwidth unknown</title></path>')
+            body.append(f'<text class="roofl" x="{x(x_hi) - 6:.1f}" y="{y(peak) - 6:.1f}" text-anchor="end">'
+                        f'{_e(name)}: {_e(peak_text)}</text>')
+            continue
         ridge = peak / bw
         a = x_lo
-        colour = _colour(members[0]) if len(roofs) > 1 else "#333"
         path = f"M{x(a):.1f},{y(bw * a):.1f} L{x(ridge):.1f},{y(peak):.1f} L{x(x_hi):.1f},{y(peak):.1f}"
-        name = target
-        body.append(f'<path class="roof" d="{path}" stroke="{colour}"><title>{_e(name)}: peak {_num(peak)} GOP/s, '
+        body.append(f'<path class="roof" d="{path}" stroke="{colour}"><title>{_e(name)}: {_e(peak_text)}, '
                     f'{_num(bw)} GB/s, ridge at {_num(ridge)} ops/byte</title></path>')
         label_x = min(x(x_hi) - 6, max(x(ridge) + 6, left + 6))
         body.append(f'<text class="roofl" x="{label_x:.1f}" y="{y(peak) - 6:.1f}" text-anchor="end">'
-                    f'{_e(name)}: {_e(_num(peak))} GOP/s peak</text>')
+                    f'{_e(name)}: {_e(peak_text)}</text>')
         mid = math.sqrt(max(x_lo, y_lo / bw) * ridge)  # geometric middle of the visible slope
         ang = math.degrees(math.atan2(y(bw * ridge) - y(bw * x_lo), x(ridge) - x(x_lo)))  # the slope as drawn
         body.append(f'<text class="roofl" transform="translate({x(mid):.1f},{y(bw * mid) - 6:.1f}) rotate({ang:.1f})" '
@@ -716,17 +640,10 @@ figure { margin: 0; }
 .panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 400px), 1fr)); gap: 12px; }
 .panels.wide { grid-template-columns: minmax(0, 1fr); max-width: 900px; }
 svg.chart { width: 100%; height: auto; display: block; font-family: inherit; }
-svg text { fill: var(--fg); }
-svg text.title { font-weight: 600; font-size: 13px; }
-svg text.label { fill: var(--dim); font-size: 12px; }
-svg text.dim { fill: var(--dim); font-size: 11px; }
 svg text.value, svg text.marklabel, svg text.pointl { font-size: 11px; }
 svg text.marklabel, svg text.pointl, svg text.roofl { paint-order: stroke; stroke: #fff; stroke-width: 3px;
                                                       stroke-linejoin: round; }
 svg text.roofl { fill: #333; font-size: 11px; }
-svg .grid { stroke: #ececec; stroke-width: 1; }
-svg .tick { stroke: #777; stroke-width: 1; }
-svg .frame { fill: none; stroke: #999; stroke-width: 1; }
 svg .mark { stroke: var(--fg); stroke-width: 1.5; }
 svg .roof { fill: none; stroke-width: 2.5; }
 svg .opdot { fill: #fff; fill-opacity: .6; stroke-width: 1.4; }
@@ -737,4 +654,4 @@ svg .bar:hover, svg circle:hover { opacity: .75; }
 .legend li { overflow-wrap: anywhere; }
 @media (max-width: 600px) { main { padding: 8px 6px 24px; } section, header { padding: 10px 10px; }
                             body { font-size: 14px; } }
-"""
+""" + plots.CSS  # the plot kit's classes (text, titles, grid, ticks, frame), shared with edgehad.osr.plot

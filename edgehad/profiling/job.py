@@ -22,6 +22,7 @@ from edgehad.core.validation import as_declared, check_setting
 SUFFIXES = {".onnx": "ort", ".tflite": "tflite"}
 RUNTIMES = ("auto", "ort", "tflite")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+PRECISIONS = ("fp32", "fp16")  # fp16: TensorRT builds its engine with fp16 kernels allowed (the agent's --trt-fp16)
 
 # Upper bounds are finite so that a typo (--runs 1e20, --seconds 1e9) is an error, not a run that never ends:
 # a day of timed runs, a week for the whole run, ten million runs, numpy's 32-bit seed range.
@@ -50,7 +51,11 @@ class Job:
     op_profile: bool = False
     seed: int = 0
     provider: str = "cpu"
+    precision: str = "fp32"      # "fp16": TensorRT's fp16 mode; only with provider "tensorrt"
     inputs: Path | None = None   # .npz of real input samples (edgehad.profiling.run.write_inputs); None: seeded random
+    # ((input name, (dims...)), ...): the shapes random inputs are drawn at (edgehad.inspection.inputs resolved
+    # them: the file's static dims, the stated symbolic ones); () for a file whose inputs are all static
+    input_shapes: tuple = ()
     power: bool = False          # Jetson: also report tegrastats' power rails (memory is always read there)
     timeout: float | None = None  # seconds for the whole agent run, start to JSON
 
@@ -59,16 +64,22 @@ class Job:
             raise UserInputError(f"unknown runtime {self.runtime!r}: use one of {', '.join(RUNTIMES)}")
         if self.provider not in PROVIDERS:
             raise UserInputError(f"unknown execution provider {self.provider!r}: use one of {', '.join(PROVIDERS)}")
+        if self.precision not in PRECISIONS:
+            raise UserInputError(f"unknown `precision` {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.precision == "fp16" and self.provider != "tensorrt":
+            # onnxruntime's CPU and CUDA providers run a float model in the precision it was saved in
+            raise UserInputError(f"`precision` fp16 is TensorRT's fp16 mode and needs `provider` tensorrt (got "
+                                 f"{self.provider}); for fp16 elsewhere convert the model with `quantize` fp16")
         if self.provider != "cpu" and self.runtime == "tflite":
-            raise UserInputError(f"--ep {self.provider} is an onnxruntime execution provider; "
-                                 f"profile a .onnx file or use --ep cpu")
+            raise UserInputError(f"`provider` {self.provider} is an onnxruntime execution provider; "
+                                 "profile a .onnx file or use `provider` cpu")
         for key, spec in SETTINGS_SCHEMA["properties"].items():
             value = getattr(self, key)
             if value is None and key in ("seconds", "timeout"):
                 continue
             if key == "runs" and self.seconds is not None:
                 continue  # a time budget replaces the count; the count is not used
-            check_setting(f"--{key}", value, spec)
+            check_setting(f"`{key}`", value, spec)
             # 5.0 from the CLI's number parsing is a whole number of runs; 1 second is 1.0
             object.__setattr__(self, key, as_declared(spec, value))
 
@@ -84,8 +95,12 @@ class Job:
             args.append("--op-profile")
         if inputs is not None:
             args += ["--inputs", inputs]
+        for name, dims in self.input_shapes:
+            args += ["--input-shape", f"{name}={'x'.join(str(int(d)) for d in dims)}"]
         if self.power:
             args.append("--power")
+        if self.precision == "fp16":
+            args.append("--trt-fp16")
         return args
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgehad.core.children import run_child
-from edgehad.core.errors import UserInputError
+from edgehad.core.errors import EdgehadError, UserInputError
 from edgehad.profiling.job import Job, check_file
 
 AGENT = Path(__file__).with_name("agent.py")
@@ -29,7 +29,8 @@ def agent_env() -> dict:
 
 
 def parse_agent_output(stdout: str, stderr: str, returncode: int, label, rename: dict | None = None) -> dict:
-    """The agent's JSON document, or a UserInputError naming ``label`` (the file as the user gave it).
+    """The agent's JSON document, or a UserInputError naming ``label`` (the file as the user gave it); a
+    plain EdgehadError (exit 1) when the runtime raised while running the model on the inputs fed.
 
     ``rename`` maps paths as the agent saw them (a temporary copy, a remote folder) to what the user
     typed, so messages name the user's file.
@@ -46,7 +47,10 @@ def parse_agent_output(stdout: str, stderr: str, returncode: int, label, rename:
         message = document["error"]
         for seen, shown in (rename or {}).items():
             message = message.replace(seen, shown)
-        raise UserInputError(message if str(label) in message else f"{label}: {message}")
+        message = message if str(label) in message else f"{label}: {message}"
+        if document.get("error_kind") == "run":  # the model failed on the inputs fed: not a usage error
+            raise EdgehadError(message)
+        raise UserInputError(message)
     return document
 
 
@@ -60,8 +64,8 @@ def profile_file(path, job: Job) -> dict:
         proc = run_child([sys.executable, str(AGENT), *job.agent_args(resolved, inputs)], timeout=limit,
                          env=agent_env())
     except subprocess.TimeoutExpired:
-        raise UserInputError(f"{path}: profiling took longer than {limit:g} s; use fewer --runs"
-                             + ("" if job.timeout else " (or a larger --timeout)")) from None
+        raise UserInputError(f"{path}: profiling took longer than {limit:g} s; use fewer `runs`"
+                             + ("" if job.timeout else " (or a larger `timeout`)")) from None
     document = parse_agent_output(proc.stdout, proc.stderr, proc.returncode, path, {resolved: str(path)})
     document["path"] = str(path)
     document.setdefault("emulated", False)

@@ -347,8 +347,8 @@ def profile_remote(host: Host, path: Path, job: Job, progress: Callable[[str], N
                 session.upload(Path(job.inputs), inputs, "copying the input samples")
             stdout, stderr, rc = _run_agent(session, _agent_command(host, folder, job, model, inputs), progress)
             if rc is None:
-                raise _Failed(f"{host.name}: profiling {path} took longer than {job.timeout} s (--timeout); the "
-                              f"agent there was stopped; use fewer --runs or a larger --timeout")
+                raise _Failed(f"{host.name}: profiling {path} took longer than {job.timeout} s (`timeout`); the "
+                              f"agent there was stopped; use fewer `runs` or a larger `timeout`")
             rename = {model: str(path), folder: f"{host.name}:{folder}"}
             if inputs:
                 rename[inputs] = str(job.inputs)

@@ -34,13 +34,23 @@ not a measuring error.
 Peaks: the target's int8 peak if most of the model's MACs run on int8 inputs,
 else its fp32 peak; a CPU peak (all cores) is scaled by threads / cores. With a
 GPU execution provider (``provider`` "cuda" / "tensorrt") the target's
-``[gpu]`` peaks are used instead. No peak for that precision: no roofline (None).
+``[gpu]`` peaks are used instead (its fp16 peak for a float model that TensorRT
+runs in fp16, ``fp16=True``). No peak for that precision: no roofline (None).
+``peak_source`` says where the peak came from: the ``local`` target's is
+"estimate" (from the ISA and clock) or "measured" (``edgehad targets calibrate
+local``); None is the target file's own figure. A ``local`` target whose peak
+is unknown (no readable clock) raises UserInputError saying how to measure it.
+
+Where the target has no memory bandwidth (``local`` before it is calibrated),
+only the compute roof is known: each op's bound is its compute time, still a
+lower bound (``max(a, b) >= a``), and ``bandwidth_gbs``, ``ridge_intensity``,
+``memory_ms``, ``bound`` and the ops' ``limited_by`` are None.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgehad.inspection.report import numel
@@ -106,10 +116,11 @@ def _onnx_itemsize(elem_type: int):
     return _ITEMSIZE.get(dtype_name(elem_type)) if elem_type else None
 
 
-def _onnx_costs(path: Path) -> _Walk:
+def _onnx_costs(path: Path, input_shapes: dict | None = None) -> _Walk:
     import onnx
 
-    from edgehad.inspection.onnx_file import DEFAULT_DOMAINS, MS_DOMAIN, Graph, count_node, graphs, prepare
+    from edgehad.inspection.onnx_file import (DEFAULT_DOMAINS, MS_DOMAIN, Graph, at_input_shapes, count_node, graphs,
+                                              input_specs, prepare)
     from edgehad.inspection.report import MacTally, check_file, invalid
 
     check_file(path)
@@ -118,6 +129,9 @@ def _onnx_costs(path: Path) -> _Walk:
     except Exception as e:  # protobuf's DecodeError and friends
         raise invalid(path, "ONNX", f"{type(e).__name__}: {e}") from None
     notes: list[str] = []
+    if input_shapes and any(s["shape"] is None or not all(isinstance(d, int) for d in s["shape"])
+                            for s in input_specs(model)):
+        model = at_input_shapes(model, input_shapes)  # symbolic input dims at the sizes measured
     model = prepare(model, notes)
     g = Graph(model)
     producer, consumers = {}, {}
@@ -197,11 +211,14 @@ def _onnx_costs(path: Path) -> _Walk:
 
 
 # -- TFLite ----------------------------------------------------------------------------------------
-def _tflite_costs(path: Path) -> _Walk:
+def _tflite_costs(path: Path, input_shapes: dict | None = None) -> _Walk:
     from edgehad.inspection.report import MacTally
-    from edgehad.inspection.tflite_file import count_op, read
+    from edgehad.inspection.tflite_file import at_input_shapes, count_op, read
 
     _, _, (_, _, subgraphs, _) = read(path)
+    main = subgraphs[0]
+    if input_shapes and any(sd < 0 for i in main.inputs if i >= 0 for sd in (main.tensors[i].signature or [])):
+        at_input_shapes(path, main, input_shapes)  # dynamic input dims at the sizes measured
     walk = _Walk(ops=[], unknown={}, dynamic=set(), notes=[])
     if len(subgraphs) > 1:
         walk.notes.append(f"{len(subgraphs)} subgraphs, each op counted once (as edgehad inspect does)")
@@ -235,16 +252,17 @@ def _tflite_costs(path: Path) -> _Walk:
     return walk
 
 
-def op_costs(path) -> _Walk:
-    """Per-op MACs and bytes of an .onnx or .tflite file (see the module docstring)."""
+def op_costs(path, input_shapes: dict | None = None) -> _Walk:
+    """Per-op MACs and bytes of an .onnx or .tflite file (see the module docstring); ``input_shapes``
+    ({input name: dims}) gives the file's symbolic input dims their sizes (else they count as 1, noted)."""
     from edgehad.core.errors import UserInputError
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _onnx_costs(path)
+        return _onnx_costs(path, input_shapes)
     if suffix == ".tflite":
-        return _tflite_costs(path)
+        return _tflite_costs(path, input_shapes)
     raise UserInputError(f"{path}: no roofline for '{suffix or 'no extension'}' files; use .onnx or .tflite")
 
 
@@ -257,29 +275,43 @@ def _precision(ops: list[OpCost]) -> str:
     return "int8" if ops and 2 * sum(o.int8 for o in ops) >= len(ops) else "fp32"
 
 
-def _roof(target: dict, precision: str, threads, provider) -> tuple[float, str, str] | None:
+def _roof(target: dict, precision: str, threads, provider, fp16: bool = False) -> tuple[float, str, str] | None:
     """(peak Gop/s, processor, how the peak was chosen), or None when the target has no such peak."""
     key = f"{precision}_gops"
     if provider is not None and str(provider).lower() in GPU_PROVIDERS:
         gpu = target.get("gpu") or {}
-        peak = gpu.get("int8_gops") if precision == "int8" else gpu.get("fp32_gflops")
+        if precision == "int8":
+            peak = gpu.get("int8_gops")
+        else:
+            precision = "fp16" if fp16 else precision
+            peak = gpu.get("fp16_gflops") if fp16 else gpu.get("fp32_gflops")
         if not peak:
             return None
         return float(peak), "gpu", f"{gpu.get('name', 'GPU')} {precision} peak"
-    peak = (target.get("peak") or {}).get(key)
+    table = target.get("peak") or {}
+    peak = table.get(key)
     cores = (target.get("cpu") or {}).get("cores")
+    if not peak and table.get("source") == "unknown":
+        from edgehad.core.errors import UserInputError
+
+        raise UserInputError(f"target {target['name']}: {table.get('note') or 'peak unknown'}")
     if not peak or not cores:
         return None
     used = cores if threads is None else max(1, min(int(threads), cores))
     how = f"{precision} peak of {cores} cores x {used}/{cores} threads"
     if threads is not None and int(threads) > cores:
         how += f" ({threads} threads asked, {cores} cores there)"
+    if table.get("source") == "estimate":
+        how += f"; estimate: {table.get('formula')}"
+    elif table.get("source") == "measured":
+        how += f"; measured by edgehad targets calibrate {target['name']} on {table.get('date')} with " \
+               f"{table.get('threads')} thread(s)"
     return float(peak) * used / cores, "cpu", how
 
 
-def _entry(o: OpCost, peak: float, bandwidth: float) -> dict:
+def _entry(o: OpCost, peak: float, bandwidth: float | None) -> dict:
     compute_ms = 2 * o.macs / (peak * 1e6)  # 2 ops per MAC / (Gop/s * 1e9) in seconds, * 1e3 for ms
-    memory_ms = o.bytes / (bandwidth * 1e6)
+    memory_ms = None if bandwidth is None else o.bytes / (bandwidth * 1e6)
     return {
         "name": o.name,
         "op": o.op,
@@ -288,42 +320,56 @@ def _entry(o: OpCost, peak: float, bandwidth: float) -> dict:
         "intensity": 2 * o.macs / o.bytes if o.bytes else None,
         "compute_ms": compute_ms,
         "memory_ms": memory_ms,
-        "bound_ms": max(compute_ms, memory_ms),
-        "limited_by": "compute" if compute_ms >= memory_ms else "memory",
+        "bound_ms": compute_ms if memory_ms is None else max(compute_ms, memory_ms),
+        "limited_by": None if memory_ms is None else "compute" if compute_ms >= memory_ms else "memory",
         "precision": "int8" if o.int8 else "fp32",
     }
 
 
 def roofline(path, target: dict, measured_ms: float | None, threads: int | None,
-             provider: str | None = None) -> dict | None:
+             provider: str | None = None, fp16: bool = False, input_shapes: dict | None = None) -> dict | None:
     """The roofline of the model file ``path`` on ``target`` (a loaded target description).
 
     ``measured_ms``: the measured latency to compare with (the profiler passes the
     median), or None; ``threads``: threads the runtime used (None: all cores);
-    ``provider``: the execution provider ("cpu", "cuda", "tensorrt"; None is cpu).
-    Returns None when the target has no peak for the model's precision on that
-    processor. Keys: see ROOFLINE_KEYS and the module docstring.
+    ``provider``: the execution provider ("cpu", "cuda", "tensorrt"; None is cpu);
+    ``fp16``: TensorRT ran the float ops in fp16 (the GPU's fp16 peak applies, and their
+    tensors move half the bytes); ``input_shapes``: ``{input name: dims}`` fed (the profiler passes the
+    shapes measured), which a file's symbolic dims take. Returns None when the target has no peak for the
+    model's precision on that processor. Keys: see ROOFLINE_KEYS and the module docstring.
     """
-    walk = op_costs(path)
+    walk = op_costs(path, input_shapes)
     precision = _precision(walk.ops)
-    roof = _roof(target, precision, threads, provider)
+    roof = _roof(target, precision, threads, provider, fp16)
     if roof is None:
         return None
     peak, processor, how = roof
-    bandwidth = float(target["memory_bandwidth_gbs"])
+    half = processor == "gpu" and fp16 and precision != "int8"
+    if half:  # TensorRT's fp16 mode stores float tensors in 16 bits; fewer bytes keep the bound a lower bound
+        walk.ops = [o if o.int8 else replace(o, bytes=o.bytes // 2) for o in walk.ops]
+        walk.notes.append("TensorRT fp16: the GPU's fp16 peak, and the float ops' bytes halved")
+    peak_source = (target.get("peak") or {}).get("source") if processor == "cpu" else None
+    bandwidth = target.get("memory_bandwidth_gbs")
+    bandwidth = None if bandwidth is None else float(bandwidth)
     ops = [_entry(o, peak, bandwidth) for o in walk.ops]
     macs = sum(o.macs for o in walk.ops)
     nbytes = sum(o.bytes for o in walk.ops)
     compute_ms = sum(e["compute_ms"] for e in ops)
-    memory_ms = sum(e["memory_ms"] for e in ops)
+    memory_ms = None if bandwidth is None else sum(e["memory_ms"] for e in ops)
     bound_ms = sum(e["bound_ms"] for e in ops)
 
+    where = "this machine (edgehad targets show local)" if target["name"] == "local" else \
+        f"targets/{target['name']}.toml"
     notes = [
         f"roofline ({CITATION}): per op, time >= max(2*MACs / peak, bytes / bandwidth); bound_ms sums the ops",
-        f"peak {peak:g} Gop/s ({how}), bandwidth {bandwidth:g} GB/s, both from targets/{target['name']}.toml",
+        f"peak {peak:g} Gop/s ({how}), bandwidth "
+        + (f"{bandwidth:g} GB/s" if bandwidth is not None else "unknown") + f", both from {where}",
         "bytes = weights + inputs read + outputs written, each from main memory once (cache-resident "
         "tensors make real ops faster, so over 100% is possible); QDQ, activations and views fused as runtimes do",
     ]
+    if bandwidth is None:
+        notes.append(f"memory bandwidth of {target['name']} unknown (edgehad targets calibrate {target['name']} "
+                     f"measures it): compute roof only, a lower bound that leaves memory traffic out")
     mixed = [e for e in ops if e["macs"] and e["precision"] != precision]
     if mixed:
         notes.append(f"{len(mixed)} op(s) with MACs run in the other precision, costed at the {precision} peak")
@@ -338,10 +384,11 @@ def roofline(path, target: dict, measured_ms: float | None, threads: int | None,
     return {
         "target": target["name"],
         "processor": processor,
-        "precision": precision,
+        "precision": "fp16" if half else precision,
         "peak_gops": peak,
+        "peak_source": peak_source,
         "bandwidth_gbs": bandwidth,
-        "ridge_intensity": peak / bandwidth,  # ops/byte where the two roofs meet
+        "ridge_intensity": None if bandwidth is None else peak / bandwidth,  # ops/byte where the two roofs meet
         "threads": threads,
         "macs": macs,
         "bytes": nbytes,
@@ -351,15 +398,15 @@ def roofline(path, target: dict, measured_ms: float | None, threads: int | None,
         "bound_ms": bound_ms,
         "measured_ms": measured_ms,
         "percent_of_roofline": None if measured_ms is None else 100.0 * bound_ms / measured_ms,
-        "bound": "compute" if compute_ms >= memory_ms else "memory",
+        "bound": None if memory_ms is None else "compute" if compute_ms >= memory_ms else "memory",
         "skipped_ops": sum(walk.unknown.values()),
         "ops": ops,
         "note": "; ".join(notes),
     }
 
 
-ROOFLINE_KEYS = ("target", "processor", "precision", "peak_gops", "bandwidth_gbs", "ridge_intensity", "threads",
-                 "macs", "bytes", "intensity", "compute_ms", "memory_ms", "bound_ms", "measured_ms",
+ROOFLINE_KEYS = ("target", "processor", "precision", "peak_gops", "peak_source", "bandwidth_gbs", "ridge_intensity",
+                 "threads", "macs", "bytes", "intensity", "compute_ms", "memory_ms", "bound_ms", "measured_ms",
                  "percent_of_roofline", "bound", "skipped_ops", "ops", "note")
 OP_KEYS = ("name", "op", "macs", "bytes", "intensity", "compute_ms", "memory_ms", "bound_ms", "limited_by",
            "precision")

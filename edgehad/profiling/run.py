@@ -40,47 +40,71 @@ def _split_hosts(host) -> list[str]:
     names = host.split(",") if isinstance(host, str) else list(host)
     names = [h.strip() for h in names if h and h.strip()]
     if not names:
-        raise UserInputError("--host is empty: give ssh://user@host[:port] or a name from hosts.toml")
+        raise UserInputError("`host` is empty: give ssh://user@host[:port] or a name from hosts.toml")
     if len(set(names)) != len(names):
-        raise UserInputError(f"--host names a host twice ({', '.join(names)}): give each once")
+        raise UserInputError(f"`host` names a host twice ({', '.join(names)}): give each once")
     return names
 
 
 def profile_all(files, job: Job, host=None, target: str | None = None, report: str | Path | None = None,
-                data: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Measure every file on every host; one document per (host, file), hosts in the order given."""
+                data: str | None = None, progress: Callable[[str], None] | None = None,
+                input_shape=None, inputs=None) -> list[dict]:
+    """Measure every file on every host; one document per (host, file), hosts in the order given.
+
+    Inputs: seeded random ones at each file's static input shapes and the symbolic dims ``input_shape``
+    states, or the arrays of ``inputs`` (an .npz by input name; edgehad.inspection.inputs checks both
+    against every file first), or ``data``'s samples.
+    """
+    from edgehad.inspection.inputs import file_inputs, write_samples
     from edgehad.targets import load_target
 
     paths = [check_file(f) for f in files]  # every bad path is reported before any measuring starts
+    if data is not None and (input_shape is not None or inputs is not None):
+        raise UserInputError("`data` feeds samples whose shapes are the inputs': give `data` or "
+                             "`input_shape` / `inputs`, not both")
+    # every file's inputs, before any measuring: a symbolic dim nothing fills is never guessed
+    stated = {} if data is not None else {p: file_inputs(p, input_shape, inputs) for p in paths}
     hosts = _split_hosts(host)
     target_desc = load_target(target) if target else None
     if target == EMULATED and hosts:
-        raise UserInputError(f"--target {EMULATED} runs here under qemu; leave out --host")
+        raise UserInputError(f"`target` {EMULATED} runs here under qemu; leave out `host`")
     if report is not None:
         report = Path(report)
         if report.exists() and not report.is_dir():
-            raise UserInputError(f"--report {report}: exists and is not a folder; give a folder path")
+            raise UserInputError(f"`report` {report}: exists and is not a folder; give a folder path")
         from edgehad.core.files import check_writable
 
-        check_writable(report, "--report", folder=True)
+        check_writable(report, "`report`", folder=True)
 
     with tempfile.TemporaryDirectory(prefix="edgehad-profile-") as tmp:
         if data is not None:
             job = replace(job, inputs=write_inputs(data, Path(tmp)))
+        jobs = {}  # one Job per file: its input shapes, or its arrays as the agent's samples archive
+        for k, (p, fed) in enumerate(stated.items()):
+            if fed.arrays is not None:
+                (Path(tmp) / str(k)).mkdir()
+                jobs[p] = replace(job, inputs=write_samples(fed, Path(tmp) / str(k)))
+            else:
+                jobs[p] = replace(job, input_shapes=tuple((n, tuple(s)) for n, s in fed.by_name().items()))
         if target == EMULATED:
             from edgehad.profiling.emulated import profile_emulated
 
-            plan = {EMULATED: lambda p: profile_emulated(p, job)}
+            plan = {EMULATED: lambda p: profile_emulated(p, jobs.get(p, job))}
         elif hosts:
             from edgehad.profiling.remote import profile_remote, resolve_host
 
             resolved = [resolve_host(h) for h in hosts]  # every bad host spec before any connection
-            plan = {h.name: (lambda p, h=h: profile_remote(h, p, job, progress)) for h in resolved}
+            plan = {h.name: (lambda p, h=h: profile_remote(h, p, jobs.get(p, job), progress)) for h in resolved}
         else:
             from edgehad.profiling.local import profile_file
 
-            plan = {LOCAL: lambda p: profile_file(p, job)}
+            plan = {LOCAL: lambda p: profile_file(p, jobs.get(p, job))}
         results = _run_plan(plan, paths)
+
+    for k, doc in enumerate(results):  # per host, the files in order (_run_plan)
+        fed = stated.get(paths[k % len(paths)])
+        if fed is not None and fed.arrays is not None:  # the agent saw a copy; name the user's file
+            doc["input_source"] = f"the arrays of {fed.source}" if fed.source else "the arrays given"
 
     for doc in results:
         finish_document(doc, target_desc)
@@ -118,8 +142,10 @@ def finish_document(doc: dict, target_desc: dict | None) -> None:
         from edgehad.profiling.roofline import roofline
 
         try:
+            # at the shapes fed: a file's symbolic dims are costed at the sizes measured
+            shapes = {name: v["shape"] for name, v in (doc.get("inputs") or {}).items()}
             doc["roofline"] = roofline(Path(doc["path"]), target_desc, doc["latency_ms"]["p50"], doc["threads"],
-                                       doc.get("provider"))
+                                       doc.get("provider"), fp16=bool(doc.get("trt_fp16")), input_shapes=shapes)
         except UserInputError as exc:  # a model the cost model cannot read must not throw the measurement away
             doc["roofline_note"] = f"no roofline: {exc}"
     lines = doc.pop("tegrastats_lines", None)

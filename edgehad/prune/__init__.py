@@ -37,15 +37,15 @@ class PruneSettings:
         from edgehad.prune.criteria import get_criterion
 
         if not 0.0 <= self.ratio < 1.0:
-            raise UserInputError(f"--prune {self.ratio}: the ratio must be in [0, 1) (0.5 removes half)")
+            raise UserInputError(f"`prune` {self.ratio}: the ratio must be in [0, 1) (0.5 removes half)")
         if self.scope not in SCOPES:
-            raise UserInputError(f"--prune-scope {self.scope!r}: use one of {', '.join(SCOPES)}")
+            raise UserInputError(f"`prune_scope` {self.scope!r}: use one of {', '.join(SCOPES)}")
         if self.target not in TARGETS:
-            raise UserInputError(f"--prune-target {self.target!r}: use one of {', '.join(TARGETS)}")
+            raise UserInputError(f"`prune_target` {self.target!r}: use one of {', '.join(TARGETS)}")
         if self.unsafe not in ("skip", "stop"):
-            raise UserInputError(f"--prune-unsafe {self.unsafe!r}: use skip or stop")
+            raise UserInputError(f"`prune_unsafe` {self.unsafe!r}: use skip or stop")
         if self.round_to < 1:
-            raise UserInputError(f"--prune-round-to must be >= 1, got {self.round_to}")
+            raise UserInputError(f"`prune_round_to` must be >= 1, got {self.round_to}")
         get_criterion(self.criterion)
 
 
@@ -84,7 +84,7 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     settings.check()
     crit = get_criterion(settings.criterion)
     if crit.needs_data and data is None:
-        raise UserInputError(f"--prune-criterion {crit.name} needs --data: it scores channels on real samples")
+        raise UserInputError(f"`prune_criterion` {crit.name} needs `data`: it scores channels on real samples")
     work = copy.deepcopy(model).eval()
     _, groups = find_groups(work, example_inputs)
     prunable = [g for g in groups if g.prunable]
@@ -105,14 +105,14 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
         if settings.unsafe == "stop":
             raise UserInputError(f"group {name} ({group.size} channels, layers "
                                  f"{', '.join(group.describe()['layers'])}) cannot be pruned safely: {group.reason}; "
-                                 "use --prune-unsafe skip to prune the rest")
+                                 "use `prune_unsafe='skip'` to prune the rest")
         progress(f"warning: prune: skipping {name}: {group.reason}")
         keep[name] = list(range(group.size))
     prunable = [g for g in prunable if g.prunable]
     if all(len(keep[g.name]) == g.size for g in prunable):
-        raise UserInputError(f"--prune {settings.ratio} removes no channel here (every group has at most "
-                             f"--prune-round-to {settings.round_to} channels or the ratio is too small): "
-                             "lower --prune-round-to or raise the ratio")
+        raise UserInputError(f"`prune` {settings.ratio} removes no channel here (every group has at most "
+                             f"`prune_round_to` {settings.round_to} channels or the ratio is too small): "
+                             "lower `prune_round_to` or raise the ratio")
 
     before = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
     shapes_before = layer_shapes(work)

@@ -16,30 +16,23 @@ def calibration_inputs(example_inputs: tuple, data=None, n: int = 256, random: b
     ones, so the report says so loudly.
     """
     if n < 1:
-        raise UserInputError(f"--calib-samples must be at least 1, got {n}")
+        raise UserInputError(f"`calib_samples` must be at least 1, got {n}")
     if data is None:
         if not random:
             raise UserInputError(
-                "int8 quantization needs calibration data: pass --data SPEC, or --calib random to calibrate "
+                "int8 quantization needs calibration data: pass `data` SPEC, or `calib` random to calibrate "
                 "on random inputs (ranges will not match real data)"
             )
         from edgehad.core.pipeline import sample_inputs
 
         return sample_inputs(example_inputs, None, n=n, seed=seed + 1)
-    if len(example_inputs) != 1:
-        raise UserInputError(f"--data feeds one input, but the model takes {len(example_inputs)}")
-    x = np.asarray(data.train[0])
-    want = tuple(example_inputs[0].shape)
-    if (1, *x.shape[1:]) != want:
-        got = "x".join(map(str, (1, *x.shape[1:])))
-        raise UserInputError(
-            f"calibration data {data.spec} has samples of shape {got} but the model takes "
-            f"{'x'.join(map(str, want))}: choose matching data options"
-        )
+    from edgehad.core.pipeline import fitting_samples
+
+    x = fitting_samples(example_inputs, data, "train")
     if len(x) < n:
         raise UserInputError(
             f"calibration asked for {n} samples but {data.spec} has {len(x)} in its train split: "
-            f"pass --calib-samples {len(x)} or more data"
+            f"pass `calib_samples` {len(x)} or more data"
         )
     x = x[:n]
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)

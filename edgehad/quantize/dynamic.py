@@ -29,7 +29,6 @@ scale per tensor.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from edgehad.core.capture import captured
@@ -37,17 +36,16 @@ from edgehad.core.errors import ConversionError, UserInputError
 from edgehad.core.files import atomic_path
 
 
-def tflite_dynamic_int8(model, example_inputs: tuple, path: str | Path) -> Path:
-    """Write ``model`` as a dynamic-range int8 .tflite (int8 per-channel weights, float I/O).
+def tflite_dynamic_int8(float_tflite_path: str | Path, path: str | Path) -> Path:
+    """Write a dynamic-range int8 copy of the float .tflite ``float_tflite_path`` (float I/O kept).
 
-    The model is converted to float TFLite with litert-torch, then
     ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe quantizes every op it
     supports (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL with a
     constant operand, EMBEDDING_LOOKUP, ...).
     """
     from ai_edge_quantizer import recipe
 
-    return apply_tflite_recipe(model, example_inputs, path, recipe.dynamic_wi8_afp32(), "dynamic int8")
+    return apply_tflite_recipe(float_tflite_path, path, recipe.dynamic_wi8_afp32(), "dynamic int8")
 
 
 def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
@@ -65,26 +63,12 @@ def onnx_dynamic_int8(float_onnx_path: str | Path, path: str | Path) -> Path:
         # pre-processing's onnxruntime fusions would put com.microsoft ops into a portable file.
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
 
-    return rewrite_onnx_file(float_onnx_path, path, quantize, "dynamic int8", "ONNX dynamic int8 quantization")
+    return rewrite_file(float_onnx_path, path, quantize, "onnx", "dynamic int8",
+                        "ONNX dynamic int8 quantization failed (onnxruntime)")
 
 
-def rewrite_onnx_file(float_onnx_path, path, convert, scheme: str, what: str) -> Path:
-    """Run ``convert(src, tmp)`` (an onnxruntime tool) into a temporary file; keep it only if it applied."""
-    src = Path(float_onnx_path)
-    if not src.is_file():
-        raise UserInputError(f"{src}: no such ONNX file; export the float model first")
-    path = Path(path)
-    with captured(), atomic_path(path) as tmp:
-        try:
-            convert(src, tmp)
-        except Exception as exc:
-            raise ConversionError(f"{what} failed (onnxruntime): {first_line(exc)}") from exc
-        check_applied(tmp, "onnx", scheme)
-    return path
-
-
-def apply_tflite_recipe(model, example_inputs: tuple, path: str | Path, recipe, scheme: str) -> Path:
-    """Convert ``model`` to float TFLite, apply an ai-edge-quantizer ``recipe``, write ``path``.
+def apply_tflite_recipe(float_tflite_path: str | Path, path: str | Path, recipe, scheme: str) -> Path:
+    """Apply an ai-edge-quantizer ``recipe`` to the float .tflite ``float_tflite_path``, write ``path``.
 
     Why ai-edge-quantizer on the float file rather than litert-torch's PT2E
     dynamic config or its ``quant_recipes``: it starts from the same float
@@ -93,23 +77,32 @@ def apply_tflite_recipe(model, example_inputs: tuple, path: str | Path, recipe, 
     On every zoo model the three gave the same ops and the same cosine to the
     float model within 2e-4.
     """
-    from edgehad.export.tflite import export_tflite
+    def quantize(src, dst):
+        from ai_edge_quantizer import quantizer
 
+        result = quantizer.Quantizer(str(src), recipe).quantize(enable_progress_report=False)
+        Path(dst).write_bytes(bytes(result.quantized_model))
+
+    return rewrite_file(float_tflite_path, path, quantize, "tflite", scheme,
+                        f"TFLite {scheme} quantization failed (ai-edge-quantizer)")
+
+
+def rewrite_file(src_path, path, convert, fmt: str, scheme: str, failed: str) -> Path:
+    """Run ``convert(src, tmp)`` (a format's own tool) into a temporary file; keep it only if it applied.
+
+    ``fmt`` is "onnx" or "tflite"; ``failed`` begins the error when the tool raises.
+    """
+    src = Path(src_path)
+    if not src.is_file():
+        raise UserInputError(f"{src}: no such {'ONNX' if fmt == 'onnx' else 'TFLite'} file; "
+                             "export the float model first")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the float file goes beside the destination, not to /tmp: a large model may not fit there
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
-        float_file = export_tflite(model, example_inputs, Path(work) / "float.tflite")
-        with captured(), atomic_path(path) as tmp:
-            from ai_edge_quantizer import quantizer
-
-            try:
-                result = quantizer.Quantizer(str(float_file), recipe).quantize(enable_progress_report=False)
-            except Exception as exc:
-                raise ConversionError(
-                    f"TFLite {scheme} quantization failed (ai-edge-quantizer): {first_line(exc)}") from exc
-            tmp.write_bytes(bytes(result.quantized_model))
-            check_applied(tmp, "tflite", scheme)
+    with captured(), atomic_path(path) as tmp:
+        try:
+            convert(src, tmp)
+        except Exception as exc:
+            raise ConversionError(f"{failed}: {first_line(exc)}") from exc
+        check_applied(tmp, fmt, scheme)
     return path
 
 

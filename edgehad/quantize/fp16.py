@@ -24,21 +24,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgehad.quantize.dynamic import apply_tflite_recipe, rewrite_onnx_file
+from edgehad.quantize.dynamic import apply_tflite_recipe, rewrite_file
 
 
-def tflite_fp16(model, example_inputs: tuple, path: str | Path) -> Path:
-    """Write ``model`` as a .tflite with float16 weights and float32 I/O.
+def tflite_fp16(float_tflite_path: str | Path, path: str | Path) -> Path:
+    """Write a copy of the float .tflite ``float_tflite_path`` with float16 weights and float32 I/O.
 
-    litert-torch converts to float TFLite; ai-edge-quantizer's weight-only
-    ``FLOAT_CASTING`` at 16 bits casts the weights of every op it supports.
+    ai-edge-quantizer's weight-only ``FLOAT_CASTING`` at 16 bits casts the
+    weights of every op it supports.
     """
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
 
     manager = recipe_manager.RecipeManager()
     manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                    num_bits=16, algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
-    return apply_tflite_recipe(model, example_inputs, path, manager.get_quantization_recipe(), "fp16")
+    return apply_tflite_recipe(float_tflite_path, path, manager.get_quantization_recipe(), "fp16")
 
 
 def onnx_fp16(float_onnx_path: str | Path, path: str | Path) -> Path:
@@ -55,4 +55,4 @@ def onnx_fp16(float_onnx_path: str | Path, path: str | Path) -> Path:
         # a path (not a ModelProto) lets it run shape inference on files over 2 GB
         onnx.save(convert_float_to_float16(str(src), keep_io_types=True), str(dst))
 
-    return rewrite_onnx_file(float_onnx_path, path, convert, "fp16", "ONNX fp16 conversion")
+    return rewrite_file(float_onnx_path, path, convert, "onnx", "fp16", "ONNX fp16 conversion failed (onnxruntime)")

@@ -182,7 +182,7 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
         raise UserInputError(
             f"int8 quantization needs a torch.export(strict=True) graph, which failed "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
-            "use --quantize int8-dynamic or fp16, or make the model exportable"
+            "use `quantize` int8-dynamic or fp16, or make the model exportable"
         ) from exc
     strip_eval_dropout(graph)
     fold_gate_affine(graph)

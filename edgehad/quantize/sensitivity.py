@@ -39,7 +39,7 @@ def stem_layer(model) -> str:
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.in_channels <= 4:
             return name
-    raise UserInputError("--keep-float stem: the model has no conv reading 4 channels or fewer")
+    raise UserInputError("`keep_float` stem: the model has no conv reading 4 channels or fewer")
 
 
 def check_layers(model, names: list[str]) -> None:
@@ -47,7 +47,7 @@ def check_layers(model, names: list[str]) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         sample = ", ".join(weighted_layers(model)[:6])
-        raise UserInputError(f"--keep-float: no module named {unknown[0]!r} in the model; layers are e.g. {sample}")
+        raise UserInputError(f"`keep_float`: no module named {unknown[0]!r} in the model; layers are e.g. {sample}")
 
 
 def layer_sensitivity(model, example_inputs, calibration, probe_inputs, progress=None) -> list[dict]:

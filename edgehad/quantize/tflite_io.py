@@ -12,12 +12,12 @@ scale and zero point of each input and output are then in the report and in
 from __future__ import annotations
 
 
-def add_float_io(src: str, dst: str) -> int:
+def add_float_io(src, dst) -> int:
     """Rewrite ``src`` with float32 I/O into ``dst``; returns the number of tensors wrapped."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(src)
+    model = flatbuffer_utils.read_model(str(src))
     graph = model.subgraphs[0]
     quantize = _opcode(model, schema, schema.BuiltinOperator.QUANTIZE)
     dequantize = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE)
@@ -41,7 +41,7 @@ def add_float_io(src: str, dst: str) -> int:
             tensor_map.tensorIndex = new_inputs.get(tensor_map.tensorIndex, tensor_map.tensorIndex)
         for tensor_map in signature.outputs or []:
             tensor_map.tensorIndex = new_outputs.get(tensor_map.tensorIndex, tensor_map.tensorIndex)
-    flatbuffer_utils.write_model(model, dst)
+    flatbuffer_utils.write_model(model, str(dst))
     return len(new_inputs) + len(new_outputs)
 
 

@@ -18,13 +18,12 @@ A rule is one file in this package defining a ``Rule`` subclass decorated with
 from __future__ import annotations
 
 import copy
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.registry import import_submodules
 
 
 class Rule:
@@ -55,9 +54,7 @@ def rule(cls):
 
 
 def rules() -> dict[str, Rule]:
-    if not _RULES:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__)
     return dict(sorted(_RULES.items()))
 
 
@@ -65,7 +62,7 @@ def get_rules(names) -> list[Rule]:
     known = rules()
     names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     if not names:
-        raise UserInputError(f"--rewrite needs a rule name: one of {', '.join(known)}")
+        raise UserInputError(f"no rewrite rule named: give one or more of {', '.join(known)}")
     bad = [n for n in names if n not in known]
     if bad:
         raise UserInputError(f"unknown rewrite rule {bad[0]!r}: valid rules are {', '.join(known)}")

@@ -1,22 +1,15 @@
-"""Stage ``export-onnx``: torch.onnx (dynamo) export of the current model.
+"""Stage ``export-onnx``: torch.onnx (dynamo) export of the current model, as the quantization plan says.
 
-int8 (PT2E graph): exported, then rewritten into the QDQ layout onnxruntime
-fuses (edgehad.quantize.onnx_qdq). int8-dynamic / fp16: the float export is
-passed through onnxruntime's dynamic quantizer / float16 converter.
+Float: the model as it is. int8 (PT2E graph): exported, with the plan's
+post-processing into the QDQ layout onnxruntime fuses. int8-dynamic / fp16: the
+float export, then the plan's onnxruntime pass (dynamic quantizer / float16
+converter); the opset the file ends with is checked, since those tools write
+their own.
 """
 
 from edgehad.core.stage import Context, Option, Stage, register
 from edgehad.export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset, export_onnx
-from edgehad.stages._exporting import add_export, quant_scheme
-
-
-def _int8_layout(proto) -> None:
-    from edgehad.quantize.onnx_qdq import activations_to_uint8, fold_weight_qdq
-
-    fold_weight_qdq(proto)
-    activations_to_uint8(proto)
-    for node in proto.graph.node:  # the exporter's per-node stack traces: a third of a small int8 file
-        del node.metadata_props[:]
+from edgehad.stages._exporting import add_export
 
 
 @register
@@ -26,27 +19,19 @@ class ExportOnnx(Stage):
     summary = "export to ONNX with torch.onnx (dynamo exporter)"
     options = {"opset": Option({"type": "integer", "minimum": MIN_OPSET, "maximum": MAX_OPSET}, DEFAULT_OPSET,
                               f"ONNX opset version: {MIN_OPSET}..{MAX_OPSET}, what torch.onnx writes as asked")}
+    reads = ("model", "example_inputs", "variant", "quantization", "output_names", "sample_inputs")
+    writes = ("files",)
 
     def run(self, artifact, ctx: Context):
-        scheme, opset = quant_scheme(artifact), self.config["opset"]
-        names = artifact.extra.get("output_names")  # set by a stage that knows them (osr: logits, known_score)
+        plan, opset = artifact.quantization, self.config["opset"]
+        file_pass = plan.onnx_file_pass if plan else None
 
-        def write(path):
-            if scheme == "int8":
-                return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, postprocess=_int8_layout,
-                                   output_names=names)
-            if scheme in ("int8-dynamic", "fp16"):
-                from edgehad.quantize import dynamic, fp16
+        def export(path):
+            export_onnx(artifact.model, artifact.example_inputs, path, opset=opset,
+                        postprocess=plan.onnx_postprocess if plan else None, output_names=artifact.output_names)
 
-                float_path = path.with_name(f".{path.stem}.float.onnx")
-                try:
-                    export_onnx(artifact.model, artifact.example_inputs, float_path, opset=opset, output_names=names)
-                    convert = dynamic.onnx_dynamic_int8 if scheme == "int8-dynamic" else fp16.onnx_fp16
-                    written = convert(float_path, path)
-                    check_opset(path, opset)  # the converters write their own opset_import
-                    return written
-                finally:
-                    float_path.unlink(missing_ok=True)
-            return export_onnx(artifact.model, artifact.example_inputs, path, opset=opset, output_names=names)
+        def checked_pass(exported, path):
+            file_pass(exported, path)
+            check_opset(path, opset)
 
-        return add_export(artifact, ctx, "onnx", self.name, write)
+        return add_export(artifact, ctx, "onnx", self.name, export, checked_pass if file_pass else None)

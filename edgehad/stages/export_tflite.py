@@ -1,13 +1,22 @@
-"""Stage ``export-tflite``: litert-torch export of the current model.
+"""Stage ``export-tflite``: litert-torch export of the current model, as the quantization plan says.
 
-int8 (PT2E graph): converted with the quantizer's config (full integer), float
-I/O unless int8 I/O was asked for. int8-dynamic / fp16: litert-torch / AI Edge
-quantizer recipes (edgehad.quantize.dynamic / fp16).
+Float: the model as it is. int8 (PT2E graph): converted with the quantizer's
+config (full integer), then the plan's file pass (float I/O unless int8 I/O was
+asked for). int8-dynamic / fp16: the float export, then the plan's
+ai-edge-quantizer pass (edgehad.quantize.dynamic / fp16).
+
+``layout`` "nhwc" makes 4-D image inputs and outputs channels-last, with no
+TRANSPOSE at the file's I/O, and folds a TRANSPOSE left before a reduction into
+it (edgehad.export.layout). Whatever the layout, the
+final file carries it in its ``edgehad`` metadata, the file's report entry
+has it (``layout``) and so has the report's ``preprocessing``
+(``tflite_layout``), which a bundle hands to the app.
 """
 
-from edgehad.core.stage import Context, Stage, register
+from edgehad.core.stage import Context, Option, Stage, register
+from edgehad.export.layout import LAYOUTS, finish, model_layout
 from edgehad.export.tflite import export_tflite
-from edgehad.stages._exporting import add_export, quant_scheme
+from edgehad.stages._exporting import add_export
 
 
 @register
@@ -15,25 +24,30 @@ class ExportTflite(Stage):
     name = "export-tflite"
     order = 51
     summary = "export to TFLite with litert-torch"
-    options = {}
+    options = {
+        "layout": Option({"enum": list(LAYOUTS)}, "nchw",
+                         "4-D image inputs and outputs: nchw as in PyTorch, or nhwc (channels-last, "
+                         "no TRANSPOSE at the file's I/O)"),
+    }
+    reads = ("model", "example_inputs", "variant", "quantization", "sample_inputs", "preprocessing")
+    writes = ("files", "preprocessing")
 
     def run(self, artifact, ctx: Context):
-        scheme = quant_scheme(artifact)
-        quant = artifact.extra.get("quant") or {}
-
-        def write(path):
-            if scheme == "int8":
-                return export_tflite(artifact.model, artifact.example_inputs, path,
-                                     quant_config=artifact.extra["tflite_quant_config"],
-                                     float_io=not quant.get("int8_io", False))
-            if scheme == "int8-dynamic":
-                from edgehad.quantize.dynamic import tflite_dynamic_int8
-
-                return tflite_dynamic_int8(artifact.model, artifact.example_inputs, path)
-            if scheme == "fp16":
-                from edgehad.quantize.fp16 import tflite_fp16
-
-                return tflite_fp16(artifact.model, artifact.example_inputs, path)
-            return export_tflite(artifact.model, artifact.example_inputs, path)
-
-        return add_export(artifact, ctx, "tflite", self.name, write)
+        plan = artifact.quantization
+        config = plan.tflite_quant_config if plan else None
+        layout = self.config["layout"]
+        record = model_layout(artifact.model, artifact.example_inputs, layout)
+        artifact = add_export(artifact, ctx, "tflite", self.name,
+                              lambda path: export_tflite(artifact.model, artifact.example_inputs, path,
+                                                         quant_config=config, layout=record),
+                              plan.tflite_file_pass if plan else None)
+        file = artifact.files[-1]
+        folded = finish(file.path, record)  # after the file pass, which need not keep metadata
+        if folded:
+            ctx.progress(f"export-tflite: {folded} TRANSPOSE folded into the reduction after it")
+        file.layout = record
+        # an NCHW file without data adds nothing an app must know; otherwise the layout goes with the
+        # normalisation (a copy: the dict is the data splits' own)
+        if artifact.preprocessing or layout != "nchw":
+            artifact.preprocessing = {**(artifact.preprocessing or {}), "tflite_layout": layout}
+        return artifact

@@ -13,10 +13,13 @@ from edgehad.core.stage import Context, Option, Stage, register
 class Finetune(Stage):
     name = "finetune"
     order = 30
-    summary = "finetune: recover accuracy on --data with knowledge distillation from the original"
+    summary = "finetune: recover accuracy on data with knowledge distillation from the original"
     needs_data = True
+    reads = ("model", "data", "original_model", "sparse_layers", "sample_inputs", "original_outputs")
+    writes = ("model",)  # trained in place
     options = {
-        "epochs": Option({"type": "integer", "minimum": 1}, 5, "training epochs (the best validation epoch is kept)"),
+        "epochs": Option({"type": "integer", "minimum": 1}, 20,
+                        "most training epochs (the best validation epoch is kept; patience stops earlier)"),
         "distill": Option({"type": "boolean"}, True, "distil from the original model's logits (else labels only)"),
         "lr": Option({"type": "number", "exclusiveMinimum": 0}, 1e-3, "Adam learning rate (cosine decay)"),
         "batch_size": Option({"type": "integer", "minimum": 1}, 64, "batch size"),
@@ -33,16 +36,16 @@ class Finetune(Stage):
         from edgehad.finetune import finetune
 
         if artifact.data is None:
-            raise UserInputError("--finetune-epochs needs --data: fine-tuning trains on its train split")
+            raise UserInputError("`finetune_epochs` needs `data`: fine-tuning trains on its train split")
         c = self.config
-        sparse = artifact.extra.get("sparse_layers") or []
+        sparse = artifact.sparse_layers
         if sparse:  # unstructured pruning ran: train under W ⊙ (W != 0) so the zeros stay zeros
             from edgehad.prune.masks import apply_element_mask
 
             modules = dict(artifact.model.named_modules())
             for name in sparse:
                 apply_element_mask(modules[name], (modules[name].weight.detach() != 0).float())
-        result = finetune(artifact.model, artifact.data, artifact.extra.get("original_model"), epochs=c["epochs"],
+        result = finetune(artifact.model, artifact.data, artifact.original_model, epochs=c["epochs"],
                           lr=c["lr"], batch_size=c["batch_size"], distill=c["distill"],
                           temperature=c["temperature"], alpha=c["alpha"], patience=c["patience"], seed=c["seed"],
                           progress=ctx.progress)
@@ -52,6 +55,5 @@ class Finetune(Stage):
             remove_masks(artifact.model, keep_masked=True)
         from edgehad.stages.rewrite import moved_from_original
 
-        artifact.extra["stage_info"] = {"finetune": {"distill": c["distill"], **result.as_dict(),
-                                                     "moved": moved_from_original(artifact)}}
+        ctx.record("finetune", {"distill": c["distill"], **result.as_dict(), "moved": moved_from_original(artifact)})
         return artifact

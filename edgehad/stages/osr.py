@@ -7,8 +7,7 @@ those stages describe another function and are refused as stale; ``fit``
 refits them on the train split of --data, on the model as it is here.
 
 int8: the head stays float (this stage adds the ``osr_head`` module to
-``artifact.extra["keep_float_required"]``, which the quantize stage keeps
-float): the cosine's squares, sum, rsqrt and division would lose the score in
+``Artifact.keep_float``, which the quantize stage keeps float): the cosine's squares, sum, rsqrt and division would lose the score in
 int8; only the body is quantized.
 
 The report's ``osr`` entry: where the stats came from, their fingerprint, the
@@ -31,6 +30,8 @@ class Osr(Stage):
     name = "osr"
     order = 35
     summary = "osr: add the COSTARR open-set head; the files gain a second output, known_score"
+    reads = ("model", "example_inputs", "data", "sample_inputs", "original_outputs", "stages", "is_exported_program")
+    writes = ("model", "output_names", "keep_float", "original_outputs")
     options = {
         "stats": Option({"type": "string", "minLength": 1}, FIT,
                         "a stats .npz from `edgehad osr fit`, or 'fit' (fit on the train split of --data)"),
@@ -47,7 +48,7 @@ class Osr(Stage):
             from edgehad.osr.stats import load_stats
 
             if not self.config["stats"]:
-                raise UserInputError("--osr needs a stats .npz (from `edgehad osr fit`) or 'fit'")
+                raise UserInputError("`osr` needs a stats .npz (from `edgehad osr fit`) or 'fit'")
             self.stats = load_stats(self.config["stats"])
 
     @property
@@ -58,7 +59,7 @@ class Osr(Stage):
         from edgehad.osr.head import HEAD_MODULE, OUTPUT_NAMES, OSRHead
 
         if artifact.is_exported_program:
-            raise UserInputError("--osr needs the model as Python code (an nn.Module with its final nn.Linear), "
+            raise UserInputError("`osr` needs the model as Python code (an nn.Module with its final nn.Linear), "
                                  "not a torch.export .pt2 program")
         model = artifact.model
         if self.stats is None:
@@ -68,8 +69,8 @@ class Osr(Stage):
             self._check_fresh(stats, artifact)
         head = OSRHead(model, stats, example_inputs=artifact.example_inputs)
         artifact.model = head
-        artifact.extra["output_names"] = list(OUTPUT_NAMES)            # for the ONNX exporter's output_names
-        artifact.extra.setdefault("keep_float_required", []).append(HEAD_MODULE)  # for the quantize stage
+        artifact.output_names = list(OUTPUT_NAMES)
+        artifact.keep_float[HEAD_MODULE] = "COSTARR head: its cosine and division stay float (int8 would break them)"
         self._extend_original_outputs(artifact, head)
         info = {"stats": source, "fingerprint": stats["fingerprint"], "classifier": stats["classifier"],
                 "classes": int(stats["mu"].shape[0]), "features": int(stats["mu"].shape[1]),
@@ -81,7 +82,7 @@ class Osr(Stage):
 
             ctx.progress("osr: exporting with and without the head to count its ops and time it")
             info["added"] = measure_head(model, head, artifact.example_inputs)
-        artifact.extra["stage_info"] = {"osr": info}
+        ctx.record("osr", info)
         return artifact
 
     def _fit(self, artifact, ctx) -> tuple[dict, str]:
@@ -90,7 +91,7 @@ class Osr(Stage):
         from edgehad.osr.stats import fit_stats
 
         if artifact.data is None:
-            raise UserInputError("--osr fit needs --data SPEC: the statistics are fitted on its train split")
+            raise UserInputError("`osr` fit needs `data`: the statistics are fitted on its train split")
         x, y = artifact.data.train
         ctx.progress(f"osr: fitting COSTARR statistics on {artifact.data.spec} train split")
         stats = fit_stats(artifact.model, np.asarray(x), None if y is None else np.asarray(y),
@@ -105,14 +106,14 @@ class Osr(Stage):
         path = self.config["stats"]
         try:
             check_stats(stats, artifact.model, path=f"the stats in {path}")
-        except UserInputError as exc:
+        except UserInputError:
             changed = [s["name"] for s in artifact.stages if s["name"] in CHANGES_FUNCTION]
             if not changed:
                 raise
             raise UserInputError(
-                f"--osr {path}: stale statistics: {', '.join(changed)} ran before the head and changed the model, "
+                f"`osr` {path}: stale statistics: {', '.join(changed)} ran before the head and changed the model, "
                 f"so they no longer match it ({_mismatch(stats, artifact.model)}); "
-                "use --osr fit with --data SPEC to fit them on the model after those stages"
+                "use `osr` fit with `data` to fit them on the model after those stages"
             ) from None
 
     @staticmethod
@@ -120,11 +121,11 @@ class Osr(Stage):
         """The original model has no score: for "vs original" figures its score is the float head's."""
         from edgehad.export.verify import torch_outputs
 
-        original = artifact.extra.get("original_outputs")
+        original = artifact.original_outputs
         if original is None or artifact.sample_inputs is None:
             return
         now = torch_outputs(head, artifact.sample_inputs)
-        artifact.extra["original_outputs"] = [list(o[:1]) + list(n[1:]) for o, n in zip(original, now)]
+        artifact.original_outputs = [list(o[:1]) + list(n[1:]) for o, n in zip(original, now)]
 
 
 def _mismatch(stats, model) -> str:

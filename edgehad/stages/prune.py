@@ -2,7 +2,7 @@
 
 The torch model is replaced by a physically smaller copy whose outputs equal
 the masked model's; the report states exactly what was removed, the cost
-before/after and, with --data, the accuracy right after pruning (before any
+before/after and, with data, the accuracy right after pruning (before any
 fine-tuning).
 """
 
@@ -16,11 +16,13 @@ class Prune(Stage):
     name = "prune"
     order = 20
     summary = "prune: remove output channels of coupled layer groups (masks, then compaction)"
+    reads = ("model", "example_inputs", "sample_inputs", "data", "original_model", "is_exported_program")
+    writes = ("model", "sparse_layers")
     options = {
         "ratio": Option({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, 0.5,
                         "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
         "criterion": Option({"type": "string", "minLength": 1}, "magnitude",
-                            "magnitude, bn-scale, taylor or learned (the last two need --data)"),
+                            "magnitude, bn-scale, taylor or learned (the last two need data)"),
         "scope": Option({"enum": ["layer", "global"]}, "layer",
                         "layer: the same ratio in every group; global: rank all channels together"),
         "target": Option({"enum": ["channels", "macs", "params"]}, "channels",
@@ -33,7 +35,7 @@ class Prune(Stage):
         "steps": Option({"type": "integer", "minimum": 1}, 1,
                         "1: one-shot; N > 1: gradual, N rounds with fine-tuning between them"),
         "step_epochs": Option({"type": "integer", "minimum": 0}, 2,
-                              "gradual: fine-tuning epochs after each round but the last (needs --data)"),
+                              "gradual: fine-tuning epochs after each round but the last (needs data)"),
         "latency": Option({"type": "boolean"}, True,
                           "measure original vs pruned exports (fp32) in onnxruntime and LiteRT"),
         "samples": Option({"type": "integer", "minimum": 1}, 256, "train samples a data-driven criterion uses"),
@@ -48,8 +50,8 @@ class Prune(Stage):
         from edgehad.core.errors import UserInputError
 
         if self.config["structure"] == "elements" and self.config["criterion"] != "magnitude":
-            raise UserInputError("--prune-structure elements ranks weights by magnitude only: "
-                                 "drop --prune-criterion or use channels")
+            raise UserInputError("`prune_structure` elements ranks weights by magnitude only: "
+                                 "drop `prune_criterion` or use channels")
 
     @property
     def needs_data(self) -> bool:
@@ -73,7 +75,7 @@ class Prune(Stage):
         ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({settings.scope})")
         result = prune_gradually(artifact.model, artifact.example_inputs, settings, steps=self.config["steps"],
                                  step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
-                                 data=artifact.data, teacher=artifact.extra.get("original_model"),
+                                 data=artifact.data, teacher=artifact.original_model,
                                  progress=ctx.progress)
         artifact.model = result.model
         info = {
@@ -102,12 +104,11 @@ class Prune(Stage):
             # A temporary folder of its own: the staging folder's contents become --out, and these
             # throwaway exports must not land there.
             with tempfile.TemporaryDirectory(prefix="edgehad-prune-latency-") as tmp:
-                info["latency"] = compare_latency(artifact.extra.get("original_model", artifact.model),
+                info["latency"] = compare_latency(artifact.original_model or artifact.model,
                                                   result.model, artifact.example_inputs, Path(tmp))
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
-        artifact.extra["stage_info"] = {"pruning": info}
+        ctx.record("pruning", info)
         return artifact
-
 
     def _elements(self, artifact, ctx, settings):
         from edgehad.cost import count_macs, count_params
@@ -131,9 +132,8 @@ class Prune(Stage):
             info["val_accuracy_after_prune"] = accuracy
         for note in result.notes:
             ctx.progress(f"prune: {note}")
-        artifact.extra["stage_info"] = {"pruning": info}
-        artifact.extra["zipped_sizes"] = True
-        artifact.extra["sparse_layers"] = [r["layer"] for r in result.layers]  # fine-tuning keeps their zeros
+        ctx.record("pruning", info)
+        artifact.sparse_layers = [r["layer"] for r in result.layers]
         return artifact
 
 

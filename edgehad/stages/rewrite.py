@@ -15,6 +15,8 @@ class Rewrite(Stage):
     name = "rewrite"
     order = 10
     summary = "rewrite: replace structures with Hadamard-product blocks (attention -> AFT, FFN -> GLU, ...)"
+    reads = ("model", "example_inputs", "sample_inputs", "original_outputs")
+    writes = ("model",)
     options = {
         "rules": Option({"type": "string"}, "", "rule names, comma-separated (edgehad rewrite --list)"),
         "strict": Option({"type": "boolean"}, False, "fail when a rule matched nothing (otherwise a warning says why)"),
@@ -40,13 +42,13 @@ class Rewrite(Stage):
             why = r.note or "; ".join(f"{n}: {reason}" for n, reason in list(r.skipped.items())[:3])
             if self.config["strict"]:
                 raise UserInputError(f"rule {r.rule} matched nothing it could rewrite ({why}); "
-                                     "drop --strict to go on without it")
+                                     "drop `strict` to go on without it")
             ctx.progress(f"warning: rewrite: {r.rule} rewrote nothing ({why})")
         artifact.model = model
         after = {"params": count_params(model), "macs": count_macs(model, artifact.example_inputs)}
         info = {"rules": [r.as_dict() for r in reports], "params": [before["params"], after["params"]],
                 "macs": [before["macs"], after["macs"]], "moved": moved_from_original(artifact)}
-        artifact.extra["stage_info"] = {"rewrite": info}
+        ctx.record("rewrite", info)
         return artifact
 
 
@@ -54,7 +56,7 @@ def moved_from_original(artifact) -> dict | None:
     """Cosine and max abs error of the current torch model against the original, on the sample inputs."""
     from edgehad.export.verify import compare, torch_outputs
 
-    original = artifact.extra.get("original_outputs")
+    original = artifact.original_outputs
     if original is None:
         return None
     p = compare(original, torch_outputs(artifact.model, artifact.sample_inputs))

@@ -2,7 +2,15 @@
 
 Each file is compared with the torch model it was exported from (the
 reference recorded at export time) and, for the report, with the original
-model. Over tolerance fails the conversion with the numbers.
+model. Over tolerance fails the conversion with the numbers. A channels-last
+(NHWC) TFLite file is fed the transposed inputs and its NHWC outputs are
+transposed back before comparing (the file's ``layout``), here and for top-1.
+
+Accuracy is judged, not only parity: with data and a classifier, top-1 on the
+validation split is measured for the original model and for every file, and a
+file more than ``max_accuracy_drop`` points below the original fails the run
+(a pruned model can match its own torch graph exactly and still have lost
+its accuracy).
 """
 
 from edgehad.core.errors import ConversionError
@@ -15,6 +23,8 @@ class Verify(Stage):
     name = "verify"
     order = 60
     summary = "run each exported file in onnxruntime / LiteRT and compare with the torch model"
+    reads = ("files", "sample_inputs", "original_outputs", "original_model", "data", "model", "variant", "stages")
+    writes = ("files",)  # each file's parity and task accuracy
     options = {
         "rtol": Option({"type": "number", "minimum": 0}, FLOAT_RTOL,
                        "float tolerance: max_abs <= rtol * max(1, max|y|)"),
@@ -22,17 +32,20 @@ class Verify(Stage):
         "min_cosine": Option({"type": "number", "minimum": 0, "maximum": 1}, 0.99,
                              "quantized files: least output cosine against the quantized torch model"),
         "metric_samples": Option({"type": "integer", "minimum": 1}, 1000,
-                                 "with --data: validation samples for the task metric"),
+                                 "with data: validation samples for the task metric"),
+        "max_accuracy_drop": Option({"type": "number", "minimum": 0, "maximum": 100}, 1.0,
+                                    "with data: most top-1 points a file may lose against the original model"),
     }
 
     def run(self, artifact, ctx: Context):
         failures = []
-        original = artifact.extra.get("original_outputs")
+        original = artifact.original_outputs
         for f in artifact.files:
             if f.parity is not None:
                 continue
             ctx.progress(f"verify: {f.path.name} in {'onnxruntime' if f.format == 'onnx' else 'LiteRT'}")
-            actual = runtime_outputs(str(f.path), artifact.sample_inputs, threads=self.config["threads"])
+            actual = runtime_outputs(str(f.path), artifact.sample_inputs, threads=self.config["threads"],
+                                     layout=f.layout)
             parity = compare(f.reference, actual, rtol=self.config["rtol"])
             f.parity = parity.to_dict()
             if f.variant != "float":
@@ -45,46 +58,79 @@ class Verify(Stage):
                 if original is not None:
                     f.parity["vs_original"] = compare(original, actual, rtol=self.config["rtol"]).to_dict()
             if not f.parity["passed"]:
-                failures.append(f"{f.format} ({f.variant}): {parity.describe()}")
+                key = "rtol" if f.variant == "float" else "min_cosine"  # the floor this file was judged by
+                failures.append(f"{f.format} ({f.variant}): {parity.describe()} (floor: [verify] {key})")
         if failures:
             raise ConversionError("verification failed: " + "; ".join(failures))
         metric = task_metric(artifact, self.config["metric_samples"], self.config["threads"])
-        if metric:
-            artifact.extra["stage_info"] = {"task_metric": metric}
+        ctx.record("task_metric", metric)
+        if metric.get("measured"):
+            check_accuracy(artifact, metric, self.config["max_accuracy_drop"])
         return artifact
 
 
-def task_metric(artifact, limit: int, threads: int) -> dict | None:
+def check_accuracy(artifact, metric: dict, max_drop: float) -> None:
+    """Fail when a file's top-1 is more than ``max_drop`` points below the original model's."""
+    original = metric.get("original")
+    if original is None:
+        return
+    metric["max_drop_points"] = max_drop
+    worst = min(artifact.files, key=lambda f: f.parity["task_accuracy"], default=None)
+    if worst is None:
+        return
+    drop = 100 * (original - worst.parity["task_accuracy"])
+    if drop <= max_drop + 1e-9:
+        return
+    changed = [s["name"] for s in artifact.stages if s["name"] in ("rewrite", "prune")]
+    finetuned = any(s["name"] == "finetune" for s in artifact.stages)
+    if changed and not finetuned:
+        fix = "recover it with `finetune_epochs` N"
+    elif changed:
+        fix = "fine-tune longer (`finetune_epochs`), prune less (`prune`)"
+    else:
+        fix = "keep the layers that lose it float (`keep_float` auto)"
+    raise ConversionError(
+        f"accuracy: {worst.format} ({worst.variant}) has top-1 {100 * worst.parity['task_accuracy']:.1f}% on "
+        f"{metric['samples']} {metric['data']} val samples against {100 * original:.1f}% for the original model, "
+        f"{drop:.1f} points lower (allowed: {max_drop:g}); {fix}, or allow more with `max_accuracy_drop` "
+        "([verify] max_accuracy_drop)")
+
+
+def task_metric(artifact, limit: int, threads: int) -> dict:
     """Top-1 accuracy on the validation split of the original model, the current torch model and each file.
 
-    Only for classifiers fed by --data: one input, a [1, C] first output and labels below C.
+    Only for classifiers fed by data: one input, a [1, C] first output and labels below C.
+    Otherwise ``{"measured": False, "reason": ...}``.
     """
     import numpy as np
 
     from edgehad.export.verify import runtime_outputs, torch_outputs
     from edgehad.finetune import top1_accuracy
 
-    if artifact.data is None or len(artifact.example_inputs) != 1:
-        return None
+    if artifact.data is None:
+        return {"measured": False, "reason": "no data given"}
+    if len(artifact.example_inputs) != 1:
+        return {"measured": False, "reason": "the model takes more than one input"}
     x, y = artifact.data.val
     x, y = np.asarray(x)[:limit], np.asarray(y)[:limit]
     inputs = [(x[i:i + 1].astype(artifact.example_inputs[0].numpy().dtype),) for i in range(len(x))]
     current = torch_outputs(artifact.model, inputs[:1])  # enough to tell whether it is a classifier
     first = current[0][0]
     if first.ndim != 2 or first.shape[0] != 1 or first.shape[1] <= int(y.max()):
-        return None
+        return {"measured": False, "reason": f"not a classifier of the data's labels (first output {list(first.shape)})"}
     current += torch_outputs(artifact.model, inputs[1:])
 
     def accuracy(outputs) -> float:
         return round(top1_accuracy(np.stack([np.ravel(o[0]) for o in outputs]), y), 6)
 
-    result = {"name": "top1_accuracy", "split": "val", "samples": len(inputs)}
-    original = artifact.extra.get("original_model")
+    result = {"measured": True, "name": "top1_accuracy", "split": "val", "samples": len(inputs),
+              "data": artifact.data.spec}
+    original = artifact.original_model
     if original is not None:
         result["original"] = accuracy(torch_outputs(original, inputs))
     result[f"torch_{artifact.variant}"] = accuracy(current)
     for f in artifact.files:
-        acc = accuracy(runtime_outputs(str(f.path), inputs, threads=threads))
+        acc = accuracy(runtime_outputs(str(f.path), inputs, threads=threads, layout=f.layout))
         result[f"{f.format}_{f.variant}"] = acc
         f.parity["task_accuracy"] = acc
     return result

@@ -38,6 +38,9 @@ def test_json_stdout_is_exactly_one_document(converted):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)  # litert-torch's progress lines must not be on stdout
     assert REPORT_KEYS <= set(report)
+    # ... while edgehad's own progress still reaches stderr with --json: one line per stage
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("… stage ")] == \
+        ["… stage export-onnx", "… stage export-tflite", "… stage verify"]
     assert [s["name"] for s in report["stages"]] == ["export-onnx", "export-tflite", "verify"]
     for stage in report["stages"]:
         assert stage["params"] == 8 * 9 + 8 + 8 * 64 * 10 + 10
@@ -99,6 +102,8 @@ def test_human_output_and_python_m(model_file, tmp_path, cli):
     result = cli("convert", f"{model_file}:net", "--format", "onnx", "--out", tmp_path / "o")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model.onnx" in result.stdout and "yes" in result.stdout
+    # no data: the summary says that accuracy was not judged, and how to judge it
+    assert "accuracy: not measured (no data given); give --data to judge it" in result.stdout
     assert not (tmp_path / "o" / "model.tflite").exists()
 
 

@@ -74,7 +74,7 @@ def test_a_factory_calling_sys_exit_is_exit_2_with_a_line(cli, odd, tmp_path):
 
 @pytest.mark.parametrize("shape", ["100000x100000x100000", "1x1x200000x200000"])
 def test_an_input_shape_larger_than_ram_is_refused_before_allocating(odd, shape):
-    with pytest.raises(UserInputError, match=rf"--input-shape {shape} needs [\d,.]+ GiB, more than "
+    with pytest.raises(UserInputError, match=rf"`input_shape` {shape} needs [\d,.]+ GiB, more than "
                                              r"this machine's [\d,.]+ GiB of RAM"):
         load_model(f"{odd}:linear", input_shapes=[shape])
 

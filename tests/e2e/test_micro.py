@@ -15,21 +15,48 @@ from tests.conftest import run_cli
 from tests.e2e.test_cli_convert import assert_clean_error
 
 KEYS = {"path", "tflm_version", "size_bytes", "ops", "resolver", "unsupported", "float_model", "warning", "samples",
-        "inputs_drawn", "parity", "arena", "target", "problems"}
+        "inputs_drawn", "input_shapes", "parity", "arena", "target", "problems"}
 FOUND_KEYS = {"min_bytes", "recommended_bytes", "margin", "resolution_bytes", "lower_bound_bytes",
               "tflm_recorded_bytes", "probes", "host_note"}
 DIGITS_RESOLVER = ["AddConv2D", "AddDepthwiseConv2D", "AddDequantize", "AddFullyConnected", "AddMaxPool2D",
                    "AddMean", "AddQuantize", "AddReshape", "AddTranspose"]
 DIGITS32 = "digits?size=32&channels=3"
-# int8 zoo models small enough to convert in a test. calib="random" where the random-weight model
-# survives the converter's int8 check; the gated models use their digits weights and real data.
+# How each zoo model becomes an int8 file here, at a size small enough for a test. Every registered
+# model is tested (test_every_int8_zoo_model enumerates the zoo); one not listed gets DEFAULT_INT8. calib="random"
+# where the random-weight model survives the converter's int8 check; the gated models use their digits
+# weights and real data. "loose": the random-weight MobileNets miss the converter's bar (file against the
+# quantized torch model, cosine >= 0.99; measured 0.975-0.98 for mobilenet_v1_025, 0.94 for mobilenet_v2 at
+# width 0.35, 64 px), so they are converted with LOOSE_RECIPE: these tests are about TFLM, not that bar.
+DEFAULT_INT8 = {"calib": "random"}
 INT8 = {
     "digits_cnn": {"data": "digits"},
     "resnet8": {"calib": "random"},
     "ds_cnn": {"calib": "random"},
     "mobilenet_v3_small": {"model_args": {"pretrained": "digits"}, "data": DIGITS32},
     "efficientnet_b0": {"model_args": {"pretrained": "digits"}, "data": DIGITS32},
+    "fc_autoencoder": {"calib": "random"},
+    "mobilenet_v1_025": {"loose": True, "formats": ["tflite"]},
+    "mobilenet_v2": {"loose": True, "formats": ["tflite"],
+                     "model_args": {"width_mult": 0.35, "num_classes": 10, "input_size": 64}},
+    "transformer_encoder": {"calib": "random", "formats": ["tflite"],
+                            "model_args": {"seq_len": 16, "dim": 32, "heads": 4, "depth": 1}},
+    "digits_transformer": {"data": "digits", "formats": ["tflite"]},
 }
+LOOSE_RECIPE = """name = "int8-loose"
+description = "int8 for the micro tests: random calibration, a lower cosine bar"
+[stages.quantize]
+scheme = "int8"
+calib = "random"
+[stages.export-tflite]
+[stages.verify]
+min_cosine = 0.9
+"""
+# int8 zoo files with ops TFLM has no kernel for (measured): micro names them and exits 1
+TFLM_LACKS = {"transformer_encoder": ["GELU"], "digits_transformer": ["GELU"]}
+# TFLM against LiteRT's reference kernels, beyond the one-step bar (measured): on fc_autoencoder the two round
+# one requantization of its 4th FULLY_CONNECTED differently on some inputs (one step), and the 7 layers
+# after it grow that to 2 steps at the output. Asserted, so that a fix (or a worse drift) shows here.
+PARITY_STEPS = {"fc_autoencoder": 2.0}
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +73,11 @@ def zoo(tmp_path_factory, request):
             return request.getfixturevalue("digits_files")[variant] / "model.tflite"
         if key not in done:
             out = root / f"{name}-{quantize or 'float'}{'-io' if int8_io else ''}"
-            kwargs = dict(INT8[name]) if quantize else {"data": "digits"} if name == "digits_cnn" else {}
+            kwargs = (dict(INT8.get(name, DEFAULT_INT8)) if quantize
+                      else {"data": "digits"} if name == "digits_cnn" else {})
+            if kwargs.pop("loose", False):
+                (root / "loose.toml").write_text(LOOSE_RECIPE)
+                kwargs["recipe"] = str(root / "loose.toml")
             edgehad.convert(f"zoo:{name}", quantize=quantize, int8_io=int8_io or None, out=out, **kwargs)
             done[key] = out / "model.tflite"
         return done[key]
@@ -89,7 +120,7 @@ def assert_found_arena_is_tight(path: Path, arena: dict, tmp: Path):
     ok = run_probe(path, arena["min_bytes"], npz)
     assert ok.works, ok.reason
     less = run_probe(path, int(arena["min_bytes"] * 0.9), npz)
-    assert not less.works and less.allocation_failure, less
+    assert not less.works, less  # in TFLM's words or others (fc_autoencoder's are "kernel_util.cc:516 ...")
     # and the bisection's last failing size, just below the minimum, fails too
     below = run_probe(path, arena["min_bytes"] - arena["resolution_bytes"], npz)
     assert not below.works, below
@@ -146,23 +177,84 @@ def test_tflm_outputs_equal_litert_reference_kernels(digits8, tmp_path):
         np.testing.assert_array_equal(tflm[s], ref)  # the same integer arithmetic: bit for bit
 
 
+def _zoo_models() -> list[str]:
+    from edgehad.zoo import list_models
+
+    return list_models()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v3_small", "efficientnet_b0"])
-def test_int8_zoo_models(name, zoo, tmp_path):
+@pytest.mark.parametrize("name", _zoo_models())
+def test_every_int8_zoo_model(name, zoo, tmp_path):
+    """Every zoo model as int8: TFLM has its kernels (or micro names the missing ones), --find-arena finds an
+    arena that runs while one resolution step less does not, and the outputs match LiteRT's (issue #15)."""
     from edgehad.micro.ops import model_ops, resolver_entries, unsupported_ops
 
     path = zoo(name)
     ops = model_ops(path)
-    # every int8 zoo model runs under TFLM (a folded hard-sigmoid gate used to leave a RELU_0_TO_1,
-    # which TFLM has no kernel for: quantize/pt2e.drop_saturating_gate_clamps removes it)
-    assert unsupported_ops(ops) == [], ops
+    # a folded hard-sigmoid gate used to leave a RELU_0_TO_1, which TFLM has no kernel for:
+    # quantize/pt2e.drop_saturating_gate_clamps removes it
+    assert unsupported_ops(ops) == TFLM_LACKS.get(name, []), ops
     result = run_cli("micro", path, "--find-arena", "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    r = json.loads(result.stdout)
+    if name in TFLM_LACKS:
+        assert_clean_error(result, f"TFLM has no kernel for {', '.join(TFLM_LACKS[name])}:", code=1)
+        return
+    r = json.loads(result.stdout)  # the document comes with exit 1 too
     assert r["ops"] == ops and r["resolver"] == resolver_entries(ops) and len(r["resolver"]) == len(ops)
-    assert r["parity"]["passed"] and r["parity"]["max_steps"] <= 1, r["parity"]
-    assert r["float_model"] is False and r["problems"] == []
+    assert r["float_model"] is False
     assert_found_arena_is_tight(path, r["arena"], tmp_path)
+    p = r["parity"]
+    if name in PARITY_STEPS:
+        assert not p["passed"] and p["max_steps"] == PARITY_STEPS[name], p
+        assert result.returncode == 1 and len(r["problems"]) == 1
+        assert r["problems"][0].startswith("TFLM's outputs differ from LiteRT's reference kernels beyond the bar")
+    else:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert p["passed"] and p["max_steps"] <= 1 and r["problems"] == [], p
+
+
+@pytest.mark.slow
+def test_a_failure_in_other_words_below_a_working_size_does_not_fit(zoo, tmp_path):
+    """Issue #15: the int8 fc_autoencoder works with 64 KiB, and at TFLM's own count of that run (19,968 bytes)
+    it fails with a kernel's check, not an allocator message. The search takes that for "does not fit"."""
+    from edgehad.micro.arena import find_arena, run_probe
+
+    path = zoo("fc_autoencoder")
+    npz = _inputs(path, tmp_path, samples=1)
+    top = run_probe(path, 64 * 1024, npz)
+    assert top.works and top.recorded_bytes == 19_968
+    p = run_probe(path, top.recorded_bytes, npz)
+    assert not p.works and not p.allocation_failure, p
+    assert p.reason == ("tensorflow/lite/micro/kernels/kernel_util.cc:516 false was not true. / tflm error: TFLM "
+                        "failed to allocate tensors")
+    said = []
+    arena = find_arena(path, npz, lower=640, start=64 * 1024, progress=said.append)
+    assert arena["min_bytes"] == 22_288 and arena["recommended_bytes"] == 24 * 1024, arena
+    assert said[:2] == ["arena 65,536 bytes (64.0 KiB): works", "arena 19,968 bytes (19.5 KiB): does not fit"]
+    assert run_probe(path, 22_288 - 16, npz).works is False  # the minimum to the byte alignment
+    # one size, asked for: too small, not "TFLM cannot run it" (the cap, probed once, works)
+    result = run_cli("micro", path, "--arena-kb", "19.5", "--json")
+    assert result.returncode == 1 and "not for lack of memory" not in result.stderr
+    r = json.loads(result.stdout)
+    assert r["arena"] == {**r["arena"], "requested_bytes": 19_968, "works": False} and r["parity"] is None
+    assert r["problems"][0].startswith(f"the model does not run with a 19.5 KiB arena ({p.reason}): try a larger")
+
+
+def test_a_model_fault_is_told_at_the_largest_size(tmp_path):
+    """A failure at every size is the model's: one probe at the cap decides, and TFLM's message is reported."""
+    from edgehad.micro.arena import ArenaSearchError, first_working
+    from tests.e2e.test_micro_bad_input import _mutated
+
+    path = tmp_path / "scales.tflite"
+    path.write_bytes(_mutated("weight_scales"))  # two weight scales for one output channel: TFLM refuses it
+    said = []
+    with pytest.raises(ArenaSearchError) as caught:
+        first_working(path, _inputs(path, tmp_path, samples=1), start=4096, cap=1024 * 1024, progress=said.append)
+    assert [m.split(":")[0] for m in said] == ["arena 4,096 bytes (4.0 KiB)", "arena 1,048,576 bytes (1,024.0 KiB)"]
+    assert not caught.value.probe.allocation_failure and caught.value.probe.bytes == 1024 * 1024
+    assert str(caught.value).startswith(f"{path}: TFLM cannot run it even with a 1,048,576 bytes (1,024.0 KiB) "
+                                        f"arena (the largest tried), so not for lack of memory: ")
+    assert caught.value.probe.reason in str(caught.value)
 
 
 def test_float_model_runs_and_warns(zoo, tmp_path):

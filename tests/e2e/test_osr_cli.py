@@ -41,10 +41,10 @@ def fitted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(fitted, tmp_path_factory):
     _, stats = fitted
-    png = tmp_path_factory.mktemp("plot") / "oscr.png"
+    svg = tmp_path_factory.mktemp("plot") / "oscr.svg"
     result = run_cli("osr", "eval", "zoo:digits_cnn", "--stats", stats, "--known", KNOWN, "--unknown", UNKNOWN,
-                     "--plot", png, "--json")
-    return result, png
+                     "--plot", svg, "--json")
+    return result, svg
 
 
 def test_fit_json(fitted):
@@ -71,7 +71,7 @@ def test_fit_text(tmp_path):
 
 
 def test_eval_json_and_plot(evaluated, fitted):
-    result, png = evaluated
+    result, svg = evaluated
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(result.stdout)
     assert set(doc) == EVAL_KEYS and doc["source"] == "torch" and doc["split"] == "val"
@@ -97,12 +97,89 @@ def test_eval_json_and_plot(evaluated, fitted):
     for name, fn in (("costarr", scores.costarr), ("post_only", scores.post_only)):
         s = np.r_[fn(fk, zk, W, st), fn(fu, zu, W, st)]
         assert doc["scores"][name]["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
-    assert doc["plot"] == str(png)
-    from PIL import Image
+    assert doc["plot"] == str(svg)
+    import xml.etree.ElementTree as ET
 
-    img = Image.open(png)
-    assert img.format == "PNG" and img.size == (800, 600)
-    assert (np.asarray(img.convert("L")) < 128).mean() > 0.005
+    # one curve per score with numbers, a point per threshold: an OSCR curve of n known and m unknown
+    # samples has at most n + m + 1 points, and starts at FPR 0 (left edge) and ends at FPR 1 (right edge)
+    from edgehad.osr.plot import LEFT, RIGHT, WIDTH
+
+    root = ET.parse(svg).getroot()
+    lines = root.findall("{http://www.w3.org/2000/svg}polyline[@class='curve']")
+    assert [p.get("data-score") for p in lines] == [n for n in SCORES if doc["scores"][n] is not None]
+    for line in lines:
+        assert float(line.get("data-auoscr")) == pytest.approx(doc["scores"][line.get("data-score")]["auoscr"],
+                                                                rel=1e-5)
+        xs = [float(xy.split(",")[0]) for xy in line.get("points").split()]
+        assert 2 <= len(xs) <= 217 + 143 + 1
+        assert xs[0] == pytest.approx(LEFT, abs=0.01) and xs[-1] == pytest.approx(WIDTH - RIGHT, abs=0.01)
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("warning: ")]
+
+
+def test_unknown_classes_in_the_fit_warn(evaluated, fitted):
+    """Stats fitted on all ten digits, 6-9 then called unknown: one warning line naming them (issue #15)."""
+    result, _ = evaluated
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _warnings(result.stderr) == [
+        f"warning: unknown classes 6, 7, 8, 9 of {UNKNOWN!r} were known when {fitted[1]} was fitted (on digits "
+        f"classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9): COSTARR scores them as known, so these numbers do not measure "
+        f"open-set recognition; refit on the known classes only (--data {KNOWN!r})"]
+    json.loads(result.stdout)  # stdout is still exactly one JSON document
+
+
+@pytest.fixture(scope="module")
+def fitted_known(tmp_path_factory):
+    """The README's example: statistics of the known classes 0-5 only."""
+    out = tmp_path_factory.mktemp("osr-known") / "known.npz"
+    return run_cli("osr", "fit", "zoo:digits_cnn", "--data", KNOWN, "--out", out, "--json"), out
+
+
+def test_readme_example_fits_the_known_classes_only(fitted_known):
+    result, stats = fitted_known
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _warnings(result.stderr) == ["warning: classes 6, 7, 8, 9 are not in the fit data: excluded from the "
+                                        "known set (inputs predicted as one of them score 0)"]
+    doc = json.loads(result.stdout)
+    assert doc["samples"] == doc["correct"] == 866 and doc["excluded"] == [6, 7, 8, 9]
+    from edgehad.osr.stats import load_stats
+
+    st = load_stats(stats)
+    assert st["fit_source"] == "digits" and st["fit_classes"].tolist() == [0, 1, 2, 3, 4, 5]
+    ev = run_cli("osr", "eval", "zoo:digits_cnn", "--stats", stats, "--known", KNOWN, "--unknown", UNKNOWN, "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert _warnings(ev.stderr) == []
+    scores = json.loads(ev.stdout)["scores"]
+    # measured (README): COSTARR AUROC 0.9976, FPR@95TPR 0.0, AUOSCR 0.9954. digits_cnn was trained on all ten
+    # digits and predicts 6-9 as 6-9, which the known-only stats exclude (score 0); MSP, MaxLogit and Energy
+    # do not read the stats and stay at 0.57-0.59, as with the stats of all ten digits
+    assert scores["costarr"]["auroc"] > 0.97 and scores["costarr"]["fpr95"] < 0.05
+    assert scores["costarr"]["auoscr"] > 0.97
+    assert scores["msp"]["auroc"] < 0.65 and scores["energy"]["auroc"] < 0.65
+
+
+def test_unknown_class_warning_names_only_the_shared_classes(fitted_known, tmp_path):
+    _, stats = fitted_known
+    args = ("osr", "eval", "zoo:digits_cnn", "--known", KNOWN, "--unknown", "digits?classes=9,5", "--json")
+    result = run_cli(*args, "--stats", stats)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # 'digits?classes=9,5' relabels 9 -> 0 and 5 -> 1: the check reads the digits, so it names 5, not 1
+    assert _warnings(result.stderr) == [
+        f"warning: unknown class 5 of 'digits?classes=9,5' was known when {stats} was fitted (on digits classes 0, "
+        f"1, 2, 3, 4, 5): COSTARR scores it as known, so these numbers do not measure open-set recognition; refit "
+        f"on the known classes only (--data {KNOWN!r})"]
+    # a stats file from before the record (no fit_source / fit_classes) cannot tell: no warning, same scores
+    from edgehad.osr.stats import ARRAY_KEYS
+
+    with np.load(stats, allow_pickle=False) as archive:
+        assert {"fit_source", "fit_classes"} <= set(archive.files)
+        old = tmp_path / "old.npz"
+        np.savez(old, **{k: archive[k] for k in ARRAY_KEYS})
+    before = run_cli(*args, "--stats", old)
+    assert before.returncode == 0 and _warnings(before.stderr) == []
+    assert json.loads(before.stdout)["scores"] == json.loads(result.stdout)["scores"]
 
 
 def test_eval_text(fitted):

@@ -121,7 +121,7 @@ def test_agent_errors_are_json(tmp_path):
     ("missing", "missing.onnx: no such file"),
     ("txt", "profile supports .onnx (onnxruntime) and .tflite (LiteRT) files"),
     ("runs0", "--runs must be an integer in [1, 10000000], got 0"),
-    ("corrupt", "ort cannot load this model"),
+    ("corrupt", "corrupt.onnx is not a valid ONNX file"),  # read for its inputs before any agent starts
 ])
 def test_bad_inputs_exit_2_with_one_error_line(case, message, models, tmp_path):
     if case == "missing":

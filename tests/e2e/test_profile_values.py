@@ -75,9 +75,9 @@ def test_python_api_gets_the_same_check(relu):
     from edgehad.api import profile
     from edgehad.core.errors import UserInputError
 
-    with pytest.raises(UserInputError, match=r"^--seconds must be a number in \(0, 86400\], got NaN$"):
+    with pytest.raises(UserInputError, match=r"^`seconds` must be a number in \(0, 86400\], got NaN$"):
         profile([relu], seconds=float("nan"))
-    with pytest.raises(UserInputError, match=r"^--threads must be an integer in \[1, 1024\], got true$"):
+    with pytest.raises(UserInputError, match=r"^`threads` must be an integer in \[1, 1024\], got true$"):
         profile([relu], threads=True)
 
 

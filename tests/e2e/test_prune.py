@@ -18,8 +18,8 @@ def _stage(report, name):
 @pytest.fixture(scope="module")
 def digits_pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("pruned") / "out"
-    result = run_cli("convert", "zoo:digits_cnn", "--data", "digits", "--prune", "0.5", "--finetune-epochs", "15",
-                     "--out", str(out), "--json")
+    # no --finetune-epochs: with data, pruning is followed by recovery by default
+    result = run_cli("convert", "zoo:digits_cnn", "--data", "digits", "--prune", "0.5", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), out
 
@@ -35,6 +35,28 @@ def test_recovery_brings_digits_cnn_back_within_one_point(digits_pruned):
     for key in ("onnx_float", "tflite_float"):
         assert metric[key] >= metric["original"] - 0.01, (key, metric)
     assert {p.name for p in out.iterdir()} == {"model.onnx", "model.tflite", "report.json", "report.md"}
+
+
+def test_accuracy_lost_without_recovery_fails_with_both_numbers(tmp_path):
+    """Parity alone would call this file verified: it matches its pruned torch graph exactly."""
+    out = tmp_path / "out"
+    result = run_cli("convert", "zoo:digits_cnn", "--data", "digits", "--prune", "0.5", "--finetune-epochs", "0",
+                     "--format", "onnx", "--out", str(out))
+    assert_clean_error(result, "accuracy: onnx (float) has top-1 ", code=1)
+    line = next(ln for ln in result.stderr.splitlines() if ln.startswith("error: "))
+    import re
+
+    got, original, drop = map(float, re.search(r"top-1 ([\d.]+)% on 360 digits val samples against ([\d.]+)% for the "
+                                               r"original model, ([\d.]+) points lower \(allowed: 1\)", line).groups())
+    assert original == 99.2 and got < 50 and abs(drop - (original - got)) < 0.11
+    assert "--finetune-epochs N" in line and "--max-accuracy-drop" in line
+    assert not out.exists()
+    # the bound is the user's to move: allowed, the same run passes and reports what it measured
+    result = run_cli("convert", "zoo:digits_cnn", "--data", "digits", "--prune", "0.5", "--finetune-epochs", "0",
+                     "--format", "onnx", "--max-accuracy-drop", "100", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metric = _stage(json.loads(result.stdout), "verify")["task_metric"]
+    assert metric["max_drop_points"] == 100 and round(100 * metric["onnx_float"], 1) == got
 
 
 def test_report_says_exactly_what_was_pruned(digits_pruned):
@@ -69,7 +91,7 @@ def test_prune_then_int8(tmp_path):
     from edgehad.inspection import inspect_file
 
     report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, finetune_epochs=3, quantize="int8",
-                             out=tmp_path)
+                             max_accuracy_drop=100, out=tmp_path)  # accuracy is judged in test_recovery_brings_digits_cnn_back_within_one_point
     names = [s["name"] for s in report["stages"]]
     assert names.index("prune") < names.index("finetune") < names.index("quantize")
     for a in report["artifacts"]:
@@ -113,7 +135,7 @@ def test_gradual_schedule_reaches_the_same_size_in_rounds(tmp_path):
     import edgehad
 
     report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.5, prune_steps=3, finetune_epochs=2,
-                             formats="onnx", out=tmp_path)
+                             formats="onnx", max_accuracy_drop=100, out=tmp_path)  # accuracy is judged in test_recovery_brings_digits_cnn_back_within_one_point
     pruning = _stage(report, "prune")["pruning"]
     assert [r["round"] for r in pruning["rounds"]] == [1, 2, 3]
     macs = [r["macs"] for r in pruning["rounds"]]
@@ -131,7 +153,7 @@ def test_unstructured_zeros_survive_fine_tuning_and_shrink_only_the_zipped_file(
     import edgehad
 
     report = edgehad.convert("zoo:digits_cnn", data="digits", prune=0.7, prune_structure="elements",
-                             finetune_epochs=3, out=tmp_path)
+                             finetune_epochs=3, max_accuracy_drop=100, out=tmp_path)  # accuracy is judged in test_recovery_brings_digits_cnn_back_within_one_point
     pruning = _stage(report, "prune")["pruning"]
     assert pruning["unstructured"] and pruning["macs_ratio"] == 1.0
     assert "dense runtimes run the same kernels" in pruning["notes"][0]

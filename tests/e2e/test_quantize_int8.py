@@ -192,7 +192,7 @@ def test_keep_float_named_layers_stay_float_in_both_files(tmp_path):
 
     report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="classifier.1", out=tmp_path)
     quant = report["stages"][0]["quantization"]
-    assert quant["kept_float"] == [{"layer": "classifier.1", "reason": "asked for with --keep-float"}]
+    assert quant["kept_float"] == [{"layer": "classifier.1", "reason": "asked for with keep_float"}]
     for a in report["artifacts"]:
         dtypes = edgehad.inspect(a["path"])["weight_dtypes"]
         assert dtypes["float32"] >= 640 + 10, (a["format"], dtypes)   # the classifier's weight and bias
@@ -243,7 +243,7 @@ def test_keep_float_speed_keeps_the_prefix_fp32_wins(tmp_path, monkeypatch):
     report = edgehad.convert("zoo:digits_cnn", data=DIGITS, quantize="int8", keep_float="speed", out=tmp_path)
     kept = report["stages"][0]["quantization"]["kept_float"]
     assert [k["layer"] for k in kept] == ["features.0.0", "features.1.0"]
-    assert all(k["reason"].startswith("--keep-float speed: ") and " us in fp32 against " in k["reason"] for k in kept)
+    assert all(k["reason"].startswith("keep_float speed: ") and " us in fp32 against " in k["reason"] for k in kept)
     assert "50.0 us in fp32 against 100.0" in kept[0]["reason"], kept[0]["reason"]
     for a in report["artifacts"]:
         dtypes = edgehad.inspect(a["path"])["weight_dtypes"]

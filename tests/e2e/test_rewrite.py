@@ -37,7 +37,8 @@ def test_hard_gates_quantize_no_worse_than_silu(tmp_path):
     silu = edgehad.convert("zoo:digits_cnn", model_args={"act": "silu"}, data="digits", quantize="int8",
                            out=tmp_path / "silu")
     hard = edgehad.convert("zoo:digits_cnn", model_args={"act": "silu"}, data="digits", rewrite="act-to-hard-gate",
-                           finetune_epochs=10, quantize="int8", out=tmp_path / "hard")
+                           finetune_epochs=10, quantize="int8", out=tmp_path / "hard",
+                           max_accuracy_drop=100)  # this test judges the accuracy itself, against the SiLU model
     assert _stage(hard, "rewrite")["rewrite"]["rules"][0]["rewritten"]
     a, b = _stage(silu, "verify")["task_metric"], _stage(hard, "verify")["task_metric"]
     for key in ("onnx_int8", "tflite_int8"):

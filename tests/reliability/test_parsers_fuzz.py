@@ -234,6 +234,8 @@ def test_target_files(data, which):
         target = expect_clean(load_target, str(path))
     if target is not None:
         for key in ("memory_bandwidth_gbs", "ram_kb"):
+            if target["name"] == "local" and key not in target:  # this machine's: unknown until measured
+                continue
             assert target[key] > 0, (key, target[key])
 
 

@@ -158,7 +158,7 @@ def test_clashing_names_break_the_build_and_are_refused(name, tmp_path):
     """Each refused name really breaks the generated C/C++ (so the stub sees what TFLM's headers would)."""
     render(tmp_path, name)
     assert compile_c_parts(tmp_path, name).returncode != 0
-    with pytest.raises(UserInputError, match=rf"^--name '{name}' would clash with .*: pick another name \(e\.g\. "
+    with pytest.raises(UserInputError, match=rf"^`name` '{name}' would clash with .*: pick another name \(e\.g\. "
                                              rf"g_{name}\)$"):
         names.check_symbol(name)
 

@@ -203,12 +203,18 @@ def test_onnx_macs_by_hand(tmp_path):
     assert onnx_macs(model) == hand
     path = tmp_path / "hand.onnx"
     onnx.save(model, str(path))
-    r = inspect_file(path)
-    assert r["macs"] == hand
+    # the symbolic batch is never guessed: no MACs without it, the hand count at the batch given
+    unstated = inspect_file(path)
+    assert unstated["macs"] is None and unstated["input_shapes"] is None
+    assert unstated["notes"] == [f"MACs not computed: {path} has symbolic dims: x[0]=batch; give them with "
+                                 "`input_shape` (e.g. x=1x4x6x6) or `inputs` (an .npz of arrays by input name)"]
+    r = inspect_file(path, input_shape="x=1x4x6x6")
+    assert r["macs"] == hand and r["input_shapes"]["x"] == [1, 4, 6, 6]
+    assert inspect_file(path, input_shape={"x": (3, 4, 6, 6)})["macs"] == hand + 2 * 216 * 18
     assert r["inputs"][0]["shape"] == ["batch", 4, 6, 6]
     # declared without a shape; shape inference fills it in
     assert r["outputs"][0] == {"name": "y", "shape": ["batch", 6, 6, 6], "dtype": "float32"}
-    assert r["notes"] == ["dynamic dims taken as 1 for MACs: batch"]
+    assert r["notes"] == []
     assert r["params"] == 6 * 18 + 2 * 16 + 15
 
 

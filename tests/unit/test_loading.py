@@ -43,7 +43,7 @@ def test_input_shape_parsing():
 
 
 def test_input_shape_overrides_example_and_must_fit(model_file):
-    with pytest.raises(UserInputError, match=r"inputs of shape 1x3x8x8 do not fit .*--input-shape"):
+    with pytest.raises(UserInputError, match=r"inputs of shape 1x3x8x8 do not fit .*`input_shape`"):
         load_model(f"{model_file}:net", input_shapes=["1x3x8x8"])
 
 
@@ -53,7 +53,7 @@ def test_input_shape_overrides_example_and_must_fit(model_file):
     ("no_such_package_xyz.models:net", "cannot be imported"),
     ("{file}:broken", "raised ValueError: the factory is broken on purpose"),
     ("{file}:not_a_module", "returned int, not a torch.nn.Module"),
-    ("{file}:no_inputs", "has no example_inputs attribute: pass --input-shape"),
+    ("{file}:no_inputs", "has no example_inputs attribute: pass `input_shape`"),
     ("zoo:not_a_model", "not_a_model"),
     ("justtext", "is not understood"),
 ])
@@ -135,7 +135,7 @@ def test_exported_program_spec(model_file, tmp_path):
     assert loaded.is_exported_program
     x = src.example_inputs[0]
     assert torch.allclose(loaded.module(x), src.module(x), atol=1e-6)
-    with pytest.raises(UserInputError, match="--model-arg does not apply"):
+    with pytest.raises(UserInputError, match="`model_args` does not apply"):
         load_model(str(tmp_path / "net.pt2"), model_args={"width": 2})
     (tmp_path / "bad.pt2").write_bytes(b"not a zip")
     with pytest.raises(UserInputError, match="is not a torch.export program"):

@@ -8,7 +8,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from edgehad.core.errors import UserInputError
 from edgehad.osr import metrics
-from edgehad.osr.plot import COLOURS, plot_oscr
+from edgehad.osr.plot import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, plot_oscr
+from edgehad.plots import COLOURS
 
 
 def test_auroc_by_hand():
@@ -88,8 +89,9 @@ def test_metric_errors():
         metrics.oscr([1, 2], [True], [0])
 
 
-def test_plot_png(tmp_path):
-    from PIL import Image
+def test_plot_svg(tmp_path):
+    """The SVG read back: one polyline per score, in its own colour, whose points map back to (FPR, CCR)."""
+    import xml.etree.ElementTree as ET
 
     curves = {}
     for i, name in enumerate(["costarr", "msp", "energy"]):
@@ -97,12 +99,30 @@ def test_plot_png(tmp_path):
         u = np.linspace(-0.5, 0.8, 40)
         fpr, ccr, _ = metrics.oscr(k, np.ones(50, bool), u)
         curves[name] = (fpr, ccr, metrics.auoscr(k, np.ones(50, bool), u))
-    path = plot_oscr(curves, tmp_path / "oscr.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["oscr.png"]
-    img = Image.open(path)
-    assert img.format == "PNG" and img.size == (800, 600)
-    px = np.asarray(img.convert("RGB")).reshape(-1, 3)
-    assert (px != 255).any(1).mean() > 0.01  # axes, text, curves
-    for colour in COLOURS[:3]:  # every curve (and its legend swatch) is drawn in its own colour
-        assert (px == colour).all(1).sum() > 200, colour
-    assert (px == COLOURS[3]).all(1).sum() == 0  # a fourth colour was not used
+    path = plot_oscr(curves, tmp_path / "oscr.svg", title="OSCR of a<b & c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oscr.svg"]
+    root = ET.parse(path).getroot()  # well-formed XML, user text escaped
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and root.get("viewBox") == "0 0 800 600"
+    assert [t.text for t in root.findall("s:text[@class='title']", ns)] == ["OSCR of a<b & c"]
+    lines = root.findall("s:polyline[@class='curve']", ns)
+    assert [p.get("data-score") for p in lines] == list(curves)
+    assert [p.get("stroke") for p in lines] == COLOURS[:3]  # a colour per score, in order
+    for line, (fpr, ccr, area) in zip(lines, curves.values()):
+        points = np.array([[float(v) for v in xy.split(",")] for xy in line.get("points").split()])
+        assert points.shape == (len(fpr), 2) and len(fpr) > 40
+        # pixels back to rates: x runs 0..1 over [LEFT, WIDTH - RIGHT], y over [HEIGHT - BOTTOM, TOP]
+        np.testing.assert_allclose((points[:, 0] - LEFT) / (WIDTH - RIGHT - LEFT), fpr, atol=1e-5)
+        np.testing.assert_allclose((HEIGHT - BOTTOM - points[:, 1]) / (HEIGHT - BOTTOM - TOP), ccr, atol=1e-5)
+        assert float(line.get("data-auoscr")) == pytest.approx(area, rel=1e-5)
+    legend = [t.text for t in root.findall("s:g[@class='legend']/s:text", ns)]
+    assert legend == [f"{name}  AUOSCR {area:.3f}" for name, (_, _, area) in curves.items()]
+    assert COLOURS[3] not in path.read_text()  # a fourth colour was not used
+
+
+def test_plot_path_must_be_svg(tmp_path):
+    fpr, ccr, _ = metrics.oscr([1.0, 2.0], [True, True], [0.0])
+    with pytest.raises(UserInputError, match=r"^`plot` .*oscr\.png: the OSCR plot is written as SVG: give a file "
+                                             r"name ending in \.svg"):
+        plot_oscr({"msp": (fpr, ccr, 0.5)}, tmp_path / "oscr.png")
+    assert list(tmp_path.iterdir()) == []

@@ -144,7 +144,7 @@ class _SoftmaxAfter(torch.nn.Module):
 
 def test_find_classifier_errors_name_candidates():
     m = _SoftmaxAfter().eval()
-    with pytest.raises(UserInputError, match=r"--classifier MODULE; Linear modules: hidden \(4->6\), head \(6->3\)"):
+    with pytest.raises(UserInputError, match=r"`classifier` MODULE; Linear modules: hidden \(4->6\), head \(6->3\)"):
         features.find_classifier(m)
     assert features.find_classifier(m, "head")[0] == "head"
     with pytest.raises(UserInputError, match="no module of that name; Linear modules: hidden"):

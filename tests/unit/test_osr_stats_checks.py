@@ -82,7 +82,7 @@ def test_poisoned_file_is_refused(tmp_path, case):
         load_stats(path)
     text = str(info.value)
     assert text.startswith(f"{path}: ") and message in text, text
-    assert text.endswith("refit with `edgehad osr fit MODEL --data SPEC --out FILE.npz`") and "\n" not in text
+    assert text.endswith("refit with `edgehad osr fit` (`data` SPEC, `out` FILE.npz)") and "\n" not in text
 
 
 class Marker:

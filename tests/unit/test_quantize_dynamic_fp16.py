@@ -24,11 +24,11 @@ from edgehad.quantize.fp16 import onnx_fp16, tflite_fp16
 from edgehad.runtime import Session
 from edgehad.zoo import get_model
 
-SCHEMES = {
-    ("dynamic", "tflite"): lambda m, f, path: tflite_dynamic_int8(m, m.example_inputs, path),
-    ("dynamic", "onnx"): lambda m, f, path: onnx_dynamic_int8(f, path),
-    ("fp16", "tflite"): lambda m, f, path: tflite_fp16(m, m.example_inputs, path),
-    ("fp16", "onnx"): lambda m, f, path: onnx_fp16(f, path),
+SCHEMES = {  # (scheme, format): the tool, from that format's float file
+    ("dynamic", "tflite"): tflite_dynamic_int8,
+    ("dynamic", "onnx"): onnx_dynamic_int8,
+    ("fp16", "tflite"): tflite_fp16,
+    ("fp16", "onnx"): onnx_fp16,
 }
 MIN_COSINE = {"dynamic": 0.99, "fp16": 0.999}
 MAX_WEIGHT_RATIO = {"dynamic": 0.35, "fp16": 0.55}  # int8 + per-channel scales; fp16 + a few float32 biases
@@ -59,7 +59,7 @@ def case(request, tmp_path_factory):
         ref = model(torch.from_numpy(x)).numpy()
     floats = {"tflite": export_tflite(model, model.example_inputs, d / "float.tflite"),
               "onnx": export_onnx(model, model.example_inputs, d / "float.onnx")}
-    files = {(scheme, fmt): make(model, floats["onnx"], d / f"{scheme}.{fmt}")
+    files = {(scheme, fmt): make(floats[fmt], d / f"{scheme}.{fmt}")
              for (scheme, fmt), make in SCHEMES.items()}
     return {"name": name, "x": x, "ref": ref, "floats": floats, "files": files}
 
@@ -129,16 +129,19 @@ def test_model_without_weights_fails_and_keeps_the_old_file(tmp_path):
     model, args = _NoWeights().eval(), (torch.randn(1, 4),)
     dest = tmp_path / "model.tflite"
     dest.write_bytes(b"a good file from an earlier run")
+    float_tflite = export_tflite(model, args, tmp_path / "float.tflite")
     with pytest.raises(ConversionError, match="no weights this scheme applies to"):
-        tflite_dynamic_int8(model, args, dest)
+        tflite_dynamic_int8(float_tflite, dest)
     assert dest.read_bytes() == b"a good file from an earlier run"
     float_onnx = export_onnx(model, args, tmp_path / "float.onnx")
     with pytest.raises(ConversionError, match="no weights this scheme applies to"):
         onnx_dynamic_int8(float_onnx, tmp_path / "dynamic.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.onnx", "model.tflite"]  # no temporaries left
+    # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.onnx", "float.tflite", "model.tflite"]
 
 
-@pytest.mark.parametrize("fn", [onnx_dynamic_int8, onnx_fp16])
-def test_missing_float_onnx_is_a_user_error(tmp_path, fn):
-    with pytest.raises(UserInputError, match="no such ONNX file"):
-        fn(tmp_path / "missing.onnx", tmp_path / "out.onnx")
+@pytest.mark.parametrize("fn, fmt, kind", [(onnx_dynamic_int8, "onnx", "ONNX"), (onnx_fp16, "onnx", "ONNX"),
+                                           (tflite_dynamic_int8, "tflite", "TFLite"), (tflite_fp16, "tflite", "TFLite")])
+def test_missing_float_file_is_a_user_error(tmp_path, fn, fmt, kind):
+    with pytest.raises(UserInputError, match=f"no such {kind} file"):
+        fn(tmp_path / f"missing.{fmt}", tmp_path / f"out.{fmt}")

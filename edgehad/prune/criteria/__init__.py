@@ -8,12 +8,11 @@ important, in the group's numbering). Adding one is a one-file change: define
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from edgehad.core.errors import UserInputError
+from edgehad.core.registry import import_submodules
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,7 @@ def criterion(name: str, needs_data: bool = False):
 
 
 def criteria() -> dict[str, Criterion]:
-    if not _CRITERIA:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__)
     return dict(sorted(_CRITERIA.items()))
 
 

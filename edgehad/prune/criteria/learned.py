@@ -57,7 +57,7 @@ def score(groups, model, ctx):
     from edgehad.finetune import first_output
 
     if ctx.data is None:
-        raise UserInputError("--prune-criterion learned needs --data: the gates are trained on it")
+        raise UserInputError("`prune_criterion` learned needs `data`: the gates are trained on it")
     import copy
 
     teacher = ctx.teacher if ctx.teacher is not None else copy.deepcopy(model).eval()  # before any gate

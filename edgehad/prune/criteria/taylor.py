@@ -28,7 +28,7 @@ def score(groups, model, ctx):
     from edgehad.finetune import first_output, is_classifier
 
     if ctx.data is None:
-        raise UserInputError("--prune-criterion taylor needs --data: it measures the loss on real samples")
+        raise UserInputError("`prune_criterion` taylor needs `data`: it measures the loss on real samples")
     x, y = (np.asarray(a) for a in ctx.data.train)
     rng = np.random.default_rng(ctx.seed)
     pick = rng.permutation(len(x))[: ctx.samples]
