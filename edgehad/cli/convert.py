@@ -57,32 +57,22 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
 @json_option
 @debug_option
 @command_errors
-def convert(model, weights, input_shape, model_arg, recipe, formats, data, normalize, samples, quantize, calib,
-            calib_samples, int8_io, keep_float, rewrite, strict, prune, prune_criterion, prune_scope, prune_target, prune_round_to,
-            prune_structure, prune_steps, prune_unsafe, finetune_epochs, distill, max_accuracy_drop, tflite_layout, osr, out, keep_intermediate, as_json,
-            debug):
+def convert(model, weights, input_shape, model_arg, formats, as_json, debug, **options):
     """Convert MODEL to ONNX and TFLite, verified in onnxruntime and LiteRT.
 
     MODEL is path/to/file.py:factory, package.module:factory, zoo:NAME or a
     torch.export .pt2 file. Files land in --out only if every check passed.
     """
+    # Every other flag's parameter is named for edgehad.api.convert's keyword (the one table,
+    # edgehad.cli.flags, maps them), so ``options`` passes through whole.
     from edgehad.api import convert as api_convert
     from edgehad.core.capture import captured
 
-    check_stage_flags(calib_samples=calib_samples, prune=prune, prune_round_to=prune_round_to, prune_steps=prune_steps,
-                      max_accuracy_drop=max_accuracy_drop)
+    check_stage_flags(**{key: options[key] for key in STAGE_OPTIONS})
     progress = progress_printer()
     with captured():
-        report = api_convert(model, **model_spec(model_arg, weights, input_shape), recipe=recipe,
-                             formats=formats.split(",") if formats else None, data=data, normalize=normalize,
-                             out=out, keep_intermediate=keep_intermediate, samples=samples, quantize=quantize,
-                             calib=calib, calib_samples=calib_samples, int8_io=int8_io, keep_float=keep_float,
-                             prune=prune, prune_criterion=prune_criterion, prune_scope=prune_scope,
-                             prune_target=prune_target, prune_round_to=prune_round_to, prune_steps=prune_steps,
-                             prune_structure=prune_structure, prune_unsafe=prune_unsafe,
-                             finetune_epochs=finetune_epochs, distill=distill, rewrite=rewrite, strict=strict,
-                             osr=osr, max_accuracy_drop=max_accuracy_drop, tflite_layout=tflite_layout,
-                             progress=progress)
+        report = api_convert(model, **model_spec(model_arg, weights, input_shape),
+                             formats=formats.split(",") if formats else None, progress=progress, **options)
     if as_json:
         emit_json(report)
     else:

@@ -113,11 +113,14 @@ def from_file(arrays, record: dict | None) -> list:
 
 
 def finish(path: str | Path, record: dict) -> int:
-    """The last touches of the exported .tflite at ``path``, in one rewrite: in an NHWC file, the transposes
-    left before reductions folded into them (:func:`fold_reduction_transposes`); in every file, ``record``
-    stamped (:func:`stamp`). Returns the number of TRANSPOSE ops folded away."""
+    """The last touches of an NHWC .tflite at ``path``, in one rewrite: the transposes left before
+    reductions folded into them (:func:`fold_reduction_transposes`) and ``record`` stamped (:func:`stamp`).
+    Returns the number of TRANSPOSE ops folded away.
+
+    A file with no NHWC tensor is left exactly as litert-torch wrote it: no entry means PyTorch's own
+    layout (readers report no layout), and the default export costs no extra rewrite."""
     nhwc = "nhwc" in record["inputs"] or "nhwc" in record["outputs"]
-    return _rewrite(path, record, fold=nhwc)
+    return _rewrite(path, record, fold=True) if nhwc else 0
 
 
 def stamp(path: str | Path, record: dict) -> None:

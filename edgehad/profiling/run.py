@@ -62,12 +62,16 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
     if data is not None and (input_shape is not None or inputs is not None):
         raise UserInputError("`data` feeds samples whose shapes are the inputs': give `data` or "
                              "`input_shape` / `inputs`, not both")
-    # every file's inputs, before any measuring: a symbolic dim nothing fills is never guessed
-    stated = {} if data is not None else {p: file_inputs(p, input_shape, inputs) for p in paths}
     hosts = _split_hosts(host)
     target_desc = load_target(target) if target else None
     if target == EMULATED and hosts:
         raise UserInputError(f"`target` {EMULATED} runs here under qemu; leave out `host`")
+    if target == EMULATED:  # where it runs, checked before the files: setting it up is the first thing to do
+        from edgehad.profiling.emulated import ready_dir
+
+        ready_dir()
+    # every file's inputs, before any measuring: a symbolic dim nothing fills is never guessed
+    stated = {} if data is not None else {p: file_inputs(p, input_shape, inputs) for p in paths}
     if report is not None:
         report = Path(report)
         if report.exists() and not report.is_dir():
