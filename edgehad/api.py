@@ -70,8 +70,9 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     # a pruned model is recovered by default whenever there is data to train on: pruning half of digits_cnn's
     # channels takes its top-1 from 99% to 11%, and parity alone would call that file verified
     prunes = "prune" in overrides or bool(rec and "prune" in rec.stages)
-    data_given = (data is not None and not (isinstance(data, str) and not data)) or bool(rec and rec.data.get("spec"))
-    recovers = changes_function or (prunes and data_given)
+    data_spec = data if data is not None else (rec.data.get("spec") if rec else None)
+    has_data = data_spec is not None and not (isinstance(data_spec, str) and not data_spec)
+    recovers = changes_function or (prunes and has_data)
     if finetune_epochs is not None or distill is not None or recovers:
         if finetune_epochs is None and distill is not None and not recovers \
                 and not (rec and "finetune" in rec.stages):
@@ -104,10 +105,9 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     else:
         loaded = _from_module(model, input_shape, weights, example_inputs)
 
-    data_spec = data if data is not None else (rec.data.get("spec") if rec else None)
     normalize = normalize or (rec.data.get("normalize") if rec else None)
     splits = None
-    if data_spec is not None and not (isinstance(data_spec, str) and not data_spec):
+    if has_data:
         from edgehad.data import load_data
 
         progress(f"loading data {data_spec if isinstance(data_spec, str) else '(in memory)'}")

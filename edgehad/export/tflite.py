@@ -15,7 +15,7 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
 
     ``layout``: a record of edgehad.export.layout (``model_layout``); where it says "nhwc" the file takes
     and returns channels-last tensors. The record is not written into the file here: a file pass may
-    follow, so the export stage stamps the final file (edgehad.export.layout.stamp).
+    follow, so the export stage stamps the final NHWC file (edgehad.export.layout.finish).
     """
     from edgehad.core.imports import require
 
