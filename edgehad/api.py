@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgehad.core.errors import UserInputError
+from edgehad.profiling.job import Job  # light (dataclass + checks); its defaults are profile()'s
 
 
 def convert(model, example_inputs: tuple | None = None, *, weights: str | None = None,
@@ -17,7 +18,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
             prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
             rewrite: str | list | None = None, strict: bool | None = None, osr: str | None = None,
-            max_accuracy_drop: float | None = None, tflite_layout: str | None = None, progress=None) -> dict:
+            max_accuracy_drop: float | None = None, tflite_layout: str | None = None, dynamic_batch: bool = False,
+            progress=None) -> dict:
     """Convert ``model`` (a MODEL spec, or an nn.Module) and return the report.
 
     Mirrors ``edgehad convert``: the stages come from ``recipe`` (default
@@ -30,6 +32,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     ``edgehad.data.load_data``). The caller's module is never changed: edgehad works on a copy.
     ``tflite_layout``: "nchw" (default) or "nhwc": the TFLite file's 4-D image inputs and outputs
     channels-last (edgehad.export.layout).
+    ``dynamic_batch``: the first dim of every input is symbolic in both formats, each file verified at
+    batch 1 and 4 (edgehad.export.batch).
     """
     from edgehad.core.artifact import Artifact
     from edgehad.core.pipeline import DEFAULT_SAMPLES, model_cost, run_pipeline, sample_inputs
@@ -89,6 +93,13 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
             raise UserInputError("`tflite_layout` sets the layout of the TFLite file, and none is written: "
                                  "add tflite to `formats`")
         overrides["export-tflite"] = {"layout": tflite_layout}
+    if dynamic_batch:
+        from edgehad.core.recipe import FORMAT_STAGES, default_recipe
+
+        written = [FORMAT_STAGES[f] for f in formats if f in FORMAT_STAGES] if formats is not None \
+            else [s for s in FORMAT_STAGES.values() if s in (rec or default_recipe()).stages]
+        for stage in written:  # a stage left out stays out (build_stages adds what overrides name)
+            overrides.setdefault(stage, {})["dynamic_batch"] = dynamic_batch
     if osr is not None:  # the COSTARR head (edgehad.stages.osr); the quantize stage keeps it float
         overrides["osr"] = {"stats": str(osr)}
         if keep_float == "auto":
@@ -246,25 +257,33 @@ def explain_rewrite(model, *, rules: str | list | None = None, model_args: dict 
 
 
 def profile(files, *, host=None, target: str | None = None, report=None, data: str | None = None,
-            input_shape=None, inputs=None, progress=None, **settings) -> list[dict]:
+            input_shape=None, inputs=None, runtime: str = Job.runtime, threads: int = Job.threads,
+            warmup: int = Job.warmup, runs: int = Job.runs, seconds: float | None = Job.seconds,
+            op_profile: bool = Job.op_profile, seed: int = Job.seed, provider: str = Job.provider,
+            precision: str = Job.precision, power: bool = Job.power, timeout: float | None = Job.timeout,
+            progress=None) -> list[dict]:
     """Measure latency and memory of each ``.onnx``/``.tflite`` file, each in its own fresh process.
 
-    ``settings`` are ``edgehad.profiling.job.Job`` fields: runtime ("auto", "ort", "tflite"), threads, warmup,
-    runs or seconds, op_profile, seed, provider ("cpu", "cuda", "tensorrt"), precision ("fp32"; "fp16": TensorRT's
-    fp16 mode, with provider "tensorrt" only), power, timeout.
+    How (``edgehad.profiling.job.Job``, whose defaults these are, checks them): ``runtime`` ("auto", "ort",
+    "tflite"), ``threads``, ``warmup`` untimed runs, then ``runs`` timed ones or as many as fit in
+    ``seconds``, ``op_profile``, ``seed`` of the random inputs, ``provider`` ("cpu", "cuda", "tensorrt"),
+    ``precision`` ("fp32"; "fp16": TensorRT's fp16 mode, with provider "tensorrt" only), ``power`` (Jetson
+    power rails), ``timeout`` seconds per file.
     ``host``: None (here), or ``ssh://user@host[:port]`` / a hosts.toml name, several as a list or
     comma-separated; ``target``: a targets/ name (``emulated-aarch64`` runs the ARM runtimes under qemu);
     ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs.
     ``input_shape`` ("images=1x3x640x640", a bare shape for one input, a list or a dict) sizes a file's
     symbolic dims for the random inputs; ``inputs`` (an .npz or a dict of arrays by input name) is fed
     instead of them. A symbolic dim neither fills is a UserInputError naming it (never guessed).
+    ``progress``: each file's phases as messages and, where it has ``bar``, a bar over the timed runs.
     One dict per (host, file), in order; keys documented in README.md ("profile JSON keys").
     """
-    from edgehad.profiling.job import Job
     from edgehad.profiling.run import profile_all
 
+    job = Job(runtime=runtime, threads=threads, warmup=warmup, runs=runs, seconds=seconds, op_profile=op_profile,
+              seed=seed, provider=provider, precision=precision, power=power, timeout=timeout)
     files = [files] if isinstance(files, (str, Path)) else list(files)
-    return profile_all(files, Job(**settings), host=host, target=target, report=report, data=data,
+    return profile_all(files, job, host=host, target=target, report=report, data=data,
                        progress=progress, input_shape=input_shape, inputs=inputs)
 
 

@@ -2,8 +2,8 @@
 
 This file is self-contained (stdlib + numpy + one runtime) on purpose: bundles
 copy it next to the model as ``edgehad_runtime.py``, for apps on boards where
-edgehad itself is not installed (the profiler's device agent,
-edgehad/profiling/agent.py, has runners of its own). Whichever runtime is
+edgehad itself is not installed, and the profiler ships it beside its device
+agent (edgehad/profiling/agent.py), which measures through it. Whichever runtime is
 installed is used: onnxruntime for ``.onnx``; for ``.tflite`` LiteRT
 (``ai-edge-litert``), else the slim ``tflite-runtime`` wheel of boards.
 
@@ -42,14 +42,41 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import numpy as np
 
 _ONNX_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
     "tensor(uint8)": "uint8", "tensor(bool)": "bool",
 }
+
+
+def import_backend(runtime: str):
+    """``(module or Interpreter class, version)`` of the runtime for ``runtime`` ("ort" or "tflite"): onnxruntime;
+    LiteRT (``ai-edge-litert``), else the slim ``tflite-runtime`` wheel of boards. ImportError saying what to
+    install when there is none."""
+    if runtime == "ort":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError(f"onnxruntime is not installed for {sys.executable}: pip install onnxruntime "
+                              f"(onnxruntime-gpu for CUDA/TensorRT)") from None
+        return ort, ort.__version__
+    try:
+        from ai_edge_litert import __version__ as version
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, version
+    except ImportError:
+        pass
+    try:  # on boards: the slim tflite-runtime wheel
+        from tflite_runtime import __version__ as version
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter, version
+    except ImportError:
+        raise ImportError(f"no TFLite runtime for {sys.executable}: pip install ai-edge-litert "
+                          f"(or tflite-runtime on a board)") from None
 
 
 def _natural_key(name: str):
@@ -298,16 +325,20 @@ class Session:
 
     ``input_shape`` / ``inputs``: the shapes, or the arrays, to run at (module docstring); then
     ``inputs`` lists those shapes and ``feed`` holds the arrays (None without ``inputs``).
+    ``providers``: onnxruntime's execution providers (default: the CPU one); ``profile_prefix``: switch
+    onnxruntime's profiler on, its trace written under this prefix when ``backend.end_profiling()`` is called.
+    ``backend`` is the runtime's own object (an ``InferenceSession`` or an ``Interpreter``) and
+    ``version`` its package's version, for what this class does not wrap.
     """
 
     def __init__(self, path: str, threads: int | None = None, runtime: str | None = None,
-                 providers: list | None = None, *, input_shape=None, inputs=None):
+                 providers: list | None = None, *, input_shape=None, inputs=None, profile_prefix: str | None = None):
         self.path = str(path)
         if runtime is None:
             runtime = "ort" if self.path.endswith(".onnx") else "tflite"
         self.runtime = runtime
         if runtime == "ort":
-            self._init_ort(threads, providers)
+            self._init_ort(threads, providers, profile_prefix)
         elif runtime == "tflite":
             self._init_tflite(threads)
         else:
@@ -320,56 +351,57 @@ class Session:
             for spec, shape in zip(self.inputs, shapes):
                 spec["shape"] = list(shape)
             if runtime == "tflite":
-                self._resize(shapes)
+                self._resize(shapes, strict=True)
 
     # -- onnxruntime ---------------------------------------------------------
-    def _init_ort(self, threads, providers):
+    def _init_ort(self, threads, providers, profile_prefix):
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError(f"{self.path}: running .onnx files needs onnxruntime: pip install onnxruntime") from None
-
+            ort, self.version = import_backend("ort")
+        except ImportError as exc:
+            raise ImportError(f"{self.path}: {exc}") from None
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
-        self._ort = ort.InferenceSession(self.path, sess_options=opts,
-                                         providers=providers or ["CPUExecutionProvider"])
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
+        self.backend = ort.InferenceSession(self.path, sess_options=opts,
+                                            providers=providers or ["CPUExecutionProvider"])
         self.inputs = [{"name": i.name, "shape": list(i.shape), "dtype": _ONNX_TYPES.get(i.type, i.type),
-                        "quantization": None} for i in self._ort.get_inputs()]
+                        "quantization": None} for i in self.backend.get_inputs()]
         self.outputs = [{"name": o.name, "shape": list(o.shape), "dtype": _ONNX_TYPES.get(o.type, o.type),
-                         "quantization": None} for o in self._ort.get_outputs()]
+                         "quantization": None} for o in self.backend.get_outputs()]
 
     # -- LiteRT / tflite-runtime --------------------------------------------
     def _init_tflite(self, threads):
         try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # on boards: the slim tflite-runtime wheel
-            try:
-                from tflite_runtime.interpreter import Interpreter
-            except ImportError:
-                raise ImportError(f"{self.path}: running .tflite files needs LiteRT or tflite-runtime: "
-                                  "pip install ai-edge-litert (or tflite-runtime on a board)") from None
-        self._interp = Interpreter(model_path=self.path, num_threads=threads or os.cpu_count() or 1)
-        self._interp.allocate_tensors()
-        signatures = self._interp.get_signature_list()
-        by_name_in = {d["name"]: d for d in self._interp.get_input_details()}
-        by_name_out = {d["name"]: d for d in self._interp.get_output_details()}
+            Interpreter, self.version = import_backend("tflite")
+        except ImportError as exc:
+            raise ImportError(f"{self.path}: {exc}") from None
+        interp = self.backend = Interpreter(model_path=self.path, num_threads=threads or os.cpu_count() or 1)
+        interp.allocate_tensors()
+        signatures = interp.get_signature_list()
+        primary_in = sorted(interp.get_input_details(), key=lambda d: d["index"])
+        primary_out = sorted(interp.get_output_details(), key=lambda d: d["index"])
         self._sig = None
+        ins = [(d["name"], d) for d in primary_in]
+        outs = [(d["name"], d) for d in primary_out]
         if signatures:
             key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
-            runner = self._interp.get_signature_runner(key)
+            runner = interp.get_signature_runner(key)
             in_names = sorted(signatures[key]["inputs"], key=_natural_key)
             out_names = sorted(signatures[key]["outputs"], key=_natural_key)
-            in_details = runner.get_input_details()
-            out_details = runner.get_output_details()
-            self._sig = (runner, in_names, out_names)
+            in_details, out_details = runner.get_input_details(), runner.get_output_details()
             ins = [(n, in_details[n]) for n in in_names]
             outs = [(n, out_details[n]) for n in out_names]
-        else:
-            ins = sorted(by_name_in.items(), key=lambda kv: kv[1]["index"])
-            outs = sorted(by_name_out.items(), key=lambda kv: kv[1]["index"])
+            if {d["index"] for _, d in ins} != {d["index"] for d in primary_in}:
+                self._sig = (runner, in_names, out_names)  # another subgraph's signature: only its runner runs it
+            # else the signature names the main subgraph's own tensors: the interpreter runs them directly
+            # (set_tensor, invoke), as TFLite's benchmark_model does. A live runner would forbid that: it holds
+            # a reference the interpreter counts as unsafe internal data, so it is not kept.
+            del runner
         self._in_details = [d for _, d in ins]
         self._allocated = [list(d["shape"]) for d in self._in_details]  # the input shapes allocated for
         self._out_details = [d for _, d in outs]
@@ -389,20 +421,28 @@ class Session:
             entry["aliases"] = [d["name"]]
         return entry
 
-    def _resize(self, shapes):
-        """Give each TFLite input its stated shape (only dynamic dims change) and allocate for it."""
-        if self._sig is not None:  # the signature runner resizes to the arrays of each call (and holds the
-            return                 # interpreter, which then refuses resize_tensor_input)
+    def _resize(self, shapes, strict=False):
+        """Give each TFLite input the shape fed and allocate for it (``strict``: only dynamic dims may change)."""
+        shapes = [list(shape) for shape in shapes]
+        if self._sig is not None or shapes == self._allocated:  # a signature runner resizes to each call's arrays
+            return
         for d, shape in zip(self._in_details, shapes):
-            if list(d["shape"]) != list(shape):
-                self._interp.resize_tensor_input(d["index"], list(shape), strict=True)
-        self._interp.allocate_tensors()
-        self._allocated = [list(shape) for shape in shapes]
+            self.backend.resize_tensor_input(d["index"], shape, strict=strict)
+        self.backend.allocate_tensors()
+        self._allocated = shapes
 
     # -- running -------------------------------------------------------------
-    def _prepare(self, arrays):
+    def prepare(self, arrays) -> list:
+        """``arrays`` (a list in input order, or a dict by any name an input answers to) as the file takes them, in
+        input order: float arrays for a quantized input quantized with its parameters, each cast to its dtype."""
         if isinstance(arrays, dict):
-            arrays = [arrays[i["name"]] for i in self.inputs]
+            index = _positions(self.inputs)
+            missing = [str(s["name"]) for i, s in enumerate(self.inputs) if i not in
+                       {index.get(str(k)) for k in arrays}]
+            if missing:
+                raise ValueError(f"{self.path}: no array for input(s) {', '.join(missing)}")
+            by_pos = {index[str(k)]: v for k, v in arrays.items() if str(k) in index}
+            arrays = [by_pos[i] for i in range(len(self.inputs))]
         arrays = list(arrays)
         if len(arrays) != len(self.inputs):
             raise ValueError(f"{self.path} takes {len(self.inputs)} inputs, got {len(arrays)}")
@@ -420,6 +460,19 @@ class Session:
             prepared.append(np.asarray(arr.astype(spec["dtype"], copy=False), order="C"))
         return prepared
 
+    def run_error(self, exc, arrays, source: str | None = None) -> RunError:
+        """The RunError for the runtime raising ``exc`` on ``arrays`` (as run() takes them): the file, each input's
+        dtype and shape, the runtime's first line; ``source`` says where the arrays came from."""
+        try:
+            fed = ", ".join(f"{spec['name']}: {a.dtype.name} {shape_text(list(a.shape))}"
+                            for spec, a in zip(self.inputs, self.prepare(arrays)))
+        except ValueError:
+            fed = "arrays that do not fit its inputs"
+        said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        said = said if len(said) <= 400 else said[:400] + "..."
+        return RunError(f"{self.path}: {self.runtime} failed running it on "
+                        f"{f'{source} ({fed})' if source else fed}: {said}")
+
     def run(self, arrays=None, dequantize: bool = True) -> list:
         """Run once; ``arrays`` is a list in input order or a dict by input name (None: the ``inputs``
         given to the Session).
@@ -431,36 +484,62 @@ class Session:
             if self.feed is None:
                 raise ValueError(f"{self.path}: no arrays to run on; pass them to run(), or `inputs` to Session")
             arrays = self.feed
-        prepared = self._prepare(arrays)
+        prepared = self.prepare(arrays)
         try:
             outs = self._invoke(prepared)
         except Exception as exc:  # the runtime's own error: one line with what it was fed
-            fed = ", ".join(f"{spec['name']}: {a.dtype.name} {shape_text(list(a.shape))}"
-                            for spec, a in zip(self.inputs, prepared))
-            said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            said = said if len(said) <= 400 else said[:400] + "..."
-            raise RunError(f"{self.path}: {self.runtime} failed running it on {fed}: {said}") from exc
+            raise self.run_error(exc, prepared) from exc
         if dequantize:
             outs = [self._dequantize(o, spec) for o, spec in zip(outs, self.outputs)]
         return [np.array(o) for o in outs]
 
+    def bind(self, arrays=None, fixed: bool = True, source: str | None = None):
+        """A no-argument call that runs one inference on ``arrays`` (prepared here once, as run() prepares
+        them) and returns nothing: what a benchmark times. Outputs stay in the runtime.
+
+        ``fixed``: these are the only arrays, so a TFLite file's input tensors are set here once and the
+        call is the interpreter's ``invoke()`` alone, as TFLite's benchmark_model times it; with
+        ``fixed=False`` (several inputs fed in turn) each call sets its own first. A RunError (``source``
+        saying where the arrays came from) when the runtime refuses their shapes.
+        """
+        prepared = self.prepare(self.feed if arrays is None else arrays)
+        if self.runtime == "ort":
+            ort_run, feed = self.backend.run, {spec["name"]: a for spec, a in zip(self.inputs, prepared)}
+            return lambda: ort_run(None, feed)
+        if self._sig is not None:
+            runner, in_names, _ = self._sig
+            kwargs = dict(zip(in_names, prepared))
+            return lambda: runner(**kwargs)
+        try:
+            self._resize([a.shape for a in prepared])
+        except Exception as exc:
+            raise self.run_error(exc, prepared, source) from exc
+        set_tensor, invoke = self.backend.set_tensor, self.backend.invoke
+        items = [(d["index"], a) for d, a in zip(self._in_details, prepared)]
+        if fixed:
+            for index, array in items:
+                set_tensor(index, array)
+            return invoke
+
+        def run():
+            for index, array in items:
+                set_tensor(index, array)
+            invoke()
+
+        return run
+
     def _invoke(self, prepared) -> list:
         if self.runtime == "ort":
-            return self._ort.run(None, {spec["name"]: a for spec, a in zip(self.inputs, prepared)})
+            return self.backend.run(None, {spec["name"]: a for spec, a in zip(self.inputs, prepared)})
         if self._sig is not None:  # the signature runner resizes its inputs to the arrays' shapes
             runner, in_names, out_names = self._sig
             result = runner(**dict(zip(in_names, prepared)))
             return [result[n] for n in out_names]
-        shapes = [list(a.shape) for a in prepared]
-        if shapes != self._allocated:  # a file without signatures: resize by hand, as the signature runner does
-            for d, shape in zip(self._in_details, shapes):
-                self._interp.resize_tensor_input(d["index"], shape)
-            self._interp.allocate_tensors()
-            self._allocated = shapes
+        self._resize([a.shape for a in prepared])
         for d, a in zip(self._in_details, prepared):
-            self._interp.set_tensor(d["index"], a)
-        self._interp.invoke()
-        return [self._interp.get_tensor(d["index"]) for d in self._out_details]
+            self.backend.set_tensor(d["index"], a)
+        self.backend.invoke()
+        return [self.backend.get_tensor(d["index"]) for d in self._out_details]
 
     @staticmethod
     def _dequantize(arr, spec):

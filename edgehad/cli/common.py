@@ -65,24 +65,58 @@ def model_spec(model_arg, weights, input_shape) -> dict:
 
 
 def progress_printer():
-    """A ``progress(message)`` for the API: every message on stderr, in every mode.
+    """A ``progress(message)`` for the API: every message on stderr, in every mode, and ``bar(label, total)``
+    (edgehad.core.progress) drawn in place on a terminal, the label alone elsewhere.
 
     --json included: stdout holds only the JSON document, so progress costs it
     nothing, and a long run that prints nothing looks hung. Messages beginning
     "warning:" are shown in yellow; option names become flags (cli/flags.py).
     """
-    from rich.markup import escape
-
-    from edgehad.cli.flags import speak_flags
     from edgehad.core.capture import console
 
-    con = console()
+    return _Printer(console())
 
-    def progress(message: str) -> None:
+
+class _Printer:
+    def __init__(self, con):
+        self.con = con
+
+    def __call__(self, message: str) -> None:
+        from rich.markup import escape
+
+        from edgehad.cli.flags import speak_flags
+
         message = escape(speak_flags(message))
-        con.print(f"[yellow]{message}[/]" if message.startswith("warning:") else f"[dim]… {message}[/]")
+        self.con.print(f"[yellow]{message}[/]" if message.startswith("warning:") else f"[dim]… {message}[/]")
 
-    return progress
+    def bar(self, label: str, total: float):
+        if not self.con.is_terminal:  # a log file gets the label, not a redrawn line per update
+            from edgehad.core.progress import LabelOnly
+
+            return LabelOnly(self, label)
+        return _RichBar(self.con, label, total)
+
+
+class _RichBar:
+    """One rich progress bar on stderr, removed when done (the step's result line follows it)."""
+
+    def __init__(self, con, label: str, total: float):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total = total
+        self.view = Progress(TextColumn("[dim]… {task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=con, transient=True)
+        self.task = self.view.add_task(label, total=total)
+
+    def __enter__(self):
+        self.view.start()
+        return self
+
+    def update(self, done: float) -> None:
+        self.view.update(self.task, completed=min(done, self.total))
+
+    def __exit__(self, *exc) -> None:
+        self.view.stop()
 
 
 def fail(message: str, code: int) -> None:

@@ -57,6 +57,7 @@ FLAGS: dict[str, str] = {
     "finetune_epochs": "--finetune-epochs",
     "max_accuracy_drop": "--max-accuracy-drop",
     "tflite_layout": "--tflite-layout",
+    "dynamic_batch": "--dynamic-batch",
     "distill": "--no-distill",
     "osr": "--osr",
     "out": "--out",

@@ -90,10 +90,10 @@ def profile(files, runtime, threads, warmup, runs, seconds, op_profile, seed, da
 
     progress = progress_printer()
 
-    results = api_profile(list(files), runtime=runtime, threads=threads, warmup=warmup,
-                          runs=100 if runs is None else runs, seconds=seconds, op_profile=op_profile, seed=seed,
-                          provider=provider, precision=precision, power=power, timeout=timeout, host=host,
-                          target=target, report=report, data=data, progress=progress,
+    counted = {} if runs is None else {"runs": runs}  # no --runs: the API's default count
+    results = api_profile(list(files), runtime=runtime, threads=threads, warmup=warmup, **counted, seconds=seconds,
+                          op_profile=op_profile, seed=seed, provider=provider, precision=precision, power=power,
+                          timeout=timeout, host=host, target=target, report=report, data=data, progress=progress,
                           input_shape=list(input_shape) or None, inputs=inputs)
     if as_json:
         emit_json(results)

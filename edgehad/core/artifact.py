@@ -25,6 +25,9 @@ class ExportedFile:
     final_name: str = ""   # the name it gets in --out
     parity: dict | None = None
     reference: list | None = field(default=None, repr=False)  # torch outputs it must match
+    # a file written with a dynamic batch (edgehad.export.batch): the torch outputs at batch BATCH it must
+    # match as well; None: a file verified at batch 1 only
+    batch_reference: list | None = field(default=None, repr=False)
     # TFLite: {"inputs": [...], "outputs": [...]}, each "nchw", "nhwc" or None (no image), as stamped in the
     # file (edgehad.export.layout); verification feeds it accordingly. None: torch's layout throughout (ONNX)
     layout: dict | None = None

@@ -112,11 +112,13 @@ def popen_options() -> dict:
 
 
 def run_child(cmd, *, timeout: float, input: str | bytes | None = None, stdin=None, env: dict | None = None,
-              cwd=None, text: bool = True) -> subprocess.CompletedProcess:
+              cwd=None, text: bool = True, on_stderr_line=None) -> subprocess.CompletedProcess:
     """Run ``cmd`` (an argument list; never a shell string) with its output captured, like ``subprocess.run``.
 
     ``input``: data for its stdin; ``stdin``: an open file for it instead; neither: /dev/null.
     ``text``: decode the output, undecodable bytes replaced (a child's garbage must not crash edgehad).
+    ``on_stderr_line``: called with each stderr line as it comes (a child's progress), in text mode without
+    ``input``; the lines are in the result's ``stderr`` too.
 
     Raises ``subprocess.TimeoutExpired`` (``.output``/``.stderr``: what it wrote until then) after
     ``timeout`` seconds, once the child and its process group are dead; see the module docstring
@@ -129,6 +131,8 @@ def run_child(cmd, *, timeout: float, input: str | bytes | None = None, stdin=No
         raise ValueError(f"run_child needs a time limit in seconds > 0, got {timeout!r}")
     if input is not None and stdin is not None:
         raise ValueError("run_child takes input or stdin, not both")
+    if on_stderr_line is not None and (input is not None or not text):
+        raise ValueError("run_child streams stderr lines in text mode without input only")
     restore = _install_sigterm()
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else stdin or subprocess.DEVNULL,
@@ -137,10 +141,13 @@ def run_child(cmd, *, timeout: float, input: str | bytes | None = None, stdin=No
         with _lock:
             _live.add(proc)
         try:
-            stdout, stderr = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
+            if on_stderr_line is None:
+                stdout, stderr = proc.communicate(input, timeout=timeout)
+            else:
+                stdout, stderr = _stream(proc, timeout, on_stderr_line)
+        except subprocess.TimeoutExpired as exc:
             kill_group(proc)
-            stdout, stderr = _drain(proc)
+            stdout, stderr = _drain(proc) if on_stderr_line is None else (exc.output, exc.stderr)
             raise subprocess.TimeoutExpired(proc.args, timeout, output=stdout, stderr=stderr) from None
         except BaseException:  # KeyboardInterrupt, SystemExit from SIGTERM, anything: no child outlives us
             kill_group(proc)
@@ -156,6 +163,40 @@ def run_child(cmd, *, timeout: float, input: str | bytes | None = None, stdin=No
     finally:
         if restore is not None:
             signal.signal(signal.SIGTERM, restore[0])
+
+
+def _stream(proc: subprocess.Popen, timeout: float, on_line):
+    """``communicate()`` for a child whose stderr lines go to ``on_line`` as they come: one reader thread per
+    pipe (a full pipe must never block the child), the wait bounded by ``timeout``."""
+    out: list[str] = []
+    err: list[str] = []
+
+    def read_stderr():
+        for line in proc.stderr:
+            err.append(line)
+            try:
+                on_line(line.rstrip("\n"))
+            except Exception:  # a progress display that fails must not lose the child's output
+                pass
+
+    readers = [threading.Thread(target=read_stderr, daemon=True),
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        try:
+            proc.wait(timeout=_DRAIN_S)
+        except subprocess.TimeoutExpired:
+            pass
+        for reader in readers:
+            reader.join(timeout=_DRAIN_S)
+        raise subprocess.TimeoutExpired(proc.args, timeout, output="".join(out), stderr="".join(err)) from None
+    for reader in readers:
+        reader.join(timeout=_DRAIN_S)  # a grandchild that left the group may hold a pipe open
+    return "".join(out), "".join(err)
 
 
 def _drain(proc: subprocess.Popen):

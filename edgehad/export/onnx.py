@@ -19,13 +19,15 @@ MIN_OPSET, MAX_OPSET = 18, 25
 
 
 def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEFAULT_OPSET,
-                postprocess=None, output_names: list[str] | None = None) -> Path:
+                postprocess=None, output_names: list[str] | None = None, dynamic_batch: bool = False) -> Path:
     """Write ``model`` to ``path`` as ONNX; raises UnsupportedOpError naming the op and module.
 
     ``postprocess(model_proto)`` may rewrite the graph in place before it is
     saved (the int8 path uses it to reach onnxruntime's fused kernels).
     ``output_names`` names the graph outputs (the COSTARR head's ``logits``, ``known_score``).
     The file's ONNX opset is ``opset`` (one of MIN_OPSET..MAX_OPSET), or nothing is written.
+    ``dynamic_batch``: dim 0 of every input (and of the outputs that follow it) is ``dim_param
+    "batch"`` (edgehad.export.batch), or nothing is written.
     """
     import torch
 
@@ -33,12 +35,22 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
         raise UserInputError(f"ONNX opset {opset!r} cannot be written: torch.onnx writes opsets "
                              f"{MIN_OPSET}..{MAX_OPSET}; ask for one of those")
     path = Path(path)
+    dynamic = {}
+    if dynamic_batch:
+        from edgehad.export.batch import batch_shapes, unguarded
+
+        model = unguarded(model)
+        dynamic = {"dynamic_shapes": batch_shapes(model, tuple(example_inputs))}
     with captured() as log, atomic_path(path) as tmp:
         try:
             program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
                                         output_names=output_names,
-                                        optimize=True, verbose=False)
+                                        optimize=True, verbose=False, **dynamic)
             check_opset(program.model_proto, opset)
+            if dynamic_batch:
+                from edgehad.export.batch import check_onnx_batch
+
+                check_onnx_batch(program.model_proto)
             if postprocess is None:
                 program.save(str(tmp))
             else:
@@ -50,6 +62,11 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
         except UserInputError:
             raise
         except Exception as exc:
+            if dynamic_batch:
+                from edgehad.export.batch import fixed_batch_error, is_specialized
+
+                if is_specialized(exc):
+                    raise fixed_batch_error("ONNX") from exc
             err = unsupported_op_error("torch.onnx", exc, model, example_inputs)
             if err is not None:
                 raise err from exc

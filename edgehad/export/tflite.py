@@ -10,32 +10,58 @@ from edgehad.core.files import atomic_path
 from edgehad.export.lowering import unsupported_op_error
 
 
-def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=None, layout: dict | None = None) -> Path:
+def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=None, layout: dict | None = None,
+                  dynamic_batch: bool = False) -> Path:
     """Write ``model`` to ``path`` as a .tflite flatbuffer (float, or quantized with ``quant_config``).
 
     ``layout``: a record of edgehad.export.layout (``model_layout``); where it says "nhwc" the file takes
     and returns channels-last tensors. The record is not written into the file here: a file pass may
     follow, so the export stage stamps the final NHWC file (edgehad.export.layout.finish).
+    ``dynamic_batch``: dim 0 of every input is dynamic (``shape_signature`` -1, edgehad.export.batch);
+    a model that fixes its batch is refused, and the outputs that follow the batch get -1 too
+    (edgehad.export.batch.mark_tflite_batch; the export stage marks them again after a file pass).
     """
+    from contextlib import nullcontext
+
     from edgehad.core.imports import require
 
     require("litert_torch")
     path = Path(path)
+    kwargs, tracing = {}, nullcontext()
+    if dynamic_batch:
+        from edgehad.export.batch import unguarded
+
+        model = unguarded(model)
     if layout is not None and ("nhwc" in layout["inputs"] or "nhwc" in layout["outputs"]):
         from edgehad.export.layout import channels_last
 
         model, example_inputs = channels_last(model, tuple(example_inputs), layout)
+    if dynamic_batch:  # on the inputs as the file takes them (NHWC keeps the batch first)
+        from edgehad.export.batch import batch_shapes, size_oblivious
+
+        kwargs["dynamic_shapes"], tracing = batch_shapes(model, tuple(example_inputs)), size_oblivious()
+    if quant_config is not None:
+        kwargs["quant_config"] = quant_config
     with captured(), atomic_path(path) as tmp:
         import litert_torch
 
         try:
-            kwargs = {"quant_config": quant_config} if quant_config is not None else {}
-            litert_model = litert_torch.convert(model, tuple(example_inputs), **kwargs)
+            with tracing:
+                litert_model = litert_torch.convert(model, tuple(example_inputs), **kwargs)
             litert_model.export(str(tmp))
         except Exception as exc:
+            if dynamic_batch:
+                from edgehad.export.batch import fixed_batch_error, is_specialized
+
+                if is_specialized(exc):
+                    raise fixed_batch_error("TFLite") from exc
             err = unsupported_op_error("litert-torch", exc, model, example_inputs)
             if err is not None:
                 raise err from exc
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ConversionError(f"TFLite export failed: {first[:300]}") from exc
+        if dynamic_batch:
+            from edgehad.export.batch import mark_tflite_batch
+
+            mark_tflite_batch(tmp)
     return path

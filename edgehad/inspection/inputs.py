@@ -100,10 +100,10 @@ def file_inputs(path, input_shape=None, inputs=None) -> FileInputs:
 
 
 def write_samples(stated: FileInputs, folder: Path) -> Path:
-    """The profiling agent's ``--inputs`` archive for the arrays of `inputs`: ``arr_0, arr_1, ...`` in the
-    file's input order, each one sample (``[1, *shape]``), the format the agent also reads for `data`."""
+    """The profiling agent's ``--inputs`` archive for the arrays of `inputs`: one array per input, named for it,
+    each holding one sample (``[1, *shape]``), the format the agent also reads for `data`."""
     import numpy as np
 
     path = Path(folder) / "inputs.npz"
-    np.savez(path, *[np.asarray(a)[None] for a in stated.arrays])
+    np.savez(path, **{str(spec["name"]): np.asarray(a)[None] for spec, a in zip(stated.specs, stated.arrays)})
     return path

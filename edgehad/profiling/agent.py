@@ -1,8 +1,14 @@
 """Measure one .onnx / .tflite file and print one JSON document on stdout.
 
-This file is self-contained on purpose (stdlib + numpy + one runtime, imported
-lazily): it is copied to devices where edgehad is not installed and run there
-with the device's python. Do not import edgehad or torch here.
+This file and edgehad's runtime.py are all it takes (stdlib + numpy + one
+runtime, imported lazily): the two are copied to devices where edgehad is not
+installed, runtime.py as ``edgehad_runtime.py`` beside this file, and run there
+with the device's python. Inside the package the agent loads ``../runtime.py``
+by its path, so edgehad itself (and torch) is never imported. Loading the file,
+reading its inputs, filling symbolic dims, quantizing float samples for an int8
+input and binding the timed call are ``edgehad_runtime.Session``'s (one set of
+rules for the profiler, bundles and ``edgehad.runtime``); timing, memory, GPU
+providers and Jetson counters are this file's.
 
     python agent.py MODEL [--runtime auto|ort|tflite] [--threads N] [--warmup N]
                           [--runs N | --seconds S] [--op-profile] [--seed N]
@@ -13,10 +19,10 @@ Method: create the session (``init_ms``), run once (``first_ms``), run
 ``--warmup`` untimed inferences, then ``--runs`` timed ones (or as many as fit
 in ``--seconds``), timing only the runtime's run call with ``time.perf_counter``
 on input arrays allocated once beforehand: seeded random ones of each input's
-dtype, or the samples of ``--inputs`` (an .npz whose arrays ``arr_0``,
-``arr_1``, ... hold N samples of each input in the model's input order; float
-samples for an int8 input are quantized with the input's own scale and zero
-point), used in turn. A symbolic input dim (ONNX ``dim_param``, TFLite
+dtype, or the samples of ``--inputs`` (an .npz with one array per input, named
+for it or ``arr_0``, ``arr_1``, ... in the model's input order, each holding N
+samples along a first axis; float samples for an int8 input are quantized with
+the input's own scale and zero point), used in turn. A symbolic input dim (ONNX ``dim_param``, TFLite
 ``shape_signature`` -1) is never guessed: random inputs take it from
 ``--input-shape NAME=1x3x640x640`` (TFLite inputs are resized to it), samples
 from their own shapes, and a dim neither fills is an error naming it. The shapes
@@ -69,7 +75,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import json
+import math
 import os
 import platform
 import resource
@@ -82,14 +90,10 @@ import time
 
 import numpy as np
 
-_ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 _PROFILE_RUNS = 20  # inferences in the separate op-profiling session
+NOTE_EVERY_S = 0.5  # --progress: the shortest time between two "timed N/M" lines
 TEGRASTATS_INTERVAL_MS = 100
 _TEGRASTATS_FALLBACK = "/usr/bin/tegrastats"  # where JetPack puts it: found even when PATH is empty or minimal
 
@@ -100,6 +104,20 @@ class AgentError(Exception):
 
 class RunFailed(Exception):
     """The runtime raised while running the model on the inputs fed; printed with "error_kind": "run", exit 1."""
+
+
+def load_runtime():
+    """edgehad's runtime.py as a module: ``edgehad_runtime.py`` beside this file where both were copied to a
+    device, else ``../runtime.py`` inside the edgehad package (loaded by path: the package is not imported)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "edgehad_runtime.py"), os.path.join(os.path.dirname(here), "runtime.py")):
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location("edgehad_runtime", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise AgentError(f"edgehad_runtime.py is missing beside {os.path.abspath(__file__)}: copy edgehad's runtime.py "
+                     f"there under that name")
 
 
 # -- memory and machine ------------------------------------------------------
@@ -277,100 +295,75 @@ class Tegrastats:
         return lines
 
 
-# -- a minimal session over each runtime -------------------------------------
-def _static(d) -> bool:
-    """Whether a dim is a number fixed in the file (not None, a dim_param name, or TFLite's -1)."""
-    return isinstance(d, (int, np.integer)) and int(d) >= 0
+# -- the inputs fed ------------------------------------------------------------
+def inputs_error(exc) -> AgentError:
+    """The runtime's InputsError in this program's words: its options are flags here."""
+    text = str(exc).replace("`input_shape`", "--input-shape").replace("`inputs`", "--inputs")
+    return AgentError(text)
 
 
-def parse_shapes(texts) -> dict:
-    """``["images=1x3x640x640", "sr="]`` -> ``{"images": [1, 3, 640, 640], "sr": []}`` (the host checked them)."""
-    shapes = {}
-    for text in texts or ():
-        name, sep, dims = text.rpartition("=")
-        if not sep or not all(p.isdigit() for p in dims.split("x") if dims):
-            raise AgentError(f"--input-shape {text!r}: write NAME=1x3x224x224")
-        shapes[name] = [int(p) for p in dims.split("x")] if dims else []
-    return shapes
-
-
-def feed_shapes(names, specs, stated) -> list:
-    """Each input's shape: stated (``--input-shape``), else the file's static one; a dim neither fixes is an
-    AgentError naming every such dim (random inputs are never drawn at a guessed size)."""
-    unknown = sorted(set(stated) - set(names))
-    if unknown:
-        raise AgentError(f"--input-shape names {', '.join(unknown)}, which the model has no input called; "
-                         f"its inputs: {', '.join(names)}")
-    shapes, left = [], []
-    for name, (_, shape, _, _) in zip(names, specs):
-        if name in stated:
-            shapes.append(stated[name])
-            continue
-        if shape is None:
-            left.append(f"{name} (rank unknown)")
-            continue
-        for i, d in enumerate(shape):
-            if not _static(d):
-                left.append(f"{name}[{i}]" + (f"={d}" if isinstance(d, str) else ""))
-        shapes.append([int(d) if _static(d) else None for d in shape])
-    if left:
-        raise AgentError(f"the model has symbolic dims: {', '.join(left)}; give them with --input-shape "
-                         f"NAME=1x3x224x224 or --inputs NPZ")
-    return shapes
-
-
-def _random_input(shape, dtype, rng):
-    dtype = np.dtype(dtype)
+def random_array(shape, dtype, rng):
+    """Seeded values of ``dtype``: normal floats, the whole range of an 8-bit (quantized, fed raw) input,
+    small integers (indices, token ids) otherwise."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise AgentError(f"an input of type {dtype} cannot be drawn at random here; give the arrays with "
+                         f"--inputs NPZ") from None
     if len(shape) == 0:  # a scalar input (a sample rate, a step count): one value, still a 0-d array
-        return np.asarray(_random_input([1], dtype, rng)[0])
+        return np.asarray(random_array([1], dtype, rng)[0])
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(np.bool_)
-    if dtype in (np.int8, np.uint8):  # quantized inputs are fed raw: cover the whole range
+    if dtype in (np.int8, np.uint8):
         info = np.iinfo(dtype)
         return rng.integers(info.min, info.max + 1, shape, dtype=dtype)
-    return rng.integers(0, 10, shape).astype(dtype)  # indices, token ids: keep them small
+    return rng.integers(0, 10, shape).astype(dtype)
 
 
-def random_feed(specs, rng, shapes=None) -> dict:
-    """One seeded random array per input, at ``shapes`` (from feed_shapes; default: the specs' own, all static)."""
-    shapes = shapes or [shape for _, shape, _, _ in specs]
-    return {key: _random_input(shape, dtype, rng) for (key, _, dtype, _), shape in zip(specs, shapes)}
+def random_feed(rt, session, seed) -> dict:
+    """One seeded random array per input of ``session`` at its shapes (static, or stated with ``--input-shape``);
+    an input dim still symbolic is an AgentError naming every such dim: no size is guessed."""
+    try:
+        shapes, _ = rt.fit_inputs(session.inputs, session.path)
+    except rt.InputsError as exc:
+        raise inputs_error(exc) from None
+    rng = np.random.default_rng(seed)
+    return {spec["name"]: random_array(shape, spec["dtype"], rng) for spec, shape in zip(session.inputs, shapes)}
 
 
-def file_feeds(path, specs) -> list[dict]:
-    """One feed per sample of the ``--inputs`` archive, converted to each input's dtype (quantized if int8)."""
+def sample_feeds(rt, session, path) -> list[dict]:
+    """One feed per sample of the ``--inputs`` archive: an array per input, named for it (any name it answers
+    to) or ``arr_i`` for the i-th input, holding the same number of samples along its first axis."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = [archive[f"arr_{i}"] if f"arr_{i}" in archive.files else None for i in range(len(specs))]
-    except (OSError, ValueError) as exc:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # not a zip, an object array refused, truncated: all mean "not an .npz of samples"
         raise AgentError(f"{path}: not a readable .npz of input samples ({' '.join(str(exc).split())})") from None
-    counts = set()
-    for i, ((key, shape, dtype, quant), array) in enumerate(zip(specs, arrays)):
-        if array is None:
-            raise AgentError(f"{path}: no array arr_{i} for input {i} ({key}); the model has {len(specs)} input(s)")
-        got = list(array.shape[1:])
-        if shape is not None and (len(got) != len(shape) or any(_static(d) and int(d) != g
-                                                                for d, g in zip(shape, got))):
-            want = [int(d) if _static(d) else "?" for d in shape]
-            raise AgentError(f"{path}: arr_{i} holds samples of shape {got}, input {key} wants {want}")
-        counts.add(array.shape[0])
+    names = {str(n) for spec in session.inputs for n in (spec["name"], *spec.get("aliases", ()))}
+    for key in list(arrays):
+        position = key[4:] if key.startswith("arr_") and key not in names else ""
+        if position.isdigit() and int(position) < len(session.inputs):
+            arrays[session.inputs[int(position)]["name"]] = arrays.pop(key)
+    counts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
     if len(counts) != 1 or 0 in counts:
-        raise AgentError(f"{path}: every arr_i needs the same number (>0) of samples, got {sorted(counts)}")
-    feeds = [{} for _ in range(counts.pop())]
-    for (key, _, dtype, quant), array in zip(specs, arrays):
-        dtype = np.dtype(dtype)
-        if quant and np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating):
-            scale, zero = quant
-            info = np.iinfo(dtype)
-            array = np.clip(np.round(array / scale) + zero, info.min, info.max)
-        array = np.ascontiguousarray(array.astype(dtype))
-        for n, feed in enumerate(feeds):
-            feed[key] = array[n, ...]  # [n, ...], not iteration: a scalar input stays a 0-d array
+        raise AgentError(f"{path}: every array needs the same number (>0) of samples along its first axis, got "
+                         f"{sorted(counts)}")
+    feeds = [{key: a[n, ...] for key, a in arrays.items()} for n in range(counts.pop())]  # a[n, ...]: 0-d stays 0-d
+    try:
+        rt.fit_inputs(session.inputs, session.path, None, feeds[0], path)  # each sample checked as one feed
+    except rt.InputsError as exc:
+        raise inputs_error(exc) from None
     return feeds
 
 
+def shown_name(spec) -> str:
+    """An input's name as edgehad's inspect shows it: a TFLite input by its tensor, not its signature name."""
+    return str((spec.get("aliases") or [spec["name"]])[0])
+
+
+# -- onnxruntime's execution providers ----------------------------------------
 def provider_list(provider, trt_cache=None, trt_fp16=False) -> list:
     """onnxruntime's ``providers=``: the requested one first, then the fallbacks for nodes it cannot take."""
     if provider == "cpu":
@@ -394,141 +387,45 @@ def check_providers(provider, used) -> None:
                          f"are installed and match its build, or use --provider cpu")
 
 
-class OrtRunner:
-    runtime = "ort"
-
-    def __init__(self, path, threads, provider, profile_dir=None, trt_cache=None, trt_fp16=False):
-        import onnxruntime as ort
-
-        name = _PROVIDERS[provider]
+def open_session(rt, args, runtime, trt_cache=None, profile_prefix=None):
+    """The file as an ``edgehad_runtime.Session`` at the stated shapes; AgentError for what the user must fix."""
+    path, providers = args.model, None
+    if runtime == "ort":
+        ort, _ = rt.import_backend("ort")
+        name = _PROVIDERS[args.provider]
         if name not in ort.get_available_providers():
             raise AgentError(f"onnxruntime here has no {name} (available: {', '.join(ort.get_available_providers())}); "
                              f"for cuda or tensorrt install onnxruntime-gpu (on a Jetson, the onnxruntime-gpu "
                              f"wheel built for its JetPack), or use --provider cpu")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if profile_dir:
-            opts.enable_profiling = True
-            opts.profile_file_prefix = os.path.join(profile_dir, "ort")
-        self.session = ort.InferenceSession(path, sess_options=opts,
-                                            providers=provider_list(provider, trt_cache, trt_fp16))
-        self.providers_used = list(self.session.get_providers())
-        check_providers(provider, self.providers_used)
-        self.provider = provider
-        self.version = ort.__version__
-
-    def provider_options(self) -> dict | None:
-        """onnxruntime's effective options of the requested GPU provider (device_id, memory limit, ...)."""
-        if self.provider == "cpu":
-            return None
-        try:
-            return dict(self.session.get_provider_options().get(_PROVIDERS[self.provider], {})) or None
-        except Exception:  # an older onnxruntime without get_provider_options: the options are a detail
-            return None
-
-    def specs(self):
-        """(key, shape, dtype, (scale, zero_point) or None) per input, in the model's order; a symbolic dim is
-        its dim_param name or None."""
-        return [(i.name, i.shape, _ORT_DTYPES.get(i.type, np.float32), None) for i in self.session.get_inputs()]
-
-    def names(self):
-        return [i.name for i in self.session.get_inputs()]
-
-    def resize(self, shapes):
-        """onnxruntime takes any shape that fits at run time: nothing to do."""
-
-    def make_run(self, feed, fixed=False):
-        run = self.session.run
-        return lambda: run(None, feed)
-
-
-class TfliteRunner:
-    runtime = "tflite"
-    provider = "cpu"
-
-    def __init__(self, path, threads):
-        Interpreter, self.version = _import_tflite()
-        self.interp = Interpreter(model_path=path, num_threads=threads)
-        self.interp.allocate_tensors()
-
-    def specs(self):
-        """As OrtRunner's, keyed by tensor index; a dynamic dim (shape_signature -1) is -1."""
-        specs = []
-        for d in self.interp.get_input_details():
-            shape, signature = list(d["shape"]), d.get("shape_signature")
-            if signature is not None and len(signature) == len(shape):
-                shape = [int(s) for s in signature]
-            specs.append((d["index"], shape, d["dtype"], d["quantization"] if d["quantization"][0] else None))
-        return specs
-
-    def names(self):
-        return [d["name"] for d in self.interp.get_input_details()]
-
-    def resize(self, shapes):
-        """Give the inputs the shapes fed (only dynamic dims change) and allocate for them."""
-        details = self.interp.get_input_details()
-        if any(list(d["shape"]) != list(shape) for d, shape in zip(details, shapes)):
-            for d, shape in zip(details, shapes):
-                self.interp.resize_tensor_input(d["index"], list(shape), strict=True)
-            self.interp.allocate_tensors()
-
-    def make_run(self, feed, fixed=False):
-        """A no-argument call running one inference on ``feed``.
-
-        ``fixed``: the only feed, so its tensors are set once here and each call is ``invoke()`` alone,
-        as TFLite's benchmark_model times it; feeds used in turn are copied in by each call.
-        """
-        interp = self.interp
-        set_tensor, invoke = interp.set_tensor, interp.invoke
-        items = list(feed.items())
-        if fixed:
-            for index, array in items:
-                set_tensor(index, array)
-            return invoke
-
-        def run():
-            for index, array in items:
-                set_tensor(index, array)
-            invoke()
-
-        return run
-
-    def op_counts(self):
-        counts = {}
-        for op in self.interp._get_ops_details():
-            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-        return [{"op": op, "calls": n, "ms": None, "share": None}
-                for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-
-
-def _import_tflite():
+        providers = provider_list(args.provider, trt_cache, args.trt_fp16)
     try:
-        from ai_edge_litert import __version__ as version
-        from ai_edge_litert.interpreter import Interpreter
-        return Interpreter, version
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime import __version__ as version
-        from tflite_runtime.interpreter import Interpreter
-        return Interpreter, version
-    except ImportError:
-        raise AgentError(f"no TFLite runtime for {sys.executable}: pip install ai-edge-litert "
-                         f"(or the smaller tflite-runtime)") from None
-
-
-def import_runtime(runtime):
+        session = rt.Session(path, args.threads, runtime, providers, input_shape=args.input_shape or None,
+                             profile_prefix=profile_prefix)
+    except rt.InputsError as exc:
+        raise inputs_error(exc) from None
+    except Exception as exc:
+        raise AgentError(f"{path}: {runtime} cannot load this model: {' '.join(str(exc).split())}") from None
     if runtime == "ort":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise AgentError(f"onnxruntime is not installed for {sys.executable}: pip install onnxruntime "
-                             f"(onnxruntime-gpu for CUDA/TensorRT)") from None
-    else:
-        _import_tflite()
+        check_providers(args.provider, session.backend.get_providers())
+    return session
+
+
+def provider_options(session, provider) -> dict | None:
+    """onnxruntime's effective options of the requested GPU provider (device_id, memory limit, ...)."""
+    if provider == "cpu":
+        return None
+    try:
+        return dict(session.backend.get_provider_options().get(_PROVIDERS[provider], {})) or None
+    except Exception:  # an older onnxruntime without get_provider_options: the options are a detail
+        return None
+
+
+def tflite_op_counts(session) -> list:
+    counts = {}
+    for op in session.backend._get_ops_details():  # the Python interpreter's only listing of its ops
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return [{"op": op, "calls": n, "ms": None, "share": None}
+            for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 # -- op profiling -------------------------------------------------------------
@@ -543,14 +440,14 @@ def kernel_times(events) -> list:
             for ev in events if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith(suffix)]
 
 
-def ort_op_profile(path, threads, provider, feed, trt_cache=None, trt_fp16=False):
-    """Aggregate onnxruntime's profiler kernel times by op type, per inference."""
+def ort_op_profile(rt, args, feed, trt_cache=None):
+    """Aggregate onnxruntime's profiler kernel times by op type, per inference, on a second session."""
     with tempfile.TemporaryDirectory(prefix="edgehad-prof-") as tmp:
-        runner = OrtRunner(path, threads, provider, profile_dir=tmp, trt_cache=trt_cache, trt_fp16=trt_fp16)
-        run = runner.make_run(feed)
+        session = open_session(rt, args, "ort", trt_cache, profile_prefix=os.path.join(tmp, "ort"))
+        run = session.bind(feed)
         for _ in range(_PROFILE_RUNS):
             run()
-        trace = runner.session.end_profiling()
+        trace = session.backend.end_profiling()
         with open(trace) as f:
             events = json.load(f)
     by_op = {}
@@ -599,30 +496,26 @@ def measure(args) -> dict:
         raise AgentError(f"--power reads the power rails from tegrastats, which only NVIDIA Jetson boards have "
                          f"(none on PATH or at {_TEGRASTATS_FALLBACK}); leave out --power")
 
-    import_runtime(runtime)
+    rt = load_runtime()
+    try:
+        rt.import_backend(runtime)
+    except ImportError as exc:
+        raise AgentError(str(exc)) from None
     baseline_mb = current_rss_mb()
     nvmap_before = meminfo_mb("NvMapMemUsed")
     trt_cache = trt_cache_dir() if args.provider == "tensorrt" else None
 
     start = time.perf_counter()
-    try:
-        runner = (OrtRunner(path, args.threads, args.provider, trt_cache=trt_cache, trt_fp16=args.trt_fp16)
-                  if runtime == "ort" else TfliteRunner(path, args.threads))
-    except AgentError:
-        raise
-    except Exception as exc:
-        raise AgentError(f"{path}: {runtime} cannot load this model: {' '.join(str(exc).split())}") from None
+    session = open_session(rt, args, runtime, trt_cache)
     init_ms = (time.perf_counter() - start) * 1000
 
-    specs, names = runner.specs(), runner.names()
-    if args.inputs:
-        feeds = file_feeds(args.inputs, specs)
-    else:
-        shapes = feed_shapes(names, specs, parse_shapes(args.input_shape))
-        feeds = [random_feed(specs, np.random.default_rng(args.seed), shapes)]
+    feeds = sample_feeds(rt, session, args.inputs) if args.inputs else [random_feed(rt, session, args.seed)]
     feed = feeds[0]
-    runner.resize([np.shape(feed[key]) for key, _, _, _ in specs])
-    calls = [runner.make_run(f, fixed=len(feeds) == 1) for f in feeds]
+    source = "the samples given" if args.inputs else f"random inputs (seed {args.seed})"
+    try:
+        calls = [session.bind(f, fixed=len(feeds) == 1, source=source) for f in feeds]
+    except rt.RunError as exc:
+        raise RunFailed(str(exc)) from None
     n_calls = len(calls)
     clock = time.perf_counter
 
@@ -639,30 +532,36 @@ def measure(args) -> dict:
             calls[i % n_calls]()
 
         progress(args, f"timing {f'{args.seconds} s' if args.seconds is not None else f'{args.runs} runs'}")
+        # "timed 40/100 runs" (or "timed 1.5/3 s") lines for the caller's bar, at most every NOTE_EVERY_S and
+        # between timed runs: the clock read that decides it is one the loop makes anyway
+        next_note = clock() + NOTE_EVERY_S if args.progress else math.inf
         times = []
         i = 0
         if args.seconds is not None:
-            budget_end = clock() + args.seconds
+            budget_start = clock()
+            budget_end = budget_start + args.seconds
             while not times or clock() < budget_end:
                 run = calls[i % n_calls]
                 start = clock()
                 run()
-                times.append(clock() - start)
+                end = clock()
+                times.append(end - start)
                 i += 1
+                if end >= next_note:
+                    progress(args, f"timed {min(end - budget_start, args.seconds):.1f}/{args.seconds:g} s")
+                    next_note = clock() + NOTE_EVERY_S
         else:
             for i in range(args.runs):
                 run = calls[i % n_calls]
                 start = clock()
                 run()
-                times.append(clock() - start)
+                end = clock()
+                times.append(end - start)
+                if end >= next_note:
+                    progress(args, f"timed {i + 1}/{args.runs} runs")
+                    next_note = clock() + NOTE_EVERY_S
     except Exception as exc:  # the runtime refused the inputs fed: say what they were and what it said
-        fed = ", ".join(f"{name}: {np.asarray(feed[key]).dtype.name} "
-                        f"{'x'.join(map(str, np.shape(feed[key]))) or 'scalar'}"
-                        for name, (key, _, _, _) in zip(names, specs))
-        said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        source = "the samples given" if args.inputs else f"random inputs (seed {args.seed})"
-        raise RunFailed(f"{path}: {runtime} failed running it on {source} ({fed}): "
-                        f"{said if len(said) <= 400 else said[:400] + '...'}") from None
+        raise RunFailed(str(session.run_error(exc, feed, source))) from None
     peak_mb = peak_rss_mb()  # before op profiling, which loads a second session
     tegrastats_lines = tegra.stop() if tegra is not None else None
     nvmap_after = meminfo_mb("NvMapMemUsed")
@@ -681,17 +580,17 @@ def measure(args) -> dict:
         "warmup": args.warmup,
         "threads": args.threads,
         "runtime": runtime,
-        "runtime_version": runner.version,
-        "provider": runner.provider,
+        "runtime_version": session.version,
+        "provider": args.provider,
         "trt_fp16": bool(args.trt_fp16),  # TensorRT built its engine with fp16 kernels allowed
-        "inputs": {name: {"shape": list(np.shape(feed[key])), "dtype": np.asarray(feed[key]).dtype.name}
-                   for name, (key, _, _, _) in zip(names, specs)},
+        "inputs": {shown_name(spec): {"shape": list(np.shape(a)), "dtype": a.dtype.name}
+                   for spec, a in zip(session.inputs, session.prepare(feed))},
         "seed": args.seed,
         "input_source": f"{n_calls} sample(s) from {os.path.basename(args.inputs)}" if args.inputs else "random",
         "ops": None,
         "machine": machine(),
-        "providers_used": getattr(runner, "providers_used", None),
-        "provider_options": runner.provider_options() if runtime == "ort" else None,
+        "providers_used": list(session.backend.get_providers()) if runtime == "ort" else None,
+        "provider_options": provider_options(session, args.provider) if runtime == "ort" else None,
         "gpu_memory_mb": gpu["gpu_memory_mb"],
         "gpus": gpu["gpus"],
         "nvmap_mb": ({"before": nvmap_before, "after": nvmap_after}
@@ -706,11 +605,11 @@ def measure(args) -> dict:
     if args.op_profile:
         progress(args, "op profile")
         if runtime == "ort":
-            result["ops"] = ort_op_profile(path, args.threads, args.provider, feed, trt_cache, args.trt_fp16)
+            result["ops"] = ort_op_profile(rt, args, feed, trt_cache)
             result["ops_note"] = (f"onnxruntime profiler, kernel time by op type, mean per inference over "
                                   f"{_PROFILE_RUNS} runs of a separate session after the timed runs")
         else:
-            result["ops"] = runner.op_counts()
+            result["ops"] = tflite_op_counts(session)
             result["ops_note"] = ("the Python TFLite runtime exposes no per-op timing: op counts from the "
                                   "interpreter (DELEGATE is the XNNPACK node that runs the ops it took over), "
                                   "ms not measured")

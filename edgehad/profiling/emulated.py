@@ -69,7 +69,7 @@ from pathlib import Path
 from edgehad.core.children import run_child
 from edgehad.core.errors import EdgehadError, UserInputError
 from edgehad.profiling.job import Job, check_file
-from edgehad.profiling.local import AGENT, parse_agent_output
+from edgehad.profiling.local import AGENT_FILES, parse_agent_output
 
 NAME = "emulated-aarch64"
 ENV_DIR = "EDGEHAD_EMULATED_DIR"
@@ -429,10 +429,10 @@ def run_emulated_python(args, timeout: float | None = None, env: dict | None = N
     return _emulated(folder, args, timeout=timeout, env=env)
 
 
-def _place(path: Path, folder: Path) -> Path:
-    """``path`` inside ``folder`` under its own name: a hard link where possible, else a copy."""
+def _place(path: Path, folder: Path, name: str | None = None) -> Path:
+    """``path`` inside ``folder`` under ``name`` (default its own): a hard link where possible, else a copy."""
     folder.mkdir(parents=True, exist_ok=True)
-    placed = folder / path.name
+    placed = folder / (name or path.name)
     try:
         os.link(path, placed)
     except OSError:
@@ -449,7 +449,7 @@ def profile_emulated(path, job: Job) -> dict:
         tmp = Path(tmp)
         model = _place(path.resolve(), tmp / "model")
         inputs = _place(Path(job.inputs).resolve(), tmp / "inputs") if job.inputs else None
-        agent = _place(AGENT, tmp / "agent")
+        agent, *_ = [_place(source, tmp / "agent", name) for name, source in AGENT_FILES.items()]
         args = [str(agent), *job.agent_args(str(model), str(inputs) if inputs else None)]
         limit = job.timeout or RUN_TIMEOUT_S
         try:

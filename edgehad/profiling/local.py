@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from edgehad.core.children import run_child
 from edgehad.core.errors import EdgehadError, UserInputError
+from edgehad.core.progress import bar
 from edgehad.profiling.job import Job, check_file
 
 AGENT = Path(__file__).with_name("agent.py")
+# The agent measures through edgehad's runtime.py; a device gets both, the runtime under this name beside
+# the agent (which finds it there, or at ../runtime.py inside the package when run in place, as here).
+AGENT_FILES = {"agent.py": AGENT, "edgehad_runtime.py": Path(__file__).parents[1] / "runtime.py"}
 # The agent's limit when --timeout is not given: every child gets one (edgehad.core.children). An hour
 # is far beyond any sensible profile here (100 runs of a model that takes seconds each), so it only
 # stops a run that hangs.
@@ -54,19 +59,62 @@ def parse_agent_output(stdout: str, stderr: str, returncode: int, label, rename:
     return document
 
 
-def profile_file(path, job: Job) -> dict:
-    """Measure one ``.onnx``/``.tflite`` file in a fresh ``sys.executable`` process; the agent's JSON plus ``path``."""
+PROGRESS_PREFIX = "edgehad-agent: "  # the agent's --progress lines on stderr
+_TIMED = re.compile(r"timed ([0-9.]+)/([0-9.]+) (runs|s)")
+
+
+class AgentProgress:
+    """The agent's ``--progress`` lines turned into ``progress`` messages (``where`` first) and one bar over the
+    timed runs, from its "timing ..." line to the end; ``line(text)`` takes each stderr line, ``close()`` ends
+    the bar. Lines without the agent's prefix are not progress and are left to the caller."""
+
+    def __init__(self, progress, where: str):
+        self.progress, self.where, self.view = progress, where, None
+
+    def line(self, text: str) -> bool:
+        """Whether ``text`` was a progress line (and was shown)."""
+        if not text.startswith(PROGRESS_PREFIX):
+            return False
+        text = text[len(PROGRESS_PREFIX):].strip()
+        timed = _TIMED.fullmatch(text)
+        if timed and self.view is not None:
+            self.view.update(float(timed.group(1)))
+        elif text.startswith("timing "):
+            self.close()
+            budget = text.split()[1]
+            self.view = bar(self.progress, f"{self.where}: {text}", float(budget))
+            self.view.__enter__()
+        elif not timed:
+            self.close()
+            self.progress(f"{self.where}: {text}")
+        return True
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.__exit__(None, None, None)
+            self.view = None
+
+
+def profile_file(path, job: Job, progress=None) -> dict:
+    """Measure one ``.onnx``/``.tflite`` file in a fresh ``sys.executable`` process; the agent's JSON plus ``path``.
+    ``progress``: the agent's phases as messages and a bar over its timed runs."""
     path = check_file(path)
     resolved = str(path.resolve())
     inputs = str(Path(job.inputs).resolve()) if job.inputs else None
     limit = job.timeout or AGENT_TIMEOUT_S
+    shown = AgentProgress(progress, path.name) if progress is not None else None
     try:
-        proc = run_child([sys.executable, str(AGENT), *job.agent_args(resolved, inputs)], timeout=limit,
-                         env=agent_env())
+        proc = run_child([sys.executable, str(AGENT), *job.agent_args(resolved, inputs),
+                          *(["--progress"] if shown else [])], timeout=limit, env=agent_env(),
+                         on_stderr_line=shown.line if shown else None)
     except subprocess.TimeoutExpired:
         raise UserInputError(f"{path}: profiling took longer than {limit:g} s; use fewer `runs`"
                              + ("" if job.timeout else " (or a larger `timeout`)")) from None
-    document = parse_agent_output(proc.stdout, proc.stderr, proc.returncode, path, {resolved: str(path)})
+    finally:
+        if shown is not None:
+            shown.close()
+    stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith(PROGRESS_PREFIX))
+    document = parse_agent_output(proc.stdout, stderr, proc.returncode, path, {resolved: str(path)})
     document["path"] = str(path)
     document.setdefault("emulated", False)
     document.setdefault("host", "local")

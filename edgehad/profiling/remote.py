@@ -5,7 +5,7 @@ Hosts are ``ssh://user@host[:port]`` URLs or names from ``hosts.toml`` (format i
 
     ssh -M (one connection, kept as a control master for the steps below)
     mktemp -d "${TMPDIR:-/tmp}/edgehad.XXXXXXXX"             -> D
-    cat > D/agent.py ; cat > D/<model name> [; cat > D/inputs.npz]
+    cat > D/agent.py ; cat > D/edgehad_runtime.py ; cat > D/<model name> [; cat > D/inputs.npz]
     cd D && echo $$ > pid && PYTHON agent.py D/<model> ... --progress; rc=$?; rm -f pid; exit $rc
     kill the agent's process group if pid is still there; rm -rf D     (always, also after errors)
 
@@ -45,9 +45,8 @@ from edgehad.core.children import kill_group, popen_options, run_child
 from edgehad.core.errors import UserInputError
 from edgehad.profiling.hosts import Host, hosts_file, resolve_host  # noqa: F401  (resolve_host: run.py's import)
 from edgehad.profiling.job import Job
-from edgehad.profiling.local import AGENT, parse_agent_output
+from edgehad.profiling.local import AGENT_FILES, PROGRESS_PREFIX, AgentProgress, parse_agent_output
 
-PROGRESS_PREFIX = "edgehad-agent: "
 CONNECT_TIMEOUT_S = 15
 # ServerAlive probes every 5 s, 4 missed: a connection that died silently is noticed within ~20 s.
 _DEFAULT_OPTIONS = ("BatchMode=yes", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "ServerAliveInterval=5",
@@ -269,14 +268,17 @@ def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int
                             text=True, errors="replace", **popen_options())
     out: list[str] = []
     err: list[str] = []
+    shown = AgentProgress(progress, host.name) if progress else None
 
     def read_stderr():
         for line in proc.stderr:
-            if line.startswith(PROGRESS_PREFIX):
-                if progress:
-                    progress(f"{host.name}: {line[len(PROGRESS_PREFIX):].strip()}")
-            else:
+            if not line.startswith(PROGRESS_PREFIX):
                 err.append(line)
+            elif shown is not None:
+                try:
+                    shown.line(line.rstrip("\n"))
+                except Exception:  # a progress display that fails must not lose the agent's output
+                    pass
 
     readers = [threading.Thread(target=read_stderr, daemon=True),
                threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
@@ -294,6 +296,8 @@ def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int
         raise
     for t in readers:
         t.join(timeout=10)
+    if shown is not None:
+        shown.close()
     return "".join(out), "".join(err), rc
 
 
@@ -341,7 +345,8 @@ def profile_remote(host: Host, path: Path, job: Job, progress: Callable[[str], N
             model = f"{folder}/{path.name}"
             inputs = f"{folder}/inputs.npz" if job.inputs else None
             note(f"{host.name}: copying {path.name} ({path.stat().st_size / 1024:.0f} KiB) and the agent to {folder}")
-            session.upload(AGENT, f"{folder}/agent.py", "copying the agent")
+            for name, source in AGENT_FILES.items():
+                session.upload(source, f"{folder}/{name}", "copying the agent")
             session.upload(path, model, f"copying {path}")
             if inputs:
                 session.upload(Path(job.inputs), inputs, "copying the input samples")

@@ -102,7 +102,7 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
         else:
             from edgehad.profiling.local import profile_file
 
-            plan = {LOCAL: lambda p: profile_file(p, jobs.get(p, job))}
+            plan = {LOCAL: lambda p: profile_file(p, jobs.get(p, job), progress)}
         results = _run_plan(plan, paths)
 
     for k, doc in enumerate(results):  # per host, the files in order (_run_plan)

@@ -11,9 +11,14 @@ it (edgehad.export.layout). Whatever the layout, the
 final file carries it in its ``edgehad`` metadata, the file's report entry
 has it (``layout``) and so has the report's ``preprocessing``
 (``tflite_layout``), which a bundle hands to the app.
+
+``dynamic_batch``: dim 0 of every input has ``shape_signature`` -1, and so has
+each output that follows it (edgehad.export.batch); the runtime resizes the
+inputs to the arrays it is fed.
 """
 
 from edgehad.core.stage import Context, Option, Stage, register
+from edgehad.export.batch import mark_tflite_batch
 from edgehad.export.layout import LAYOUTS, finish, model_layout
 from edgehad.export.tflite import export_tflite
 from edgehad.stages._exporting import add_export
@@ -28,6 +33,9 @@ class ExportTflite(Stage):
         "layout": Option({"enum": list(LAYOUTS)}, "nchw",
                          "4-D image inputs and outputs: nchw as in PyTorch, or nhwc (channels-last, "
                          "no TRANSPOSE at the file's I/O)"),
+        "dynamic_batch": Option({"type": "boolean"}, False,
+                                "dim 0 of every input (and of the outputs that follow it) is dynamic, "
+                                "shape_signature -1; the file is verified at batch 1 and 4"),
     }
     reads = ("model", "example_inputs", "variant", "quantization", "sample_inputs", "preprocessing")
     writes = ("files", "preprocessing")
@@ -35,16 +43,19 @@ class ExportTflite(Stage):
     def run(self, artifact, ctx: Context):
         plan = artifact.quantization
         config = plan.tflite_quant_config if plan else None
-        layout = self.config["layout"]
+        layout, dynamic = self.config["layout"], self.config["dynamic_batch"]
         record = model_layout(artifact.model, artifact.example_inputs, layout)
         artifact = add_export(artifact, ctx, "tflite", self.name,
                               lambda path: export_tflite(artifact.model, artifact.example_inputs, path,
-                                                         quant_config=config, layout=record),
-                              plan.tflite_file_pass if plan else None)
+                                                         quant_config=config, layout=record, dynamic_batch=dynamic),
+                              plan.tflite_file_pass if plan else None, dynamic_batch=dynamic)
         file = artifact.files[-1]
         folded = finish(file.path, record)  # after the file pass, which need not keep metadata
         if folded:
             ctx.progress(f"export-tflite: {folded} TRANSPOSE folded into the reduction after it")
+        if dynamic:  # again after the file pass, which writes outputs of its own (the float I/O of int8)
+            mark_tflite_batch(file.path)
+            ctx.record("dynamic_batch", True)
         file.layout = record
         # an NCHW file without data adds nothing an app must know; otherwise the layout goes with the
         # normalisation (a copy: the dict is the data splits' own)

@@ -11,10 +11,18 @@ validation split is measured for the original model and for every file, and a
 file more than ``max_accuracy_drop`` points below the original fails the run
 (a pruned model can match its own torch graph exactly and still have lost
 its accuracy).
+
+A file written with a dynamic batch (``dynamic_batch``, edgehad.export.batch)
+is run a second time, on its first 4 samples as one batch, against the torch
+model at that batch, by the same rule; the report has both (``parity`` over
+the samples at batch 1, ``parity.batch_4``, ``parity.batch_sizes``).
 """
+
+import dataclasses
 
 from edgehad.core.errors import ConversionError
 from edgehad.core.stage import Context, Option, Stage, register
+from edgehad.export.batch import BATCH, batched
 from edgehad.export.verify import FLOAT_RTOL, compare, runtime_outputs
 
 
@@ -52,14 +60,19 @@ class Verify(Stage):
                 # a quantized file is judged against the quantized torch model by cosine
                 # ... and so is each output of a multi-output file on its own (a [0, 1] known_score would
                 # hide under the logits' scale in the overall cosine)
-                cosines = [parity.cosine] + [o["cosine"] for o in parity.outputs or []]
-                f.parity["passed"] = min(cosines) >= self.config["min_cosine"]
+                f.parity["passed"] = self._cosines_pass(parity)
                 f.parity["rule"] = f"cosine >= {self.config['min_cosine']}" + (" for every output" if parity.outputs else "")
                 if original is not None:
                     f.parity["vs_original"] = compare(original, actual, rtol=self.config["rtol"]).to_dict()
+            key = "rtol" if f.variant == "float" else "min_cosine"  # the floor this file was judged by
             if not f.parity["passed"]:
-                key = "rtol" if f.variant == "float" else "min_cosine"  # the floor this file was judged by
                 failures.append(f"{f.format} ({f.variant}): {parity.describe()} (floor: [verify] {key})")
+            if f.batch_reference is not None:
+                failure = self._at_batch(f, artifact.sample_inputs)
+                if failure:
+                    f.parity["passed"] = False
+                    failures.append(f"{f.format} ({f.variant}) at batch {BATCH}: {failure}"
+                                    + (f" (floor: [verify] {key})" if f.parity[f"batch_{BATCH}"] else ""))
         if failures:
             raise ConversionError("verification failed: " + "; ".join(failures))
         metric = task_metric(artifact, self.config["metric_samples"], self.config["threads"])
@@ -67,6 +80,29 @@ class Verify(Stage):
         if metric.get("measured"):
             check_accuracy(artifact, metric, self.config["max_accuracy_drop"])
         return artifact
+
+    def _cosines_pass(self, parity) -> bool:
+        """The quantized rule: the overall cosine and every output's at least ``min_cosine``."""
+        return min([parity.cosine] + [o["cosine"] for o in parity.outputs or []]) >= self.config["min_cosine"]
+
+    def _at_batch(self, f, sample_inputs) -> str:
+        """Run a dynamic-batch file on the first BATCH samples as one batch and judge it as at batch 1;
+        its parity goes to ``f.parity["batch_4"]`` (None when the runtime could not run it). Returns what
+        failed, or ""."""
+        f.parity["batch_sizes"] = [1, BATCH]
+        f.parity[f"batch_{BATCH}"] = None
+        try:
+            actual = runtime_outputs(str(f.path), [batched(sample_inputs)], threads=self.config["threads"],
+                                     layout=f.layout)
+        except Exception as exc:  # the runtime refused the batch: a file that does not take it, with the reason
+            said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            return f"the runtime could not run it ({said[:300]})"
+        parity = dataclasses.replace(compare(f.batch_reference, actual, rtol=self.config["rtol"]), samples=BATCH)
+        entry = parity.to_dict()
+        if f.variant != "float":
+            entry["passed"] = self._cosines_pass(parity)
+        f.parity[f"batch_{BATCH}"] = entry
+        return "" if entry["passed"] else parity.describe()
 
 
 def check_accuracy(artifact, metric: dict, max_drop: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ def profiled(models):
     """Both files in one CLI call with --op-profile and --json."""
     result = run_cli("profile", *models, "--runs", "25", "--warmup", "3", "--op-profile", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
+    # progress on stderr with --json too: each file's phases and, off a terminal, its bar's label once
+    for name in ("model.onnx", "model.tflite"):
+        assert f"{name}: loaded in " in result.stderr and f"{name}: timing 25 runs" in result.stderr
+        assert result.stderr.count(f"{name}: timing 25 runs") == 1
     return json.loads(result.stdout)
 
 
@@ -96,13 +101,40 @@ def test_agent_alone_prints_one_json_document(models):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runs"] == 7 and doc["runtime"] == "ort"
-    tree = ast.parse(local.AGENT.read_text())  # the agent is copied to devices alone: stdlib, numpy, a runtime
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                 and node.module}
-    assert not imported & {"edgehad", "torch", "tests"}, imported
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}
+
+    def imported(path):
+        tree = ast.parse(path.read_text())
+        names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+        return names | {node.module.split(".")[0] for node in ast.walk(tree)
+                        if isinstance(node, ast.ImportFrom) and node.module}
+
+    # copied to devices as a pair: stdlib, numpy and a runtime; the runtimes imported by edgehad_runtime only
+    agent_imports, runtime_imports = (imported(path) for path in local.AGENT_FILES.values())
+    assert agent_imports - set(sys.stdlib_module_names) == {"numpy"}, agent_imports
+    assert runtime_imports - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ai_edge_litert",
+                                                              "tflite_runtime"}, runtime_imports
+    assert not (agent_imports | runtime_imports) & {"edgehad", "torch", "tests"}
+
+
+def test_agent_runs_as_devices_get_it(models, tmp_path):
+    """The two files alone in a folder, as SSH and emulated runs place them; without edgehad_runtime.py the agent
+    says which file is missing."""
+    from edgehad.profiling import local
+
+    for name, source in local.AGENT_FILES.items():
+        shutil.copy(source, tmp_path / name)
+    run = [sys.executable, "-I", str(tmp_path / "agent.py"), str(models[1]), "--runs", "3", "--warmup", "0"]
+    proc = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["runs"] == 3 and doc["runtime"] == "tflite"
+    assert doc["inputs"] == {"serving_default_args_0": {"shape": [1, 1, 8, 8], "dtype": "float32"}}
+    (tmp_path / "edgehad_runtime.py").unlink()
+    proc = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"] == (f"edgehad_runtime.py is missing beside {tmp_path / 'agent.py'}: "
+                                                f"copy edgehad's runtime.py there under that name")
 
 
 def test_agent_errors_are_json(tmp_path):
@@ -146,39 +178,42 @@ def test_data_feeds_real_samples_in_turn(models):
 
 
 def test_agent_quantizes_float_samples_for_an_int8_input(digits_files, tmp_path):
-    """An int8-I/O TFLite file fed float samples: the agent quantizes them with the input's own scale."""
+    """An int8-I/O TFLite file fed float samples: they are quantized with the input's own scale."""
     import numpy as np
 
     from edgehad.profiling import agent
-    from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(digits_files["int8io"] / "model.tflite"))
-    (detail,) = interp.get_input_details()
-    assert detail["dtype"] == np.int8
-    scale, zero = detail["quantization"]
+    model = digits_files["int8io"] / "model.tflite"
+    rt = agent.load_runtime()
+    session = agent.open_session(rt, agent.parse_args([str(model)]), "tflite")
+    (spec,) = session.inputs
+    assert spec["dtype"] == "int8"
+    scale, zero = spec["quantization"]["scale"], spec["quantization"]["zero_point"]
     samples = np.random.default_rng(0).uniform(0, 1, (3, 1, 1, 8, 8)).astype(np.float32)
-    np.savez(tmp_path / "in.npz", samples)
-    specs = [(detail["index"], list(detail["shape"]), np.int8, (scale, zero))]
-    feeds = agent.file_feeds(str(tmp_path / "in.npz"), specs)
+    np.savez(tmp_path / "in.npz", samples)  # arr_0: the first input's samples
+    feeds = agent.sample_feeds(rt, session, str(tmp_path / "in.npz"))
     assert len(feeds) == 3
     expected = np.clip(np.round(samples[1] / scale) + zero, -128, 127).astype(np.int8)
-    np.testing.assert_array_equal(feeds[1][detail["index"]], expected)
+    (fed,) = session.prepare(feeds[1])
+    np.testing.assert_array_equal(fed, expected)
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"arr_0": "wrong-shape"}, "arr_0 holds samples of shape [1, 1, 4, 4], input"),
-    ({}, "no array arr_0 for input 0"),
+    ({"arr_0": (2, 1, 1, 4, 4)}, "bad.npz's array gives x the shape 1x1x4x4, which does not fit {model}: its "
+                                 "input x is 1x1x8x8"),
+    ({"other": (2, 1)}, "bad.npz holds 'other', which {model} has no input named; its inputs: x"),
+    ({"x": (2, 1, 1, 8, 8), "arr_1": (3, 4)}, "bad.npz: every array needs the same number (>0) of samples along its "
+                                               "first axis, got [2, 3]"),
 ])
 def test_inputs_archive_errors(arrays, message, models, tmp_path):
     import numpy as np
 
     from edgehad.profiling import local
 
-    saved = {k: np.zeros((2, 1, 1, 4, 4), np.float32) for k in arrays}
-    np.savez(tmp_path / "bad.npz", **saved) if saved else np.savez(tmp_path / "bad.npz", other=np.zeros(1))
+    np.savez(tmp_path / "bad.npz", **{k: np.zeros(shape, np.float32) for k, shape in arrays.items()})
     proc = subprocess.run([sys.executable, str(local.AGENT), str(models[0]), "--inputs", str(tmp_path / "bad.npz")],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and message in json.loads(proc.stdout)["error"]
+    assert proc.returncode == 2 and message.format(model=models[0]) in json.loads(proc.stdout)["error"]
 
 
 def test_bad_data_spec_is_one_clean_error(models):

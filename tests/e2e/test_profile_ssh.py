@@ -328,7 +328,8 @@ def test_agent_command_under_posix_shells(shell, models, tmp_path):
     """The exact command line sent to the device, run by dash (Debian's sh) and bash: quoting and ``~/`` python."""
     from edgehad.profiling.hosts import Host
     from edgehad.profiling.job import Job
-    from edgehad.profiling.remote import AGENT, _agent_command
+    from edgehad.profiling.local import AGENT_FILES
+    from edgehad.profiling.remote import _agent_command
 
     if not shutil.which(shell):
         pytest.skip(f"no {shell} here")
@@ -339,7 +340,8 @@ def test_agent_command_under_posix_shells(shell, models, tmp_path):
     wrapper.chmod(0o755)
     folder = tmp_path / "edgehad.x'y z"
     folder.mkdir()
-    shutil.copy(AGENT, folder / "agent.py")
+    for name, source in AGENT_FILES.items():
+        shutil.copy(source, folder / name)
     model = folder / WEIRD_NAMES[1]
     shutil.copy(models[0], model)
     command = _agent_command(Host(name="t", address="x", python="~/my env/py"), str(folder), Job(runs=2, warmup=0),

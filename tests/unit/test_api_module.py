@@ -61,6 +61,24 @@ def test_help_shows_the_real_signature():
     assert list(params)[:2] == ["model", "example_inputs"] and "out" in params
 
 
+def test_every_api_function_names_its_parameters():
+    """No ``**kwargs`` behind the API: help() and editors show every option; profile() takes each Job setting."""
+    import dataclasses
+    import inspect
+
+    from edgehad import api
+    from edgehad.profiling.job import Job
+
+    for name, function in inspect.getmembers(api, inspect.isfunction):
+        if function.__module__ == api.__name__ and not name.startswith("_"):
+            kinds = {p.kind for p in inspect.signature(function).parameters.values()}
+            assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+    params = inspect.signature(api.profile).parameters
+    settings = {f.name for f in dataclasses.fields(Job)} - {"inputs", "input_shapes"}  # set by profile itself
+    assert settings <= set(params)
+    assert all(params[key].default == getattr(Job, key) for key in settings)
+
+
 CLI_MAY_IMPORT = {"edgehad", "edgehad.api", "edgehad.cli.common", "edgehad.cli.flags", "edgehad.core.capture",
                   "edgehad.core.errors", "edgehad.core.stage", "edgehad.core.validation", "edgehad.profiling.job"}
 

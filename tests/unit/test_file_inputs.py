@@ -228,20 +228,25 @@ def test_session_states_shapes_with_the_same_words(files):
 
 
 # -- profiling: the agent gets the shapes; the roofline counts at them ------------------------------------------------
-def test_the_agent_never_draws_at_a_guessed_size():
+def test_the_agent_never_draws_at_a_guessed_size(files):
+    """The agent opens the file through edgehad_runtime's Session: a dim left symbolic is named in flag words,
+    a stated one (the batch shared by two inputs included) sets the random arrays' shapes."""
     from edgehad.profiling import agent
 
-    specs = [("images", ["batch", 3, "height", "width"], np.float32, None), ("sr", [], np.int64, None)]
+    rt = agent.load_runtime()
+    session = agent.open_session(rt, agent.parse_args([str(files["audio"])]), "ort")
     with pytest.raises(agent.AgentError) as err:
-        agent.feed_shapes(["images", "sr"], specs, {})
-    assert str(err.value).startswith("the model has symbolic dims: images[0]=batch, images[2]=height, "
-                                     "images[3]=width;")
-    shapes = agent.feed_shapes(["images", "sr"], specs, agent.parse_shapes(["images=2x3x16x8"]))
-    assert shapes == [[2, 3, 16, 8], []]
-    feed = agent.random_feed(specs, np.random.default_rng(0), shapes)
-    assert feed["images"].shape == (2, 3, 16, 8) and feed["sr"].shape == () and feed["sr"].dtype == np.int64
-    with pytest.raises(agent.AgentError, match="names boxes, which the model has no input called"):
-        agent.feed_shapes(["images", "sr"], specs, {"boxes": [1]})
+        agent.random_feed(rt, session, 0)
+    assert str(err.value) == (f"{files['audio']} has symbolic dims: chunk[0]=batch, state[1]=batch; give them with "
+                              f"--input-shape (e.g. chunk=1x512) or --inputs (an .npz of arrays by input name)")
+    session = agent.open_session(rt, agent.parse_args([str(files["audio"]), "--input-shape", "chunk=3x512",
+                                                       "--input-shape", "sr="]), "ort")
+    feed = agent.random_feed(rt, session, 0)
+    assert {k: (v.shape, v.dtype.name) for k, v in feed.items()} == {
+        "chunk": ((3, 512), "float32"), "sr": ((), "int64"), "state": ((2, 3, 128), "float32")}
+    with pytest.raises(agent.AgentError, match=r"^--input-shape boxes=1: .*audio.onnx has no input 'boxes'; "
+                                               r"its inputs: chunk, sr, state"):
+        agent.open_session(rt, agent.parse_args([str(files["audio"]), "--input-shape", "boxes=1"]), "ort")
 
 
 def test_job_passes_the_shapes_to_the_agent():

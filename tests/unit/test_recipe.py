@@ -34,7 +34,7 @@ def test_every_shipped_recipe_loads():
 def test_float_recipe_by_name():
     recipe = load_recipe("float")
     assert names(build_stages(recipe)) == ["export-onnx", "export-tflite", "verify"]
-    assert build_stages(recipe)[0].config == {"opset": 18}
+    assert build_stages(recipe)[0].config == {"opset": 18, "dynamic_batch": False}
 
 
 def test_stage_order_ignores_table_order_and_verify_is_always_added():
@@ -56,7 +56,7 @@ def test_format_flag_replaces_export_stages_and_overrides_win():
     ({"stagez": {}}, "unknown recipe key 'stagez'"),
     ({"data": {"spec": "digits", "norm": "1,2"}}, "unknown recipe key 'data.norm'"),
     ({"stages": {"quantise": {}}}, "unknown stage 'quantise': known stages are rewrite, prune, finetune, osr, quantize"),
-    ({"stages": {"export-onnx": {"opsett": 17}}}, "unknown option 'opsett' for stage 'export-onnx': valid options are opset"),
+    ({"stages": {"export-onnx": {"opsett": 17}}}, "unknown option 'opsett' for stage 'export-onnx': valid options are dynamic_batch, opset"),
     ({"stages": {"export-onnx": {"opset": "17"}}},
      'recipe <recipe>: stages.export-onnx.opset must be an integer in [18, 25], got "17"'),
     ({"stages": {"verify": 3}}, "'stages.verify' in <recipe> must be a table"),
