@@ -3,6 +3,7 @@
     groups   = coupled channel groups (groups.py, torch-pruning's DepGraph + fixes)
     scores   = a criterion per channel (criteria/)
     keep     = how many channels each group keeps (plan.py: scope, target, rounding)
+    trial    = mask and compact a copy; skip each group whose compaction is not exact (trial.py)
     masked   = W ⊙ m on every producer of each group (masks.py)
     compact  = remove the masked channels (compaction.py), outputs equal to the masked model's
 
@@ -75,10 +76,8 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     from edgehad.cost import count_macs, count_params
     from edgehad.prune.compaction import compact, max_abs_error, outputs
     from edgehad.prune.criteria import ScoreContext, get_criterion
-    from edgehad.prune.masks import apply_channel_mask, remove_masks
+    from edgehad.prune.masks import mask_groups, remove_masks
     from edgehad.prune.plan import kept_channels
-
-    import torch
 
     progress = progress or (lambda msg: None)
     settings.check()
@@ -99,14 +98,15 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     scores = crit.score(prunable, work, ctx)
     counts = _counts_for_target(work, example_inputs, prunable, scores, settings, progress)
     keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in prunable}
-    for name, why in _unsafe_groups(work, example_inputs, prunable, keep).items():
+    for name, why in _unsafe_groups(work, example_inputs, prunable, keep, sample_inputs).items():
         group = next(g for g in prunable if g.name == name)
-        group.reason = f"removing its channels breaks the model ({why})"
+        group.reason = why
         if settings.unsafe == "stop":
             raise UserInputError(f"group {name} ({group.size} channels, layers "
                                  f"{', '.join(group.describe()['layers'])}) cannot be pruned safely: {group.reason}; "
                                  "use `prune_unsafe='skip'` to prune the rest")
-        progress(f"warning: prune: skipping {name}: {group.reason}")
+        readers = ", ".join(sorted({m.name for m in group.consumers})) or "no layer"
+        progress(f"warning: prune: skipping {name} ({group.size} channels, read by {readers}): {why}")
         keep[name] = list(range(group.size))
     prunable = [g for g in prunable if g.prunable]
     if all(len(keep[g.name]) == g.size for g in prunable):
@@ -116,20 +116,23 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
 
     before = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
     shapes_before = layer_shapes(work)
-    for g in prunable:  # the Hadamard form: W ⊙ m, m[c] = 0 for the channels that go
-        mask = torch.zeros(g.size)
-        mask[keep[g.name]] = 1.0
-        apply_channel_mask(g.producers + g.norms, mask)
+    mask_groups(prunable, keep)  # the Hadamard form: W ⊙ m, m[c] = 0 for the channels that go
     masked = outputs(work, sample_inputs)
     remove_masks(work)  # back to the original weights; compaction removes the masked channels for real
     compact(prunable, keep)
     err = max_abs_error(masked, outputs(work, sample_inputs))
     inexact = [g for g in prunable if g.inexact and len(keep[g.name]) < g.size]
-    if err > EXACT_TOLERANCE * max(1.0, _scale(masked)) and not inexact:
+    if not err <= EXACT_TOLERANCE * max(1.0, _scale(masked)) and not inexact:
         from edgehad.core.errors import ConversionError
 
+        # The trial compacted exactly these groups on these inputs and passed; reaching this means the
+        # model does not compute the same thing twice (randomness left on in eval mode, say).
+        changed = [g.name for g in prunable if len(keep[g.name]) < g.size]
         raise ConversionError(f"compaction is not exact: max abs error {err:.3g} between the masked and the "
-                              f"compacted model (limit {EXACT_TOLERANCE}); please report this model")
+                              f"compacted model (limit {EXACT_TOLERANCE}) although the trial compaction of "
+                              f"{len(changed)} groups passed: does the model give the same output twice for "
+                              "one input? Prune it with `prune_structure='elements'` (no compaction) or "
+                              "leave `prune` out")
     after = {"params": count_params(work), "macs": count_macs(work, example_inputs)}
     described = []
     for g in groups:
@@ -166,41 +169,20 @@ def _counts_for_target(model, example_inputs, groups, scores, settings, progress
     return best
 
 
-def _unsafe_groups(model, example_inputs, groups, keep) -> dict[str, str]:
-    """Groups whose compaction breaks the forward pass or an output's shape, with the error.
+def _unsafe_groups(model, example_inputs, groups, keep, sample_inputs) -> dict[str, str]:
+    """Groups that cannot lose their channels exactly, with why: not followed, or failing the trial (trial.py).
 
     torch-pruning follows channels through reshapes into Linear layers but not
-    through every split (q/k/v chunks reshaped into attention heads, say). One
-    trial compaction of a copy finds out; only when it fails is each group tried
-    alone, to name the culprits.
+    through every split (q/k/v chunks reshaped into attention heads, say), and
+    a layer may turn a masked channel into a constant; the trial compaction of
+    a copy finds every such group before the real one.
     """
-    import torch
+    from edgehad.prune.trial import unsafe_groups
 
-    from edgehad.prune.compaction import compact, flatten_outputs
-
-    with torch.no_grad():
-        ref_shapes = [tuple(t.shape) for t in flatten_outputs(model(*example_inputs))]
-
-    def trial(names) -> str:
-        copy_ = copy.deepcopy(model)
-        _, trial_groups = find_groups(copy_, example_inputs)
-        chosen = [g for g in trial_groups if g.name in names]
-        try:
-            compact(chosen, {g.name: keep[g.name] for g in chosen})
-            with torch.no_grad():
-                shapes = [tuple(t.shape) for t in flatten_outputs(copy_(*example_inputs))]
-        except Exception as exc:  # any failure of the surgery means: not safe
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
-        return "" if shapes == ref_shapes else "the output shape changes"
-
-    names = {g.name for g in groups if len(keep[g.name]) < g.size}
-    if not trial(names):
-        return {}
-    found = {}
-    for name in sorted(names):
-        why = trial({name})
-        if why:
-            found[name] = why
+    changing = [g for g in groups if len(keep[g.name]) < g.size]
+    found = {g.name: g.unfollowed for g in changing if g.unfollowed}
+    found.update(unsafe_groups(model, example_inputs, [g for g in changing if g.name not in found], keep,
+                               sample_inputs))
     return found
 
 

@@ -7,13 +7,18 @@ reparametrized as
     W' = W ⊙ m[:, None, ...]     (conv / linear weight rows: output channels)
     b' = b ⊙ m                   (their bias)
     γ' = γ ⊙ m,  β' = β ⊙ m      (the BatchNorm after them)
+    a' = a ⊙ m                   (per-channel parameters: PReLU slopes, InstanceNorm /
+                                  per-channel GroupNorm affines, a bare scale or shift,
+                                  along the dim that holds the channels)
 
 so a masked channel leaves the normalisation as exactly 0, and every
-activation used here (ReLU, ReLU6, hard-swish, SiLU, GELU) maps 0 to 0: the
-consumers see zeros, which is what removing the channel does. That is why the
-masked model and the compacted one agree to float rounding (compaction.py).
+activation used here (ReLU, ReLU6, PReLU, hard-swish, SiLU, GELU) maps 0 to 0:
+the consumers see zeros, which is what removing the channel does. That is why
+the masked model and the compacted one agree to float rounding (compaction.py).
 A sigmoid gate on a masked channel gives 0.5, but it multiplies a channel that
-is itself zero, so the product is still 0.
+is itself zero, so the product is still 0. Where something else does not map
+0 to 0 (a sigmoid whose output is read by a conv, say), the trial compaction
+(trial.py) finds the difference and the group is skipped.
 
 Unstructured (elements): W' = W ⊙ M with M the weight's shape. It makes a
 file smaller only once compressed, not faster: the report says so.
@@ -30,7 +35,7 @@ from torch.nn.utils import parametrize
 
 
 class ChannelMask(nn.Module):
-    """``W ⊙ m`` along dim 0 (output channels).
+    """``W ⊙ m`` along ``dim`` (0: output channels).
 
     ``mask`` is the group's vector, shared by all its layers (a Parameter when
     a criterion needs its gradient, or a module computing it: learned gates); ``idxs`` are this layer's channels that
@@ -38,18 +43,21 @@ class ChannelMask(nn.Module):
     differ after a concatenation). Channels outside the group are kept.
     """
 
-    def __init__(self, mask: torch.Tensor, idxs: list[int], root_idxs: list[int], channels: int):
+    def __init__(self, mask: torch.Tensor, idxs: list[int], root_idxs: list[int], channels: int, dim: int = 0):
         super().__init__()
         self.mask = mask
         self.register_buffer("idxs", torch.as_tensor(idxs, dtype=torch.long), persistent=False)
         self.register_buffer("root_idxs", torch.as_tensor(root_idxs, dtype=torch.long), persistent=False)
         self.channels = channels
+        self.dim = dim
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         mask = self.mask() if isinstance(self.mask, nn.Module) else self.mask  # a module: learned gates
         full = torch.ones(self.channels, dtype=w.dtype, device=w.device)
         full = full.index_put((self.idxs,), mask[self.root_idxs].to(w.dtype))
-        return w * full.view(-1, *([1] * (w.dim() - 1)))
+        shape = [1] * w.dim()
+        shape[self.dim] = -1
+        return w * full.view(shape)
 
 
 class ElementMask(nn.Module):
@@ -73,13 +81,22 @@ def out_channel_params(module: nn.Module) -> list[str]:
 def apply_channel_mask(members, mask: torch.Tensor) -> None:
     """Reparametrize the output-channel parameters of a group's layers (``groups.Member``) with ``mask``."""
     for m in members:
-        params = out_channel_params(m.module)
+        params = list(getattr(m, "params", ())) or out_channel_params(m.module)
         if not params:
             continue
-        channels = getattr(m.module, params[0]).shape[0]
-        shared = ChannelMask(mask, m.idxs, m.root_idxs, channels)  # one per layer: weight and bias share it
+        dim = getattr(m, "dim", 0)
+        channels = getattr(m.module, params[0]).shape[dim]
+        shared = ChannelMask(mask, m.idxs, m.root_idxs, channels, dim)  # one per layer: weight and bias share it
         for name in params:
             parametrize.register_parametrization(m.module, name, shared, unsafe=True)
+
+
+def mask_groups(groups, keep: dict[str, list[int]]) -> None:
+    """The Hadamard form of pruning: m[c] = 1 for the channels in ``keep[group]``, 0 for those that go."""
+    for g in groups:
+        mask = torch.zeros(g.size)
+        mask[keep[g.name]] = 1.0
+        apply_channel_mask(g.masked, mask)
 
 
 def apply_element_mask(module: nn.Module, mask: torch.Tensor) -> None:
