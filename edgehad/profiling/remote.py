@@ -45,7 +45,7 @@ from edgehad.core.children import kill_group, popen_options, run_child
 from edgehad.core.errors import UserInputError
 from edgehad.profiling.hosts import Host, hosts_file, resolve_host  # noqa: F401  (resolve_host: run.py's import)
 from edgehad.profiling.job import Job
-from edgehad.profiling.local import AGENT_FILES, PROGRESS_PREFIX, AgentProgress, parse_agent_output
+from edgehad.profiling.local import AGENT_FILES, AGENT_TIMEOUT_S, PROGRESS_PREFIX, AgentProgress, parse_agent_output
 
 CONNECT_TIMEOUT_S = 15
 # ServerAlive probes every 5 s, 4 missed: a connection that died silently is noticed within ~20 s.
@@ -261,44 +261,22 @@ def _agent_command(host: Host, folder: str, job: Job, model: str, inputs: str | 
 
 
 def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int | None]:
-    """Run the agent, passing its progress lines on as they come; (stdout, stderr, rc; None on timeout)."""
+    """Run the agent, passing its progress lines on as they come; (stdout, stderr, rc; None on timeout).
+
+    On a timeout or Ctrl-C the local ssh client's group is killed; the remote agent is killed by the
+    cleanup step in profile_remote (its process group there)."""
     host = session.host
-    proc = subprocess.Popen([*_ssh(host, session.control), command],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", **popen_options())
-    out: list[str] = []
-    err: list[str] = []
     shown = AgentProgress(progress, host.name) if progress else None
-
-    def read_stderr():
-        for line in proc.stderr:
-            if not line.startswith(PROGRESS_PREFIX):
-                err.append(line)
-            elif shown is not None:
-                try:
-                    shown.line(line.rstrip("\n"))
-                except Exception:  # a progress display that fails must not lose the agent's output
-                    pass
-
-    readers = [threading.Thread(target=read_stderr, daemon=True),
-               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]
-    for t in readers:
-        t.start()
     try:
-        rc = proc.wait(timeout=session.remaining())
-    except subprocess.TimeoutExpired:
-        kill_group(proc)  # the remote agent is killed by the cleanup step (its process group)
-        proc.wait()
-        rc = None
-    except BaseException:  # Ctrl-C: stop the local client; the finally in profile_remote cleans the device
-        kill_group(proc)
-        proc.wait()
-        raise
-    for t in readers:
-        t.join(timeout=10)
-    if shown is not None:
-        shown.close()
-    return "".join(out), "".join(err), rc
+        proc = run_child([*_ssh(host, session.control), command], timeout=session.remaining() or AGENT_TIMEOUT_S,
+                         on_stderr_line=shown.line if shown else None)
+    except subprocess.TimeoutExpired as exc:
+        return exc.output or "", exc.stderr or "", None
+    finally:
+        if shown is not None:
+            shown.close()
+    stderr = "".join(ln for ln in proc.stderr.splitlines(keepends=True) if not ln.startswith(PROGRESS_PREFIX))
+    return proc.stdout, stderr, proc.returncode
 
 
 def _explain(host: Host, path: Path, job: Job, stdout: str, stderr: str, rc: int, rename: dict) -> dict:
