@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from edgehad.core.errors import UnsupportedOpError
+from edgehad.core.errors import ConversionError, UnsupportedOpError
 
 _OP_PATTERNS = [
     re.compile(r"Lowering not found: ([\w.:]+)"),
@@ -65,3 +65,21 @@ def unsupported_op_error(exporter: str, exc: BaseException, model, example_input
     return UnsupportedOpError(
         f"{exporter} cannot lower op {op}{place}: replace it with supported ops or drop this format with `formats`"
     )
+
+
+def export_error(exporter: str, fmt: str, exc: BaseException, model, example_inputs,
+                 dynamic_batch: bool = False) -> Exception:
+    """The one error for an exporter (``exporter``: "torch.onnx", "litert-torch") that raised ``exc``: the
+    model fixing its batch when ``dynamic_batch`` was asked for, an op the exporter cannot lower (naming
+    the module), else a ConversionError with the exporter's most telling line."""
+    if dynamic_batch:
+        from edgehad.export.batch import fixed_batch_error, is_specialized
+
+        if is_specialized(exc):
+            return fixed_batch_error(fmt)
+    unsupported = unsupported_op_error(exporter, exc, model, example_inputs)
+    if unsupported is not None:
+        return unsupported
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    said = next((ln for ln in lines if "Error" in ln and ":" in ln), lines[0] if lines else type(exc).__name__)
+    return ConversionError(f"{fmt} export failed: {said[:300]}")

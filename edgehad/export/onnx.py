@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError, UserInputError
+from edgehad.core.errors import UserInputError
 from edgehad.core.files import atomic_path
-from edgehad.export.lowering import unsupported_op_error
+from edgehad.export.lowering import export_error
 
 DEFAULT_OPSET = 18
 # The opsets torch.onnx.export(dynamo=True) writes as asked (torch 2.13, onnxscript 0.7, measured): it builds
@@ -62,15 +62,7 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
         except UserInputError:
             raise
         except Exception as exc:
-            if dynamic_batch:
-                from edgehad.export.batch import fixed_batch_error, is_specialized
-
-                if is_specialized(exc):
-                    raise fixed_batch_error("ONNX") from exc
-            err = unsupported_op_error("torch.onnx", exc, model, example_inputs)
-            if err is not None:
-                raise err from exc
-            raise ConversionError(f"ONNX export failed: {_summary(exc)}") from exc
+            raise export_error("torch.onnx", "ONNX", exc, model, example_inputs, dynamic_batch) from exc
     del log
     return path
 
@@ -93,9 +85,3 @@ def check_opset(proto_or_path, opset: int) -> None:
                              f"could not convert this model to {opset}): ask for opset {written}")
 
 
-def _summary(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "Error" in ln and ":" in ln:
-            return ln[:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgehad.core.capture import captured
-from edgehad.core.errors import ConversionError
 from edgehad.core.files import atomic_path
-from edgehad.export.lowering import unsupported_op_error
+from edgehad.export.lowering import export_error
 
 
 def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=None, layout: dict | None = None,
@@ -32,6 +31,8 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
         from edgehad.export.batch import unguarded
 
         model = unguarded(model)
+    # an op that cannot be lowered is looked up in the user's model, not in the channels-last wrapper
+    named = (model, tuple(example_inputs))
     if layout is not None and ("nhwc" in layout["inputs"] or "nhwc" in layout["outputs"]):
         from edgehad.export.layout import channels_last
 
@@ -50,16 +51,7 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
                 litert_model = litert_torch.convert(model, tuple(example_inputs), **kwargs)
             litert_model.export(str(tmp))
         except Exception as exc:
-            if dynamic_batch:
-                from edgehad.export.batch import fixed_batch_error, is_specialized
-
-                if is_specialized(exc):
-                    raise fixed_batch_error("TFLite") from exc
-            err = unsupported_op_error("litert-torch", exc, model, example_inputs)
-            if err is not None:
-                raise err from exc
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ConversionError(f"TFLite export failed: {first[:300]}") from exc
+            raise export_error("litert-torch", "TFLite", exc, *named, dynamic_batch) from exc
         if dynamic_batch:
             from edgehad.export.batch import mark_tflite_batch
 
