@@ -30,8 +30,9 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     module's ``example_inputs`` attribute, or ``input_shape``: ``"1x3x32x32"``, ``(1, 3, 32, 32)``
     or a list of either, one per input). ``data``: a spec string, or data in memory (see
     ``edgehad.data.load_data``). The caller's module is never changed: edgehad works on a copy.
-    ``tflite_layout``: "nchw" (default) or "nhwc": the TFLite file's 4-D image inputs and outputs
-    channels-last (edgehad.export.layout).
+    ``tflite_layout``: "nhwc" (default) or "nchw": the TFLite file's 4-D image inputs and outputs
+    channels-last, or in PyTorch's order (edgehad.export.layout); a model without 4-D image I/O is
+    unaffected. None: the recipe's ``[export-tflite] layout``, else "nhwc".
     ``dynamic_batch``: the first dim of every input is symbolic in both formats, each file verified at
     batch 1 and 4 (edgehad.export.batch).
     """
@@ -271,10 +272,11 @@ def profile(files, *, host=None, target: str | None = None, report=None, data: s
     power rails), ``timeout`` seconds per file.
     ``host``: None (here), or ``ssh://user@host[:port]`` / a hosts.toml name, several as a list or
     comma-separated; ``target``: a targets/ name (``emulated-aarch64`` runs the ARM runtimes under qemu);
-    ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs.
+    ``report``: a folder for the HTML report; ``data``: a data spec whose samples replace random inputs
+    (channels-last for a .tflite that states NHWC images).
     ``input_shape`` ("images=1x3x640x640", a bare shape for one input, a list or a dict) sizes a file's
     symbolic dims for the random inputs; ``inputs`` (an .npz or a dict of arrays by input name) is fed
-    instead of them. A symbolic dim neither fills is a UserInputError naming it (never guessed).
+    instead of them, as the file takes them (nothing transposed). A symbolic dim neither fills is a UserInputError naming it (never guessed).
     ``progress``: each file's phases as messages and, where it has ``bar``, a bar over the timed runs.
     One dict per (host, file), in order; keys documented in README.md ("profile JSON keys").
     """
@@ -370,3 +372,24 @@ def setup_target(name: str, *, force: bool = False, progress=None) -> str:
     from edgehad.profiling.emulated import setup_emulated
 
     return str(setup_emulated(force=force, progress=progress or (lambda message: None)))
+
+
+def search(model, *, data, out, target: str | None = None, host: str | None = None, space=None, budget=None,
+           objectives=("accuracy", "latency", "size"), trials: int | None = None, minutes: float | None = None,
+           jobs: int = 1, seed: int = 0, resume: bool = False, progress=None) -> dict:
+    """Search the recipe space of ``model`` for the Pareto front of accuracy, latency and size; see edgehad.search.
+
+    ``model``: a MODEL spec string (each trial converts it in a worker process); ``data``: a data spec, whose
+    val split gives each trial's accuracy; ``out``: the search folder (study.db, search.json, trials/K/,
+    front/K/). ``space``: a search space .toml or a shipped name (None: ``default``); ``budget``:
+    ``"latency_ms=5,size_kb=300,accuracy=0.95"`` or a dict, the bounds a front member must meet;
+    ``objectives``: some of accuracy, latency, size. ``trials`` (default 20) or ``minutes``; ``jobs`` trials
+    at once in local worker processes; ``seed``: the same seed gives the same trials whatever ``jobs``.
+    ``target`` (default local) / ``host``: where latency is timed (a device target without a host: its
+    roofline estimate). ``resume``: finish the search stored in ``out``. Returns the search.json document.
+    """
+    from edgehad.search.run import search as run_search
+
+    return run_search(model, data=data, out=out, target=target, host=host, space=space, budget=budget,
+                      objectives=objectives, trials=trials, minutes=minutes, jobs=jobs, seed=seed, resume=resume,
+                      progress=progress)

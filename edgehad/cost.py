@@ -10,8 +10,11 @@ Conventions, the same for torch modules, ONNX files and TFLite files
   costs ``out.numel() * (C_in / groups) * prod(kernel)``, a transposed conv
   ``in.numel() * (C_out / groups) * prod(kernel)``), fully connected layers /
   ``Linear`` / ``Gemm`` (``M * N * K``), matmul / bmm (``batch * M * N * K``),
-  matrix-vector and dot products, and the two matmuls inside
-  scaled-dot-product attention.
+  matrix-vector and dot products, the two matmuls inside
+  scaled-dot-product attention, and recurrent cells: per step and
+  direction an LSTM costs ``4 * H * (I + H)`` (its input and hidden
+  matmuls over four gates), a GRU ``3 * H * (I + H)``, a plain RNN
+  ``H * (I + H)``, times sequence length and batch.
 - Not counted: element-wise ops (the Hadamard product of a gate included),
   bias adds, activations, normalization, pooling, softmax, data movement.
   These are cheap in arithmetic but not always in time: the roofline model
@@ -94,7 +97,8 @@ def _extra_flop_formulas() -> dict:
 
     torch 2.13's registry has no entry for CPU flash attention (what
     ``F.scaled_dot_product_attention`` runs on CPU), matrix-vector or dot
-    products; without these a transformer on CPU would count 0 attention MACs.
+    products, or oneDNN's LSTM layer; without these a transformer on CPU would
+    count 0 attention MACs and an ``nn.LSTM`` 0 MACs.
     """
     import torch
 
@@ -118,7 +122,15 @@ def _extra_flop_formulas() -> dict:
         b, m, k = b1_shape
         return 2 * b * m * k * b2_shape[-1]
 
+    def rnn_layer(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs):
+        # one layer, one direction of nn.LSTM on oneDNN: every step multiplies x_t by W_ih[4H, I] and
+        # h_{t-1} by W_hh[4H, H], for each of seq * batch rows of the input (batch_first or not)
+        rows = math.prod(input_shape) // input_shape[-1]
+        return 2 * rows * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
     formulas = {aten.mv: mv, aten.addmv: addmv, aten.dot: dot, aten.vdot: dot, aten.addbmm: addbmm}
+    if hasattr(aten, "mkldnn_rnn_layer"):  # what nn.LSTM runs on CPU; FlopCounterMode counts it as 0
+        formulas[aten.mkldnn_rnn_layer] = rnn_layer
     for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable"):
         if hasattr(aten, name):
             formulas[getattr(aten, name)] = sdpa

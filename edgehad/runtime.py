@@ -287,10 +287,14 @@ def fit_inputs(specs, label, shapes: dict | None = None, arrays: dict | None = N
                                   f"holds {shape_text(list(array.shape))}: give one of them")
             shapes[pos] = list(array.shape)
         feed = [by_pos[i] for i in range(len(specs))]
+    def named_dim(d) -> bool:
+        # "?" (PaddlePaddle's dim_param for every unknown dim), "" or "-1" name no dim: never unified
+        return isinstance(d, str) and any(c.isalpha() or c == "_" for c in d)
+
     named: dict = {}  # a symbolic dim's name -> (size, where it was given)
     for pos, dims in sorted(shapes.items()):
         for i, (d, size) in enumerate(zip(specs[pos]["shape"] or [], dims)):
-            if isinstance(d, str):
+            if named_dim(d):
                 seen = named.setdefault(d, (size, f"{specs[pos]['name']}[{i}]"))
                 if seen[0] != size:
                     raise InputsError(f"{label}: dim {d} is {seen[0]} in {seen[1]} but {size} in "
@@ -308,16 +312,135 @@ def fit_inputs(specs, label, shapes: dict | None = None, arrays: dict | None = N
         for i, d in enumerate(spec["shape"]):
             if _static(d):
                 dims.append(int(d))
-            elif isinstance(d, str) and d in named:
+            elif named_dim(d) and d in named:
                 dims.append(named[d][0])
             else:
-                unfilled.append(f"{spec['name']}[{i}]" + (f"={d}" if isinstance(d, str) else ""))
+                unfilled.append(f"{spec['name']}[{i}]" + (f"={d}" if named_dim(d) else ""))
                 first = first or spec
         result.append(dims)
     if unfilled:
         raise InputsError(f"{label} has symbolic dims: {', '.join(unfilled)}; give them with `input_shape` "
                           f"(e.g. {_example(first)}) or `inputs` (an .npz of arrays by input name)")
     return result, feed
+
+
+# -- the layout an edgehad .tflite states for its image tensors -----------------
+# edgehad writes it into the file as a TFLite metadata entry named "edgehad" holding
+# {"layout": {"inputs": [...], "outputs": [...]}}: per input and output in signature order, "nchw", "nhwc"
+# or null (no image); edgehad/export/layout.py writes it. Read here with a few lines of FlatBuffers
+# arithmetic (https://flatbuffers.dev/internals/) rather than a schema package: boards running the slim
+# tflite-runtime wheel have none.
+LAYOUTS = ("nchw", "nhwc")
+LAYOUT_ENTRY = "edgehad"
+TO_NHWC = (0, 2, 3, 1)  # x_nhwc = transpose(x_nchw, TO_NHWC)
+TO_NCHW = (0, 3, 1, 2)  # x_nchw = transpose(x_nhwc, TO_NCHW)
+_MODEL_BUFFERS, _MODEL_METADATA = 4, 6  # field slots of tflite's schema: table Model
+_MAX_ENTRY = 1 << 20  # a layout record is a few hundred bytes; a larger "edgehad" entry is not one
+
+
+def _read(data, at: int, size: int) -> int:
+    """The little-endian unsigned int of ``size`` bytes at ``at``; IndexError outside ``data`` (a damaged
+    file's offsets point anywhere: a slice past the end would read as 0 and send the walk elsewhere)."""
+    if at < 0 or at + size > len(data):
+        raise IndexError(at)
+    return int.from_bytes(data[at:at + size], "little")
+
+
+def _field(data, table: int, slot: int) -> int | None:
+    """Where field ``slot`` of the table at ``table`` lies, or None when the table omits it."""
+    vtable = table - int.from_bytes(data[table:table + 4], "little", signed=True) if table + 4 <= len(data) else -1
+    size = _read(data, vtable, 2)
+    if 4 + 2 * slot + 2 > size:
+        return None
+    offset = _read(data, vtable + 4 + 2 * slot, 2)
+    return table + offset if offset else None
+
+
+def _target(data, at: int) -> int:
+    """The table, vector or string an offset field at ``at`` points to."""
+    return at + _read(data, at, 4)
+
+
+def _vector(data, at: int | None, item: int = 4) -> tuple[int, int]:
+    """(first element, count) of the vector of ``item``-byte elements the field at ``at`` points to; (0, 0)
+    for an absent one; IndexError when its count runs past the end of ``data``."""
+    if at is None:
+        return 0, 0
+    start = _target(data, at)
+    count = _read(data, start, 4)
+    if start + 4 + item * count > len(data):
+        raise IndexError(count)
+    return start + 4, count
+
+
+def tflite_metadata(data, name: str) -> bytes | None:
+    """The bytes of the .tflite ``data``'s metadata entry ``name`` (None without one, or in a damaged file)."""
+    try:
+        root = int.from_bytes(data[0:4], "little")
+        entries, count = _vector(data, _field(data, root, _MODEL_METADATA))
+        buffers, n_buffers = _vector(data, _field(data, root, _MODEL_BUFFERS))
+        for k in range(count):
+            meta = _target(data, entries + 4 * k)
+            name_at = _field(data, meta, 0)
+            start, length = _vector(data, name_at, item=1)
+            if name_at is None or bytes(data[start:start + length]) != name.encode():
+                continue
+            buffer_at = _field(data, meta, 1)
+            index = _read(data, buffer_at, 4) if buffer_at is not None else 0
+            if index >= n_buffers:
+                return None
+            start, length = _vector(data, _field(data, _target(data, buffers + 4 * index), 0), item=1)
+            return bytes(data[start:start + length]) if 0 < length <= _MAX_ENTRY else None
+    except (IndexError, ValueError, OverflowError):
+        pass
+    return None
+
+
+def parse_layout(raw: bytes | None) -> dict | None:
+    """The ``{"inputs": [...], "outputs": [...]}`` layout record in an ``edgehad`` entry's bytes, or None."""
+    import json
+
+    try:
+        doc = json.loads(bytes(raw).decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    layout = doc.get("layout") if isinstance(doc, dict) else None
+    if not isinstance(layout, dict):
+        return None
+    record = {}
+    for kind in ("inputs", "outputs"):
+        entries = layout.get(kind)
+        if not isinstance(entries, list) or any(e is not None and e not in LAYOUTS for e in entries):
+            return None
+        record[kind] = list(entries)
+    return record
+
+
+def read_layout(path) -> dict | None:
+    """The layout record of the .tflite at ``path``; None for a file without one (PyTorch's NCHW throughout)."""
+    import mmap
+
+    with open(path, "rb") as f:
+        try:
+            view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file
+            return None
+        with view:
+            return parse_layout(tflite_metadata(view, LAYOUT_ENTRY))
+
+
+def _order_hint(got, spec) -> str:
+    """The NHWC/NCHW hint when ``got`` is the expected 4-D shape in the other channel order."""
+    want = spec["shape"]
+    if len(got) != 4 or want is None or len(want) != 4:
+        return ""
+    fits = lambda shape: all(not _static(d) or int(d) == g for d, g in zip(want, shape))  # noqa: E731
+    for order, perm, other in (("channels-last (NHWC)", TO_NHWC, "nchw"), ("channels-first (NCHW)", TO_NCHW, "nhwc")):
+        if fits([got[i] for i in perm]):
+            # layout= transposes only tensors whose layout the file states
+            hint = f' or open the Session with layout="{other}" to have it done' if spec.get("layout") else ""
+            return f" - it takes {order} images: transpose yours with x.transpose{perm}{hint}"
+    return ""
 
 
 class Session:
@@ -329,11 +452,20 @@ class Session:
     onnxruntime's profiler on, its trace written under this prefix when ``backend.end_profiling()`` is called.
     ``backend`` is the runtime's own object (an ``InferenceSession`` or an ``Interpreter``) and
     ``version`` its package's version, for what this class does not wrap.
+
+    ``layout``: the order of the image arrays you pass and get back, "nchw" (PyTorch's) or "nhwc"; where
+    the file states another for a tensor (an edgehad channels-last .tflite does, each spec's ``layout``)
+    it is transposed for you. Tensors of a file that states none (ONNX, PyTorch's own order) are fed as
+    given. None (default): every array as the file takes it.
     """
 
     def __init__(self, path: str, threads: int | None = None, runtime: str | None = None,
-                 providers: list | None = None, *, input_shape=None, inputs=None, profile_prefix: str | None = None):
+                 providers: list | None = None, *, input_shape=None, inputs=None, profile_prefix: str | None = None,
+                 layout: str | None = None):
+        if layout not in (None, *LAYOUTS):
+            raise ValueError(f"layout {layout!r}: give 'nchw', 'nhwc' or None (arrays as the file takes them)")
         self.path = str(path)
+        self.layout = layout
         if runtime is None:
             runtime = "ort" if self.path.endswith(".onnx") else "tflite"
         self.runtime = runtime
@@ -370,9 +502,9 @@ class Session:
         self.backend = ort.InferenceSession(self.path, sess_options=opts,
                                             providers=providers or ["CPUExecutionProvider"])
         self.inputs = [{"name": i.name, "shape": list(i.shape), "dtype": _ONNX_TYPES.get(i.type, i.type),
-                        "quantization": None} for i in self.backend.get_inputs()]
+                        "quantization": None, "layout": None} for i in self.backend.get_inputs()]
         self.outputs = [{"name": o.name, "shape": list(o.shape), "dtype": _ONNX_TYPES.get(o.type, o.type),
-                         "quantization": None} for o in self.backend.get_outputs()]
+                         "quantization": None, "layout": None} for o in self.backend.get_outputs()]
 
     # -- LiteRT / tflite-runtime --------------------------------------------
     def _init_tflite(self, threads):
@@ -407,6 +539,11 @@ class Session:
         self._out_details = [d for _, d in outs]
         self.inputs = [self._describe(n, d) for n, d in ins]
         self.outputs = [self._describe(n, d) for n, d in outs]
+        record = read_layout(self.path)  # in signature order, as these lists are
+        for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            stated = (record or {}).get(kind) or []
+            for k, spec in enumerate(specs):
+                spec["layout"] = stated[k] if k < len(stated) and len(stated) == len(specs) else None
 
     @staticmethod
     def _describe(name, d):
@@ -433,32 +570,75 @@ class Session:
 
     # -- running -------------------------------------------------------------
     def prepare(self, arrays) -> list:
-        """``arrays`` (a list in input order, or a dict by any name an input answers to) as the file takes them, in
-        input order: float arrays for a quantized input quantized with its parameters, each cast to its dtype."""
+        """``arrays`` (one array for a one-input file, a list in input order, or a dict by any name an input
+        answers to) as the file takes them, in input order: image arrays transposed to the file's layout
+        (``layout``), float arrays for a quantized input quantized with its parameters, each cast to its dtype.
+        An InputsError (a ValueError) names an input whose array does not fit: its name, the shape and dtype
+        it takes and those given, and the NHWC/NCHW hint when only the channel order differs."""
+        if isinstance(arrays, np.ndarray) or np.isscalar(arrays):
+            if len(self.inputs) != 1:
+                raise InputsError(f"{self.path} takes {len(self.inputs)} inputs ({_names(self.inputs)}): pass a "
+                                  f"list in that order or a dict by name, not one array")
+            arrays = [arrays]
         if isinstance(arrays, dict):
             index = _positions(self.inputs)
-            missing = [str(s["name"]) for i, s in enumerate(self.inputs) if i not in
-                       {index.get(str(k)) for k in arrays}]
+            unknown = [str(k) for k in arrays if str(k) not in index]
+            if unknown:
+                raise InputsError(f"{self.path} has no input {', '.join(map(repr, unknown))}; its inputs: "
+                                  f"{_names(self.inputs)}")
+            by_pos = {index[str(k)]: v for k, v in arrays.items()}
+            missing = [str(s["name"]) for i, s in enumerate(self.inputs) if i not in by_pos]
             if missing:
-                raise ValueError(f"{self.path}: no array for input(s) {', '.join(missing)}")
-            by_pos = {index[str(k)]: v for k, v in arrays.items() if str(k) in index}
+                raise InputsError(f"{self.path}: no array for input(s) {', '.join(missing)}")
             arrays = [by_pos[i] for i in range(len(self.inputs))]
         arrays = list(arrays)
         if len(arrays) != len(self.inputs):
-            raise ValueError(f"{self.path} takes {len(self.inputs)} inputs, got {len(arrays)}")
+            raise InputsError(f"{self.path} takes {len(self.inputs)} inputs ({_names(self.inputs)}), got "
+                              f"{len(arrays)} arrays")
         prepared = []
         for arr, spec in zip(arrays, self.inputs):
             arr = np.asarray(arr)
+            self._check(arr, spec)
+            arr = self._to_file(arr, spec)
             q = spec["quantization"]
             if np.issubdtype(arr.dtype, np.floating) and spec["dtype"] in ("int8", "uint8", "int16"):
-                if not q:  # a cast would silently truncate 0.7 to 0
-                    raise ValueError(f"{self.path}: input {spec['name']!r} is {spec['dtype']} without quantization "
-                                     "parameters: pass an integer array")
                 info = np.iinfo(spec["dtype"])
                 arr = np.clip(np.round(arr / q["scale"]) + q["zero_point"], info.min, info.max)
             # np.asarray(order="C"), not np.ascontiguousarray, which makes a 0-d input (a sample rate) 1-d
             prepared.append(np.asarray(arr.astype(spec["dtype"], copy=False), order="C"))
         return prepared
+
+    def _transposes(self, arr, spec) -> bool:
+        """Whether ``layout`` asks for ``arr`` in another order than the one the file states for ``spec``."""
+        return bool(self.layout and spec.get("layout") and arr.ndim == 4 and self.layout != spec["layout"])
+
+    def _to_file(self, arr, spec):
+        if not self._transposes(arr, spec):
+            return arr
+        return np.transpose(arr, TO_NHWC if spec["layout"] == "nhwc" else TO_NCHW)
+
+    def _from_file(self, arr, spec):
+        if not self._transposes(arr, spec):
+            return arr
+        return np.transpose(arr, TO_NCHW if spec["layout"] == "nhwc" else TO_NHWC)
+
+    def _check(self, arr, spec) -> None:
+        """An InputsError when ``arr`` (as the caller gave it) cannot be fed to ``spec``: rank or a static dim
+        differs, or floats for an integer input that has no quantization parameters (a cast would truncate
+        0.7 to 0). With ``layout``, shapes are compared and named in the caller's order."""
+        want, got = spec["shape"], list(arr.shape)
+        if want is not None and self._transposes(arr, spec):
+            want = [want[i] for i in (TO_NCHW if spec["layout"] == "nhwc" else TO_NHWC)]
+            spec = {**spec, "shape": want, "layout": self.layout}
+        if want is not None and (len(want) != len(got) or any(_static(d) and int(d) != g
+                                                                for d, g in zip(want, got))):
+            order = f" ({self.layout}, as `layout` asks)" if spec.get("layout") == self.layout and self.layout else ""
+            raise InputsError(f"{self.path}: input {spec['name']} takes {shape_text(want)} {spec['dtype']}{order}, "
+                              f"got {shape_text(got)} {arr.dtype.name}{_order_hint(got, spec)}")
+        integer = spec["dtype"] in ("int8", "uint8", "int16", "int32", "int64", "bool")
+        if integer and np.issubdtype(arr.dtype, np.floating) and not spec["quantization"]:
+            raise InputsError(f"{self.path}: input {spec['name']} takes {spec['dtype']} (not quantized), got "
+                              f"{arr.dtype.name}: pass {spec['dtype']} values")
 
     def run_error(self, exc, arrays, source: str | None = None) -> RunError:
         """The RunError for the runtime raising ``exc`` on ``arrays`` (as run() takes them): the file, each input's
@@ -466,7 +646,7 @@ class Session:
         try:
             fed = ", ".join(f"{spec['name']}: {a.dtype.name} {shape_text(list(a.shape))}"
                             for spec, a in zip(self.inputs, self.prepare(arrays)))
-        except ValueError:
+        except ValueError:  # InputsError included
             fed = "arrays that do not fit its inputs"
         said = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         said = said if len(said) <= 400 else said[:400] + "..."
@@ -491,7 +671,7 @@ class Session:
             raise self.run_error(exc, prepared) from exc
         if dequantize:
             outs = [self._dequantize(o, spec) for o, spec in zip(outs, self.outputs)]
-        return [np.array(o) for o in outs]
+        return [np.array(self._from_file(np.asarray(o), spec), order="C") for o, spec in zip(outs, self.outputs)]
 
     def bind(self, arrays=None, fixed: bool = True, source: str | None = None):
         """A no-argument call that runs one inference on ``arrays`` (prepared here once, as run() prepares

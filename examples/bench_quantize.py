@@ -112,9 +112,13 @@ def bench(files: dict, threads: int, x: np.ndarray, runs: int, rounds: int = 10)
     feeds = {}
     for k, s in sessions.items():
         spec = s.inputs[0]
+        # an NHWC .tflite (edgehad's default) is fed x channels-last, transposed once, up front
+        fed = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if spec.get("layout") == "nhwc" else x
         if spec["quantization"] and spec["dtype"] in ("int8", "uint8"):  # int8 I/O: quantize once, up front
             info, q = np.iinfo(spec["dtype"]), spec["quantization"]
-            feeds[k] = [np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])]
+            fed = np.clip(np.round(fed / q["scale"]) + q["zero_point"], info.min, info.max).astype(spec["dtype"])
+        if fed is not x:
+            feeds[k] = [fed]
     timed = interleaved_medians(sessions, [x], rounds, -(-runs // rounds), warmup=20, feeds=feeds)
     return {k: median * 1e3 for k, (median, _) in timed.items()}
 
@@ -176,7 +180,7 @@ def main() -> None:
             ratio = p.stat().st_size / f[p.suffix].stat().st_size
             print(f"| {k} | {p.stat().st_size / 2**20:.2f} | {cells(ratio, 0.3 if k in (E_Q, T_Q) else None)} |")
 
-        so, st = Session(str(q[".onnx"]), threads=1), Session(str(q[".tflite"]), threads=1)
+        so, st = Session(str(q[".onnx"]), threads=1), Session(str(q[".tflite"]), threads=1, layout="nchw")
         gp = torch.Generator().manual_seed(123)
         xs = [torch.rand(*shape, generator=gp).numpy() for _ in range(50)]
         agree = sum(int(np.argmax(so.run([xp])[0]) == np.argmax(st.run([xp])[0])) for xp in xs)

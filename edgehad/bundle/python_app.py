@@ -18,6 +18,8 @@ RUN_MODEL = '''#!/usr/bin/env python3
     python run_model.py                  # a random input of the model's shape
     python run_model.py sample.npy -k 3  # an input saved with numpy.save, already preprocessed
 
+An image input is fed in the order manifest.json states for it ("layout": nhwc is channels-last,
+[1, H, W, C]); a 4-D sample in the other order (PyTorch's [1, C, H, W]) is transposed to it.
 Needs numpy and one runtime: onnxruntime for .onnx; ai-edge-litert or tflite-runtime for .tflite.
 Inputs and outputs are float: edgehad_runtime quantizes and dequantizes int8 I/O itself.
 """
@@ -46,12 +48,17 @@ def main(argv=None):
     session = Session(str(HERE / manifest["model"]["file"]), threads=1)
     spec = session.inputs[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec["shape"]]
+    layout = (manifest["inputs"][0].get("layout") if manifest.get("inputs") else None) or spec.get("layout")
     if args.input:
         x = np.load(args.input).astype(np.float32)
-        if list(x.shape) != shape and x.size == int(np.prod(shape)):
+        if x.ndim != len(shape) and x.size == int(np.prod(shape)):  # a flat array, or one without its batch dim
             x = x.reshape(shape)
+        perm = {"nhwc": (0, 2, 3, 1), "nchw": (0, 3, 1, 2)}.get(layout)
+        if perm and list(x.shape) != shape and x.ndim == 4 and [x.shape[i] for i in perm] == shape:
+            x = x.transpose(perm)  # the image in the other channel order than the model's stated one
         if list(x.shape) != shape:
-            sys.exit(f"error: {args.input} has shape {list(x.shape)}; the model takes {shape}")
+            said = f" ({layout})" if layout else ""
+            sys.exit(f"error: {args.input} has shape {list(x.shape)}; the model takes {shape}{said}")
     else:
         x = np.random.default_rng(args.seed).random(shape, dtype=np.float32)
     scores = session.run([x])[0].reshape(-1)

@@ -14,7 +14,8 @@ from edgehad.bundle.quoting import md_code, md_text
 def _tensor_line(t: dict) -> str:
     q = t["quantization"]
     quant = f", scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else ""
-    return f"- {md_code(t['name'])}: {md_text(t['dtype'])} {md_text(str(t['shape']))}{quant}"
+    layout = {"nhwc": ", NHWC (channels-last)", "nchw": ", NCHW (channels-first)"}.get(t.get("layout"), "")
+    return f"- {md_code(t['name'])}: {md_text(t['dtype'])} {md_text(str(t['shape']))}{layout}{quant}"
 
 
 def render(manifest: dict) -> str:
@@ -66,10 +67,14 @@ def render(manifest: dict) -> str:
         "```python",
         "from edgehad_runtime import Session",
         f"session = Session({model['file']!r})",
-        "scores = session.run([x])[0]       # x: float32 array of the input's shape",
+        "scores = session.run([x])[0]       # x: float32 array of the input's shape (and layout)",
         "```",
         "",
     ]
+    if any(t.get("layout") == "nhwc" for t in manifest["inputs"] + manifest["outputs"]):
+        lines += ["Its images are channels-last (NHWC). Arrays in PyTorch's order (NCHW) can be passed as they "
+                  f"are with `Session({model['file']!r}, layout=\"nchw\")`: it transposes them, and 4-D "
+                  "outputs back.", ""]
     tflm = manifest["tflm"]
     if tflm:
         arena = tflm["arena"]

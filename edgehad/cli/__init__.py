@@ -23,6 +23,7 @@ COMMANDS = {
     "osr": ("edgehad.cli.osr", "osr", "Open-set recognition: fit COSTARR statistics, evaluate known/unknown scores."),
     "profile": ("edgehad.cli.profile", "profile", "Measure latency and memory of .onnx/.tflite files, each in its own process."),
     "rewrite": ("edgehad.cli.rewrite", "rewrite", "List rewrite rules, or explain what they would do to a MODEL."),
+    "search": ("edgehad.cli.search", "search", "Search the recipe space for the Pareto front of accuracy, latency, size."),
     "targets": ("edgehad.cli.targets", "targets", "List the device descriptions; set up the emulated aarch64 one."),
 }
 

@@ -40,8 +40,9 @@ _FILE_SHAPE_HELP = ("A file's input shape, NAME=1x3x640x640 (repeat it per input
 def _file_input_options(shape_help: str):
     def decorate(f):
         f = click.option("--inputs", "inputs", type=click.Path(dir_okay=False), metavar="FILE.npz",
-                         help="Arrays by input name (numpy.savez) to feed the file; their shapes fill its "
-                              "symbolic dims.")(f)
+                         help="Arrays by input name (numpy.savez) to feed the file, as the file takes them "
+                              "(an NHWC .tflite takes NHWC images: nothing is transposed); their shapes fill "
+                              "its symbolic dims.")(f)
         return click.option("--input-shape", multiple=True, metavar="[NAME=]1x3x640x640", help=shape_help)(f)
 
     return decorate
@@ -132,8 +133,16 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def command_errors(f):
-    """Turn errors into one ``error: ...`` line and an exit code; tracebacks only with --debug."""
+STOPPED = "nothing was written to the output folder"  # what a stopped command leaves, by default
+
+
+def command_errors(f=None, *, stopped: str = STOPPED):
+    """Turn errors into one ``error: ...`` line and an exit code; tracebacks only with --debug.
+
+    ``stopped``: what Ctrl-C or SIGTERM leaves behind, said after "interrupted:" / "terminated:" (a search
+    keeps its finished trials). Use as ``@command_errors`` or ``@command_errors(stopped=...)``."""
+    if f is None:
+        return functools.partial(command_errors, stopped=stopped)
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -145,13 +154,13 @@ def command_errors(f):
         try:
             return f(*args, **kwargs)
         except Terminated:
-            fail("terminated: nothing was written to the output folder", 128 + signal.SIGTERM)
+            fail(f"terminated: {stopped}", 128 + signal.SIGTERM)
         except EdgehadError as exc:
             if debug:
                 traceback.print_exc()
             fail(_one_line(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted: nothing was written to the output folder", 130)
+            fail(f"interrupted: {stopped}", 130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # a bug in edgehad or a library: say so, keep the traceback for --debug

@@ -49,8 +49,8 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
 @click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after rewrite/prune: N epochs of distillation on --data, best epoch kept; 0 skips it.")
 @click.option("--no-distill", "distill", flag_value=False, default=None, help="Fine-tune on labels only (no distillation from the original).")
 @click.option("--max-accuracy-drop", type=float, metavar="POINTS", help="With --data: most top-1 points a file may lose against the original model (default 1.0); more fails the run.")
-@click.option("--tflite-layout", type=click.Choice(["nchw", "nhwc"]),
-              help="TFLite image inputs/outputs (4-D): nchw as in PyTorch (default) or nhwc, channels-last with no TRANSPOSE at the I/O (feed HxWxC arrays, as camera buffers are).")
+@click.option("--tflite-layout", type=click.Choice(["nhwc", "nchw"]),
+              help="TFLite image inputs/outputs (4-D): nhwc (default), channels-last with no TRANSPOSE at the I/O (feed HxWxC arrays, as camera buffers are), or nchw as in PyTorch. Other tensors are never changed.")
 @click.option("--dynamic-batch", is_flag=True, default=None,
               help="A symbolic batch: the first dim of every input is 'batch' in ONNX and -1 in TFLite (resized to what is fed); each file is verified at batch 1 and 4.")
 @click.option("--osr", metavar="STATS.npz|fit", help="Add the COSTARR open-set head: the files gain a second output, known_score. Stats from `edgehad osr fit`, or 'fit' on --data's train split (needed after --prune/--rewrite/--finetune-epochs).")

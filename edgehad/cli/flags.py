@@ -88,6 +88,14 @@ FLAGS: dict[str, str] = {
     "force": "--force",
     # targets calibrate
     "size": "--size",
+    # search
+    "space": "--space",
+    "budget": "--budget",
+    "objectives": "--objectives",
+    "trials": "--trials",
+    "minutes": "--minutes",
+    "jobs": "--jobs",
+    "resume": "--resume",
     # osr fit / eval
     "classifier": "--classifier",
     "stats": "--stats",

@@ -5,7 +5,7 @@ DEPTHWISE_CONV_2D, pooling) work in NHWC, ``[N, H, W, C]``. A file exported from
 the NCHW graph therefore begins with a TRANSPOSE of its image input (and ends
 with one before each image output), and its caller must hand it NCHW, while
 camera buffers, Android bitmaps and the TFLite Micro examples are NHWC. With
-layout "nhwc" the model is wrapped before export so that it takes and returns
+layout "nhwc" (the export stage's default; "nchw" opts out) the model is wrapped before export so that it takes and returns
 channels-last tensors: the wrapper's permute meets the converter's own
 NCHW -> NHWC transpose and litert-torch's layout pass cancels the pair, so the
 file has no TRANSPOSE at its I/O. A TRANSPOSE the converter leaves before a
@@ -24,7 +24,9 @@ The layout is written into the file itself, as a TFLite metadata entry named
 ``edgehad`` holding ``{"layout": {"inputs": [...], "outputs": [...]}}``: one
 entry per input and per output in order, "nchw", "nhwc", or null for a tensor
 that is no image. So ``inspect``, ``bundle`` and an app know it without the
-conversion report.
+conversion report. It is read by edgehad.runtime (``read_layout``), the one
+reader, which needs no schema package and ships to boards with the runtime;
+this module writes it.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-LAYOUTS = ("nchw", "nhwc")
-METADATA_NAME = "edgehad"
-TO_NHWC = (0, 2, 3, 1)
-TO_NCHW = (0, 3, 1, 2)
+# the reading side lives in edgehad.runtime (stdlib only, so boards and bundles read it too); one reader
+from edgehad.runtime import LAYOUT_ENTRY as METADATA_NAME
+from edgehad.runtime import LAYOUTS, TO_NCHW, TO_NHWC, parse_layout, read_layout, tflite_metadata
+
+__all__ = ["LAYOUTS", "METADATA_NAME", "TO_NCHW", "TO_NHWC", "channels_last", "finish", "fold_reduction_transposes",
+           "io_layout", "model_layout", "parse_layout", "read_layout", "stamp", "tensor_layouts"]
 
 
 def _is_image_input(x) -> bool:
@@ -98,27 +102,14 @@ def channels_last(model, example_inputs: tuple, record: dict):
     return wrapper, inputs
 
 
-def to_file(arrays, record: dict | None) -> list:
-    """Torch-layout arrays (one per input) as the file takes them: NHWC where ``record`` says so."""
-    nhwc = set(_indices(record, "inputs"))
-    return [np.ascontiguousarray(np.transpose(np.asarray(a), TO_NHWC)) if i in nhwc else a
-            for i, a in enumerate(arrays)]
-
-
-def from_file(arrays, record: dict | None) -> list:
-    """A file's outputs in torch's layout again: NHWC ones transposed back to NCHW."""
-    nhwc = set(_indices(record, "outputs"))
-    return [np.ascontiguousarray(np.transpose(np.asarray(a), TO_NCHW)) if i in nhwc else a
-            for i, a in enumerate(arrays)]
-
-
 def finish(path: str | Path, record: dict) -> int:
     """The last touches of an NHWC .tflite at ``path``, in one rewrite: the transposes left before
     reductions folded into them (:func:`fold_reduction_transposes`) and ``record`` stamped (:func:`stamp`).
     Returns the number of TRANSPOSE ops folded away.
 
     A file with no NHWC tensor is left exactly as litert-torch wrote it: no entry means PyTorch's own
-    layout (readers report no layout), and the default export costs no extra rewrite."""
+    layout (readers report no layout), and an NCHW export, or a model without image I/O, costs no extra
+    rewrite."""
     nhwc = "nhwc" in record["inputs"] or "nhwc" in record["outputs"]
     return _rewrite(path, record, fold=True) if nhwc else 0
 
@@ -230,41 +221,6 @@ def _rewrite(path: str | Path, record: dict, fold: bool) -> int:
     return folded
 
 
-def parse_record(raw: bytes) -> dict | None:
-    """The layout record held by an ``edgehad`` metadata entry's bytes; None when they hold none."""
-    try:
-        doc = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    layout = doc.get("layout") if isinstance(doc, dict) else None
-    if not isinstance(layout, dict):
-        return None
-    record = {}
-    for kind in ("inputs", "outputs"):
-        entries = layout.get(kind)
-        if not isinstance(entries, list) or any(e is not None and e not in LAYOUTS for e in entries):
-            return None
-        record[kind] = list(entries)
-    return record
-
-
-def _record(model) -> dict | None:
-    """The record in a flatbuffer ``Model``'s ``edgehad`` metadata entry, or None."""
-    for i in range(model.MetadataLength()):
-        meta = model.Metadata(i)
-        if meta.Name() == METADATA_NAME.encode() and meta.Buffer() < model.BuffersLength():
-            buffer = model.Buffers(meta.Buffer())
-            return parse_record(buffer.DataAsNumpy().tobytes()) if buffer.DataLength() else None
-    return None
-
-
-def read_layout(path: str | Path) -> dict | None:
-    """The layout record stamped in the .tflite at ``path``; None for a file without one (not edgehad's)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    return _record(schema.Model.GetRootAs(Path(path).read_bytes(), 0))
-
-
 def tensor_layouts(data: bytes) -> dict | None:
     """``{"inputs": {tensor index: layout}, "outputs": {...}}`` of subgraph 0 of the .tflite ``data``, or None
     without a record.
@@ -276,10 +232,10 @@ def tensor_layouts(data: bytes) -> dict | None:
 
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(data, 0)
-    record = _record(model)
+    record = parse_layout(tflite_metadata(data, METADATA_NAME))
     if record is None:
         return None
+    model = schema.Model.GetRootAs(data, 0)
 
     def natural(name: bytes):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", (name or b"").decode("utf-8", "replace"))]

@@ -28,7 +28,8 @@ def export_sessions(models: dict, example_inputs: tuple, fmt: str, folder: Path,
         for key, model in models.items():
             paths[key] = Path(folder) / f"{key}.{fmt}"
             export(model, example_inputs, paths[key])
-            sessions[key] = Session(str(paths[key]), threads=threads)
+            # fed torch-layout arrays (``feed``): a file stating NHWC images gets them transposed
+            sessions[key] = Session(str(paths[key]), threads=threads, layout="nchw")
     return paths, sessions
 
 

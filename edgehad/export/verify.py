@@ -137,14 +137,21 @@ def runtime_outputs(path: str, inputs: list[tuple], threads: int | None = None,
                     layout: dict | None = None) -> list[list[np.ndarray]]:
     """Run each input tuple (torch's layout) through the file in its real runtime; outputs in torch's layout.
 
-    ``layout``: the file's record (edgehad.export.layout): its NHWC inputs are fed the transposed arrays
-    and its NHWC outputs transposed back, so they compare with torch's element by element.
+    The Session is opened with ``layout="nchw"``: the image tensors the file states as NHWC (its
+    ``edgehad`` entry, edgehad.export.layout) are fed the transposed arrays and come back transposed,
+    so they compare with torch's element by element. ``layout``: the record the export wrote for the
+    file; the file must state the same NHWC tensors, else feeding it torch's arrays would be wrong (a
+    ValueError says so).
     """
     from edgehad.core.capture import captured
-    from edgehad.export.layout import from_file, to_file
     from edgehad.runtime import Session
 
     with captured():
-        session = Session(str(path), threads=threads)
-        return [from_file(session.run(to_file([np.asarray(a) for a in args], layout), dequantize=True), layout)
-                for args in inputs]
+        session = Session(str(path), threads=threads, layout="nchw")
+        for kind, specs in (("inputs", session.inputs), ("outputs", session.outputs)):
+            stated = [s.get("layout") == "nhwc" for s in specs]
+            recorded = [lay == "nhwc" for lay in (layout or {}).get(kind) or []]
+            if any(recorded) and stated != recorded:
+                raise ValueError(f"{path} states NHWC {kind} {stated}, the export recorded {recorded}: "
+                                 "its layout entry is missing or out of date")
+        return [session.run([np.asarray(a) for a in args], dequantize=True) for args in inputs]

@@ -3,7 +3,7 @@
 Weights are not loaded (``load_external_data=False``): everything here needs
 only tensor shapes and types, which the proto holds even when the data sits in
 an external ``.onnx.data`` file (the torch dynamo exporter writes one). MACs
-come from the shapes ``onnx.shape_inference`` fills in; the formulas follow
+come from the shapes shape inference fills in (``prepare``); the formulas follow
 edgehad.cost. A file with symbolic input dims gets them from `input_shape` /
 `inputs` (edgehad.inspection.inputs): the stated shapes replace the graph's
 input shapes, the shapes stored for every other value are dropped, and shape
@@ -23,8 +23,15 @@ MS_DOMAIN = "com.microsoft"        # onnxruntime's contrib ops (fused and quanti
 # Ops that mark a quantized graph wherever they sit.
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 # ops whose arithmetic matters but whose MACs this module does not model.
-_UNMODELLED = {"Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "GroupQueryAttention",
-               "QAttention", "DynamicQuantizeLSTM", "NhwcConv", "ConvTransposeWithDynamicPads"}
+_UNMODELLED = {"Einsum", "Attention", "MultiHeadAttention", "GroupQueryAttention", "QAttention", "NhwcConv",
+               "ConvTransposeWithDynamicPads"}
+_RECURRENT = {"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"}  # gates per step: 4, 3, 1, 4
+
+
+def dim_name(d) -> str | None:
+    """A ``dim_param`` that names a dim, else None: PaddlePaddle writes "?" for every unknown dim, and "",
+    "-1" or "*" name none either; such dims are unknown, never one shared symbol."""
+    return d if isinstance(d, str) and any(c.isalpha() or c == "_" for c in d) else None
 
 
 def _names():
@@ -86,7 +93,7 @@ def _dims(type_proto):
         if d.HasField("dim_value"):
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
+            dims.append(dim_name(d.dim_param))
         else:
             dims.append(None)
     return tt.elem_type, dims
@@ -194,13 +201,151 @@ def count_node(node, g: Graph, tally: MacTally) -> None:
         # y[..., M, N] = a[..., M, K] @ b[..., K, N] with broadcasting: y.numel() * K
         a = g.shape(ins[0])
         trans = _attr(node, "transA") and a is not None and len(a) >= 2
-        tally.add(key, y, _k(tally, a, -2 if trans else -1))
+        b = g.shape(ins[3 if op == "QLinearMatMul" else 1]) if op != "MatMulNBits" and len(ins) > 1 else None
+        # K is a's last dim, and b's rows too: where inference lost a's (behind a computed Reshape), b has it
+        ks = ([a[-2 if trans else -1]] if a else []) + \
+             ([b[-2]] if b and len(b) >= 2 and not _attr(node, "transB") else [])
+        k = next((d for d in ks if isinstance(d, int) and d >= 0), ks[0] if ks else None)
+        tally.add(key, y, tally.numel([k]) if ks else None)
+    elif op in _RECURRENT:
+        tally.add(key, *_recurrent_factors(node, g, tally))
     elif op in _UNMODELLED:
         tally.skip(key)
 
 
+def _recurrent_factors(node, g: Graph, tally: MacTally):
+    """MACs of an LSTM / GRU / RNN node as factors: ``steps * batch`` and ``W.numel() + R.numel()``.
+
+    Each step multiplies the input x_t[I] by W[dirs, gates*H, I] and the previous hidden state h[H] by
+    R[dirs, gates*H, H] (ONNX operators LSTM, GRU, RNN; gates = 4, 3, 1), so one step of one direction
+    costs ``gates * H * (I + H)`` MACs: ``4 * H * (I + H)`` for an LSTM (Hochreiter & Schmidhuber 1997;
+    the gate layout is ONNX's iofc). Times sequence length, batch and directions; the element-wise gate
+    products, peepholes and biases are not counted (edgehad.cost). X is [seq, batch, I] (``layout`` 1:
+    [batch, seq, I]); com.microsoft.DynamicQuantizeLSTM holds W transposed, which keeps its size.
+    """
+    x, w, r = (g.shape(node.input[i]) if len(node.input) > i else None for i in range(3))
+    if not x or len(x) != 3 or w is None or r is None:
+        return (None,)
+    return tally.numel(x[:2]), tally.numel(w) + tally.numel(r)
+
+
+def _static_dims(vi) -> int:
+    """How many dims of a value's shape are known sizes; -1 when the rank is unknown."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return -1
+    return sum(d.HasField("dim_value") for d in tt.shape.dim)
+
+
+def _symbolic_shapes(model):
+    """onnxruntime's symbolic shape inference of ``model``, or None where it is not installed or fails.
+
+    It computes the small integer tensors exporters build shapes from (Shape -> Gather -> Concat ->
+    Reshape, pads from Concat / Slice / Transpose) where onnx's data propagation stops, and knows the
+    com.microsoft ops. Its driver is called step by step rather than through ``infer_shapes``, which writes
+    ``sym_shape_infer_temp.onnx`` into the working folder whenever a shape stays unknown.
+    """
+    import logging
+
+    ssi = _symbolic_module()
+    if ssi is None:
+        return None
+    model = _concat_axes_positive(model)
+    log = logging.getLogger(ssi.__name__)
+    level = log.level
+    log.setLevel(logging.ERROR)  # its warnings about dims it cannot bound are not the user's business
+    infer = None
+    try:
+        infer = ssi.SymbolicShapeInference(2**31 - 1, False, False, 0)  # int_max, auto_merge, guess_rank, verbose
+        infer._preprocess(model)
+        while infer.run_:
+            infer._infer_impl()
+        return infer.out_mp_
+    except Exception:  # an op it cannot follow: the shapes it found before it (node order) still stand
+        return getattr(infer, "out_mp_", None)
+    finally:
+        log.setLevel(level)
+
+
+def _concat_axes_positive(model):
+    """A copy of ``model`` whose Concat nodes with a negative axis (over inputs of known rank) count it from 0:
+    the symbolic inference asserts axis 0 when it computes a shape tensor (PaddlePaddle writes -1)."""
+    import onnx
+
+    g = Graph(model)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for graph in graphs(fixed.graph):
+        for node in graph.node:
+            if node.op_type != "Concat" or node.domain not in DEFAULT_DOMAINS or not node.input:
+                continue
+            rank = len(g.shape(node.input[0]) or [])
+            for a in node.attribute:
+                if a.name == "axis" and a.i < 0 and rank:
+                    a.i += rank
+    return fixed
+
+
+def _symbolic_module():
+    """onnxruntime/tools/symbolic_shape_infer.py loaded by its path, once; None if absent or unloadable.
+
+    By path because the package onnxruntime.tools imports torch on the way in (3-5 s here); the module
+    itself needs only onnx, numpy and sympy.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "_edgehad_ort_symbolic_shape_infer"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        ort = importlib.util.find_spec("onnxruntime")
+        path = Path(next(iter(ort.submodule_search_locations)), "tools", "symbolic_shape_infer.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception:  # no onnxruntime, a version without the file, no sympy: onnx's inference alone
+        return None
+    sys.modules[name] = module
+    return module
+
+
+def _all_static(model) -> bool:
+    """Whether every node output of every graph has a shape of known sizes."""
+    static = {vi.name for g in graphs(model.graph) for vi in (*g.input, *g.output, *g.value_info)
+              if _static_dims(vi) == len(vi.type.tensor_type.shape.dim)}
+    return all(o in static for g in graphs(model.graph) for n in g.node for o in n.output if o)
+
+
+def _merge_shapes(model, other) -> None:
+    """Give each value of ``model`` the shape ``other`` (the same graph, inferred another way) knows more
+    static dims of. Graph outputs keep the file's shapes (inspect shows them): a better one is added as
+    a value_info, which Graph reads after the outputs."""
+    ours, theirs_all = list(graphs(model.graph)), list(graphs(other.graph))
+    if len(ours) != len(theirs_all):
+        return
+    for mine, theirs in zip(ours, theirs_all):
+        known = {vi.name: vi for vi in (*mine.input, *mine.output, *mine.value_info)}
+        inferred = {vi.name: vi for vi in (*theirs.output, *theirs.value_info) if vi.type.HasField("tensor_type")}
+        for name, vi in inferred.items():
+            have = known.get(name)
+            if have is not None and _static_dims(vi) <= _static_dims(have):
+                continue
+            if have is not None and any(v is have for v in mine.value_info):
+                have.CopyFrom(vi)
+            elif not any(i.name == name for i in mine.input):
+                mine.value_info.append(vi)
+
+
 def prepare(model, notes: list):
-    """Inline model-local functions and run shape inference (each best effort, noted if not)."""
+    """Inline model-local functions and infer every value's shape (each best effort, noted if not).
+
+    onnx's shape inference (with data propagation) runs first; where every graph input is static, the
+    shapes onnxruntime's symbolic shape inference finds are merged in value by value, the one with more
+    static dims winning (onnx's alone leaves the dims behind a computed Reshape or Pad unknown, and
+    MACs would take them as 1). With a symbolic input the MACs are not computed, so neither is that.
+    """
     import onnx
 
     if len(model.functions):
@@ -214,6 +359,12 @@ def prepare(model, notes: list):
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as e:
         notes.append(f"shape inference failed ({type(e).__name__}): MACs use the shapes stored in the file")
+    inputs_static = all(_static_dims(vi) == len(vi.type.tensor_type.shape.dim) for vi in model.graph.input
+                        if vi.type.HasField("tensor_type"))
+    if inputs_static and not _all_static(model):
+        inferred = _symbolic_shapes(model)
+        if inferred is not None:
+            _merge_shapes(model, inferred)
     return model
 
 

@@ -134,7 +134,8 @@ class MacTally:
     def notes(self) -> list[str]:
         notes = []
         if self.dynamic:
-            notes.append(f"dynamic dims taken as 1 for MACs: {', '.join(sorted(self.dynamic))}")
+            # the inputs are static or stated by then: these dims are ones shape inference could not follow
+            notes.append(f"dims unknown after shape inference taken as 1 for MACs: {', '.join(sorted(self.dynamic))}")
         if self.no_shape:
             notes.append("MACs not counted, shapes unknown: " + _listing(self.no_shape))
         if self.uncounted:

@@ -25,7 +25,9 @@ def check(path, arena_kb=None, find_arena=False, target=None, samples=8, progres
 
     ``progress``: called with a line of text per step (arena probes included), e.g. ``print``.
     ``timeout``: seconds each TFLM or LiteRT child run may take (None: edgehad.micro.arena.PROBE_TIMEOUT_S).
-    ``input_shape`` / ``inputs``: a file's symbolic input dims, or arrays by input name to compare on.
+    ``input_shape`` / ``inputs``: a file's symbolic input dims, or arrays by input name to compare on, as
+    the file takes them (an NHWC .tflite's images channels-last: TFLM has no layout to apply, nothing is
+    transposed).
     """
     from edgehad.core.imports import require
     from edgehad.micro.arena import PROBE_TIMEOUT_S

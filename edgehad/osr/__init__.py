@@ -164,7 +164,8 @@ def evaluate(model: str, known: str, unknown: str, *, stats: str | None = None, 
         if not Path(model).is_file():
             raise _error(f"model file {model} not found: check the path")
         try:
-            session = Session(model, threads=1)
+            # the data are torch's NCHW images: an NHWC .tflite (edgehad's default) gets them transposed
+            session = Session(model, threads=1, layout="nchw")
         except Exception as exc:
             raise _error(f"{model} cannot be loaded ({type(exc).__name__}): is it a valid model file?") from None
         source = "onnx" if str(model).endswith(".onnx") else "tflite"

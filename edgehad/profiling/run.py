@@ -22,16 +22,36 @@ EMULATED = "emulated-aarch64"
 INPUT_SAMPLES = 16  # --data: this many validation samples, fed in turn
 
 
-def write_inputs(spec: str, folder: Path, count: int = INPUT_SAMPLES) -> Path:
-    """The agent's ``--inputs`` archive from a data spec: ``count`` validation samples, batch 1 each."""
+def write_inputs(spec: str, folder: Path, count: int = INPUT_SAMPLES, layouts=("nchw",)) -> dict:
+    """The agent's ``--inputs`` archives from a data spec: ``count`` validation samples, batch 1 each; one
+    archive per layout in ``layouts`` ({layout: path}): "nchw" holds the samples as the data give them
+    (torch's order), "nhwc" holds image samples ([C, H, W] each) channels-last, for a .tflite that states
+    an NHWC input (:func:`data_layout`). The agent feeds arrays as the file takes them: it has no
+    layout of its own to apply."""
     import numpy as np
 
     from edgehad.data import load_data, sample_inputs
+    from edgehad.runtime import TO_NHWC
 
     x = sample_inputs(load_data(spec), count)
-    path = folder / "inputs.npz"
-    np.savez(path, x[:, None])  # [N, 1, *sample]: every sample is one whole batch-1 input tensor
-    return path
+    paths = {}
+    for layout in layouts:
+        fed = np.ascontiguousarray(x.transpose(TO_NHWC)) if layout == "nhwc" and x.ndim == 4 else x
+        (folder / layout).mkdir(exist_ok=True)
+        paths[layout] = folder / layout / "inputs.npz"  # the agent names the archive's file in input_source
+        np.savez(paths[layout], fed[:, None])  # [N, 1, *sample]: every sample is one whole batch-1 input tensor
+    return paths
+
+
+def data_layout(path: Path) -> str:
+    """The order in which ``path`` takes a data spec's samples: "nhwc" for a .tflite whose first input is
+    stated channels-last (edgehad.runtime.read_layout), else "nchw" (ONNX, an NCHW .tflite)."""
+    from edgehad.runtime import read_layout
+
+    if Path(path).suffix != ".tflite":
+        return "nchw"
+    stated = (read_layout(path) or {}).get("inputs") or [None]
+    return "nhwc" if stated[0] == "nhwc" else "nchw"
 
 
 def _split_hosts(host) -> list[str]:
@@ -81,9 +101,11 @@ def profile_all(files, job: Job, host=None, target: str | None = None, report: s
         check_writable(report, "`report`", folder=True)
 
     with tempfile.TemporaryDirectory(prefix="edgehad-profile-") as tmp:
-        if data is not None:
-            job = replace(job, inputs=write_inputs(data, Path(tmp)))
         jobs = {}  # one Job per file: its input shapes, or its arrays as the agent's samples archive
+        if data is not None:  # the samples in each file's own layout
+            layouts = {p: data_layout(p) for p in paths}
+            archives = write_inputs(data, Path(tmp), layouts=sorted(set(layouts.values())))
+            jobs = {p: replace(job, inputs=archives[layouts[p]]) for p in paths}
         for k, (p, fed) in enumerate(stated.items()):
             if fed.arrays is not None:
                 (Path(tmp) / str(k)).mkdir()

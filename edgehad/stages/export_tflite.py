@@ -5,12 +5,14 @@ config (full integer), then the plan's file pass (float I/O unless int8 I/O was
 asked for). int8-dynamic / fp16: the float export, then the plan's
 ai-edge-quantizer pass (edgehad.quantize.dynamic / fp16).
 
-``layout`` "nhwc" makes 4-D image inputs and outputs channels-last, with no
+``layout`` "nhwc" (default) makes 4-D image inputs and outputs channels-last, with no
 TRANSPOSE at the file's I/O, and folds a TRANSPOSE left before a reduction into
-it (edgehad.export.layout). Whatever the layout, the
-final file carries it in its ``edgehad`` metadata, the file's report entry
-has it (``layout``) and so has the report's ``preprocessing``
-(``tflite_layout``), which a bundle hands to the app.
+it (edgehad.export.layout); "nchw" keeps PyTorch's order (the opt-out). A model
+without a 4-D float input or a 4-D output is exported the same either way. The
+NHWC file carries its layout in its ``edgehad`` metadata (an NCHW file stays as
+litert-torch wrote it: no entry means PyTorch's order), the file's report entry
+has it (``layout``) and, when the file has an image tensor, so has the report's
+``preprocessing`` (``tflite_layout``), which a bundle hands to the app.
 
 ``dynamic_batch``: dim 0 of every input has ``shape_signature`` -1, and so has
 each output that follows it (edgehad.export.batch); the runtime resizes the
@@ -30,9 +32,9 @@ class ExportTflite(Stage):
     order = 51
     summary = "export to TFLite with litert-torch"
     options = {
-        "layout": Option({"enum": list(LAYOUTS)}, "nchw",
-                         "4-D image inputs and outputs: nchw as in PyTorch, or nhwc (channels-last, "
-                         "no TRANSPOSE at the file's I/O)"),
+        "layout": Option({"enum": list(LAYOUTS)}, "nhwc",
+                         "4-D image inputs and outputs: nhwc (channels-last, no TRANSPOSE at the file's I/O), "
+                         "or nchw as in PyTorch; other tensors stay as they are"),
         "dynamic_batch": Option({"type": "boolean"}, False,
                                 "dim 0 of every input (and of the outputs that follow it) is dynamic, "
                                 "shape_signature -1; the file is verified at batch 1 and 4"),
@@ -57,8 +59,8 @@ class ExportTflite(Stage):
             mark_tflite_batch(file.path)
             ctx.record("dynamic_batch", True)
         file.layout = record
-        # an NCHW file without data adds nothing an app must know; otherwise the layout goes with the
-        # normalisation (a copy: the dict is the data splits' own)
-        if artifact.preprocessing or layout != "nchw":
+        # an app feeding an image must know its order: the layout goes with the normalisation (a copy: the
+        # dict is the data splits' own); a file without image I/O has no layout to state
+        if any(record["inputs"]) or any(record["outputs"]):
             artifact.preprocessing = {**(artifact.preprocessing or {}), "tflite_layout": layout}
         return artifact

@@ -87,13 +87,16 @@ def test_files_and_manifest(bundled, int8_model):
     assert manifest["model"]["float_model"] is False and manifest["model"]["quantized"] is True
     info = inspect_file(int8_model)
     (inp,), (outp,) = manifest["inputs"], manifest["outputs"]
-    assert inp["shape"] == [1, 1, 8, 8] and inp["dtype"] == "int8" and outp["shape"] == [1, 10]
+    # channels-last by default: the manifest states it per tensor and in the preprocessing
+    assert inp["shape"] == [1, 8, 8, 1] and inp["dtype"] == "int8" and outp["shape"] == [1, 10]
+    assert inp["layout"] == "nhwc" and "layout" not in outp
     assert inp["quantization"] == info["inputs"][0]["quantization"]
     assert outp["quantization"] == info["outputs"][0]["quantization"]
     assert inp["quantization"]["scale"] > 0
     assert manifest["labels"] == LABELS
     report = json.loads((int8_model.parent / "report.json").read_text())
     assert manifest["preprocessing"] == report["preprocessing"] and manifest["preprocessing"]["mean"] == [0.0]
+    assert manifest["preprocessing"]["tflite_layout"] == "nhwc"
     assert manifest["c_array"]["symbol"] == "g_digits" and manifest["c_array"]["length_symbol"] == "g_digits_len"
     assert manifest["target"] == {"name": "mcu-big", "ram_kb": 256, "flash_kb": 1024, "model_fits_flash": True,
                                   "arena_fits_ram": True}
@@ -181,7 +184,7 @@ def test_tflm_program_builds_and_runs_under_tflm_dir(bundled, tmp_path):
     from edgehad.runtime import Session
 
     sess = Session(str(out / "model.tflite"))
-    want = sess.run([np.zeros((1, 1, 8, 8), np.float32)])[0].reshape(-1)
+    want = sess.run([np.zeros((1, 8, 8, 1), np.float32)])[0].reshape(-1)
     step = sess.outputs[0]["quantization"]["scale"]
     assert np.abs(np.array(values) - want).max() <= step * 1.001 + 1e-5
     used = int(re.search(r"arena: (\d+) of (\d+) bytes used", text)[1])
@@ -200,8 +203,14 @@ def test_run_model_in_a_venv_without_torch(bundled, clean_venv, digits_files, tm
                           cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
-    want = Session(str(out / "model.tflite")).run([x])[0].reshape(-1)
+    # the sample is NCHW, the model NHWC (its manifest says so): run_model.py transposes it, as layout= does
+    want = Session(str(out / "model.tflite"), layout="nchw").run([x])[0].reshape(-1)
     np.testing.assert_allclose(doc["output"], want, rtol=0, atol=1e-6)
+    np.save(tmp_path / "x_nhwc.npy", x.transpose(0, 2, 3, 1))  # the model's own order goes in as it is
+    proc = subprocess.run([str(clean_venv), str(out / "run_model.py"), str(tmp_path / "x_nhwc.npy"), "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(json.loads(proc.stdout)["output"], want, rtol=0, atol=1e-6)
     top = list(np.argsort(-want, kind="stable")[:3])
     assert [r["index"] for r in doc["top"]] == top and [r["label"] for r in doc["top"]] == [LABELS[i] for i in top]
     # no input: a random one; text output names labels

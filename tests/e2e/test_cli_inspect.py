@@ -27,7 +27,9 @@ def test_inspect_json_of_exported_files(files, fmt, cli):
     info = json.loads(result.stdout)
     assert INSPECT_KEYS <= set(info)
     assert info["format"] == fmt
-    assert [i["shape"] for i in info["inputs"]] == [[1, 1, 8, 8]]
+    # the TFLite image input is channels-last by default, and inspect says so; ONNX states no layout
+    assert [i["shape"] for i in info["inputs"]] == [{"onnx": [1, 1, 8, 8], "tflite": [1, 8, 8, 1]}[fmt]]
+    assert [i.get("layout") for i in info["inputs"]] == [{"onnx": None, "tflite": "nhwc"}[fmt]]
     assert [o["shape"] for o in info["outputs"]] == [[1, 10]]
     assert info["params"] == 8 * 9 + 8 + 8 * 64 * 10 + 10
     assert info["macs"] == 8 * 9 * 64 + 8 * 64 * 10

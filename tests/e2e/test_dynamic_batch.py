@@ -2,9 +2,10 @@
 batch 1 and 4, for every scheme (fp32, int8, int8-dynamic, fp16) on zoo:digits_cnn.
 
 One conversion per scheme, both formats each: fp32 through the CLI flag with --data (the batch of 4 is
-real digits); int8 through the API with data (it calibrates on it), its TFLite file channels-last (the
-batch stays dim 0 of [N, H, W, C]); int8-dynamic and fp16 through the API without data (the batch of 4
-is the seeded random samples). Each file is then run here in its runtime at batch 1 and 4 on real
+real digits); int8 through the API with data (it calibrates on it); int8-dynamic and fp16 through the API
+without data (the batch of 4 is the seeded random samples). Every TFLite file is channels-last (the
+default; the batch stays dim 0 of [N, H, W, C]) but fp16's, which opts out (``tflite_layout="nchw"``),
+so both layouts are resized. Each file is then run here in its runtime at batch 1 and 4 on real
 digits: the batch's rows must be the file's own batch-1 outputs (but for onnxruntime's int8-dynamic,
 whose activation range spans the batch), and close to torch's. A model that fixes its batch is refused
 in one line, leaving no output folder.
@@ -52,11 +53,12 @@ def converted(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     done = {"fp32": (json.loads(result.stdout), root / "fp32")}
     done["int8"] = (edgehad.convert("zoo:digits_cnn", data="digits", quantize="int8", calib_samples=64,
-                                    tflite_layout="nhwc", dynamic_batch=True, samples=8, out=root / "int8"),
+                                    dynamic_batch=True, samples=8, out=root / "int8"),
                     root / "int8")
     for scheme in ("int8-dynamic", "fp16"):
+        layout = "nchw" if scheme == "fp16" else None  # the opt-out; None: the default, nhwc
         done[scheme] = (edgehad.convert("zoo:digits_cnn", quantize=scheme, dynamic_batch=True, samples=3,
-                                        out=root / scheme), root / scheme)
+                                        tflite_layout=layout, out=root / scheme), root / scheme)
     return done
 
 
@@ -72,7 +74,7 @@ def test_report_verifies_each_file_at_batch_1_and_4(converted, scheme):
     variant = "float" if scheme == "fp32" else scheme
     assert sorted(a["format"] for a in report["artifacts"]) == ["onnx", "tflite"]
     tflite = next(a for a in report["artifacts"] if a["format"] == "tflite")
-    assert tflite["layout"]["inputs"] == ["nhwc" if scheme == "int8" else "nchw"]
+    assert tflite["layout"]["inputs"] == ["nchw" if scheme == "fp16" else "nhwc"]
     samples = 3 if scheme in ("int8-dynamic", "fp16") else 8  # fewer than 4: the batch repeats them
     for a in report["artifacts"]:
         p = a["parity"]
@@ -101,7 +103,7 @@ def test_files_hold_a_symbolic_batch(converted, scheme):
         assert dims[0].dim_param == "batch", value.name
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [1, 8, 8]
     interp = Interpreter(model_path=str(folder / "model.tflite"))
-    image = [-1, 8, 8, 1] if scheme == "int8" else [-1, 1, 8, 8]  # int8: NHWC
+    image = [-1, 1, 8, 8] if scheme == "fp16" else [-1, 8, 8, 1]  # NHWC but fp16's (tflite_layout="nchw")
     assert [list(d["shape_signature"]) for d in interp.get_input_details()] == [image]
     assert [list(d["shape_signature"]) for d in interp.get_output_details()] == [[-1, 10]]
 
@@ -124,7 +126,7 @@ def test_files_run_at_batch_1_and_4(converted, scheme):
     folder = converted[scheme][1]
     for name in ("model.onnx", "model.tflite"):
         session = Session(str(folder / name))
-        nhwc = name == "model.tflite" and scheme == "int8"
+        nhwc = name == "model.tflite" and scheme != "fp16"
         fed = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if nhwc else x
         batch = session.run([fed])[0]
         rows = np.concatenate([session.run([fed[i:i + 1]])[0] for i in range(4)])

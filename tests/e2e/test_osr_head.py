@@ -56,7 +56,7 @@ def head_scores(model, stats, x):
 def file_outputs(path, x):
     from edgehad.runtime import Session
 
-    session = Session(str(path), threads=1)
+    session = Session(str(path), threads=1, layout="nchw")  # x is NCHW; an NHWC .tflite gets it transposed
     outs = [session.run([x[i:i + 1]]) for i in range(len(x))]
     return session, np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])[:, 0]
 

@@ -129,7 +129,7 @@ def test_agent_runs_as_devices_get_it(models, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     assert doc["runs"] == 3 and doc["runtime"] == "tflite"
-    assert doc["inputs"] == {"serving_default_args_0": {"shape": [1, 1, 8, 8], "dtype": "float32"}}
+    assert doc["inputs"] == {"serving_default_args_0": {"shape": [1, 8, 8, 1], "dtype": "float32"}}  # NHWC
     (tmp_path / "edgehad_runtime.py").unlink()
     proc = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
@@ -172,9 +172,11 @@ def test_bad_inputs_exit_2_with_one_error_line(case, message, models, tmp_path):
 def test_data_feeds_real_samples_in_turn(models):
     result = run_cli("profile", *models, "--data", "digits", "--runs", "32", "--warmup", "0", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    for doc in json.loads(result.stdout):
+    docs = json.loads(result.stdout)
+    for doc in docs:
         assert doc["input_source"] == "16 sample(s) from inputs.npz" and doc["runs"] == 32
-        assert list(doc["inputs"].values())[0]["shape"] == [1, 1, 8, 8]
+    # each file got the samples in its own layout: the .tflite is channels-last (edgehad's default)
+    assert [list(d["inputs"].values())[0]["shape"] for d in docs] == [[1, 1, 8, 8], [1, 8, 8, 1]]
 
 
 def test_agent_quantizes_float_samples_for_an_int8_input(digits_files, tmp_path):
@@ -189,7 +191,7 @@ def test_agent_quantizes_float_samples_for_an_int8_input(digits_files, tmp_path)
     (spec,) = session.inputs
     assert spec["dtype"] == "int8"
     scale, zero = spec["quantization"]["scale"], spec["quantization"]["zero_point"]
-    samples = np.random.default_rng(0).uniform(0, 1, (3, 1, 1, 8, 8)).astype(np.float32)
+    samples = np.random.default_rng(0).uniform(0, 1, (3, 1, 8, 8, 1)).astype(np.float32)  # NHWC, as the file
     np.savez(tmp_path / "in.npz", samples)  # arr_0: the first input's samples
     feeds = agent.sample_feeds(rt, session, str(tmp_path / "in.npz"))
     assert len(feeds) == 3

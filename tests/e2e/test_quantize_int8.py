@@ -23,7 +23,7 @@ def accuracy_torch(model, x, y) -> float:
 
 
 def accuracy_file(path, x, y) -> float:
-    sess = Session(str(path))
+    sess = Session(str(path), layout="nchw")  # x is NCHW; the .tflite is NHWC (the default)
     return float(np.mean([int(sess.run([x[i:i + 1]], dequantize=True)[0].argmax()) == y[i] for i in range(len(x))]))
 
 
@@ -73,7 +73,7 @@ def test_int8_files_within_two_output_steps_of_the_pt2e_graph(digits_int8):
     tfl = Session(str(out / "model.tflite"))
     step = {"tflite": tfl.outputs[0]["quantization"]["scale"], "onnx": output_scale_onnx(out / "model.onnx")}
     for fmt in ("onnx", "tflite"):
-        sess = Session(str(out / f"model.{fmt}"))
+        sess = Session(str(out / f"model.{fmt}"), layout="nchw")
         got = np.concatenate([sess.run([x[i:i + 1]], dequantize=True)[0] for i in range(len(x))])
         within = np.mean(np.abs(got - ref) <= 2 * step[fmt] + 1e-6)
         assert within >= 0.99, (fmt, within)
@@ -89,7 +89,7 @@ def test_int8_accuracy_and_agreement_on_real_digits(digits_int8):
     for fmt in ("onnx", "tflite"):
         acc = accuracy_file(out / f"model.{fmt}", x, y)
         assert acc >= float_acc - 0.005, (fmt, acc, float_acc)
-        sess = Session(str(out / f"model.{fmt}"))
+        sess = Session(str(out / f"model.{fmt}"), layout="nchw")
         preds[fmt] = np.array([int(sess.run([x[i:i + 1]], dequantize=True)[0].argmax()) for i in range(len(x))])
     assert np.mean(preds["onnx"] == preds["tflite"]) >= 0.99
 

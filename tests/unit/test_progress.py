@@ -80,3 +80,19 @@ def test_a_plain_callback_hears_the_label_once():
         view.update(1.0)
         view.update(2.0)
     assert said == ["m.onnx: timing 2 s"]
+
+
+@pytest.mark.parametrize("decorator, said", [
+    ("@command_errors", "error: interrupted: nothing was written to the output folder"),
+    ("@command_errors(stopped='the finished trials are kept; `resume` finishes them')",
+     "error: interrupted: the finished trials are kept; --resume finishes them"),
+])
+def test_a_stopped_command_says_what_it_left(decorator, said):
+    """Ctrl-C ends a command with one line saying what is left behind: a search keeps its trials."""
+    import subprocess
+
+    program = ("import click\nfrom edgehad.cli.common import command_errors\n"
+               f"@click.command()\n@click.option('--debug', is_flag=True)\n{decorator}\n"
+               "def main(debug):\n    raise KeyboardInterrupt\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr.strip().splitlines() == [said]

@@ -19,7 +19,8 @@ from torch import nn
 import edgehad
 from edgehad.cli.flags import speak_flags
 from edgehad.core.errors import UserInputError
-from edgehad.export.layout import (channels_last, from_file, io_layout, parse_record, read_layout, stamp, to_file)
+from edgehad.export.layout import channels_last, io_layout, stamp
+from edgehad.runtime import parse_layout, read_layout
 from edgehad.inspection import inspect_file
 
 
@@ -93,20 +94,10 @@ def test_channels_last_wraps_an_int8_pt2e_graph():
     assert torch.equal(y_last, y.permute(0, 2, 3, 1)) and torch.equal(logits, ref)
 
 
-def test_to_file_and_back():
-    record = {"inputs": ["nhwc", None], "outputs": [None, "nhwc"]}
-    x, ids = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5), np.arange(4)
-    fed = to_file([x, ids], record)
-    assert fed[0].shape == (2, 4, 5, 3) and fed[0][1, 2, 3, 0] == x[1, 0, 2, 3] and fed[1] is ids
-    back = from_file([ids, fed[0]], record)
-    assert back[0] is ids and np.array_equal(back[1], x)
-    assert to_file([x], None)[0] is x  # no record (ONNX): as given
-
-
 @pytest.mark.parametrize("raw", [b"", b"\xff", b"[]", b'{"layout": 1}', b'{"layout": {"inputs": ["nhwc"]}}',
                                  b'{"layout": {"inputs": ["NHWC"], "outputs": []}}'])
 def test_a_malformed_record_reads_as_none(raw):
-    assert parse_record(raw) is None
+    assert parse_layout(raw) is None
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,85 @@
+"""``edgehad search``."""
+
+from __future__ import annotations
+
+import click
+
+from edgehad.cli.common import command_errors, debug_option, emit_json, json_option, progress_printer
+
+
+@click.command()
+@click.argument("model")
+@click.option("--data", required=True, metavar="SPEC",
+              help="Data spec (digits, file.npz, module:function): each trial's accuracy is top-1 on its val split.")
+@click.option("--target", default=None, metavar="NAME",
+              help="Where latency counts (default local, timed here): a device from targets/ is timed on --host, "
+                   "or without one estimated by its roofline; emulated-aarch64 runs under qemu (emulated).")
+@click.option("--host", default=None, metavar="ssh://user@host[:port]|NAME",
+              help="Time every trial's file on this device over SSH (one at a time).")
+@click.option("--space", default=None, metavar="NAME|SPACE.toml",
+              help="Search space: a recipe whose values may be {choices = [...]} or {low, high, step|log} "
+                   "(default: the shipped 'default').")
+@click.option("--budget", default=None, metavar="latency_ms=5,size_kb=300,accuracy=0.95",
+              help="Bounds every front member meets (latency_ms, size_kb: most; accuracy: least).")
+@click.option("--objectives", default="accuracy,latency,size", show_default=True, metavar="accuracy,latency,size",
+              help="What to optimize: accuracy (max), latency (min), size (min).")
+@click.option("--trials", type=int, default=None, help="Trials to run (default 20).")
+@click.option("--minutes", type=float, default=None, help="Instead of --trials: start no new generation after this.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Trials at once, each in its own worker process (1 thread each).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Sampler seed: the same seed gives the same trials whatever --jobs.")
+@click.option("--resume", is_flag=True, help="Finish the search stored in --out (kept trials are not run again).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Search folder: study.db, search.json, trials/K/, front/K/.")
+@json_option
+@debug_option
+@command_errors(stopped="the trials finished so far are kept in the `out` folder; `resume` finishes the search")
+def search(model, as_json, debug, **options):
+    """Search MODEL's recipe space for the Pareto front of accuracy, latency and size.
+
+    Each trial is a real conversion (verified files), its accuracy measured from the exported
+    file on --data's val split, its latency timed on the target. Results: search.json, and
+    front/K/ with each front member's files and the recipe that `edgehad convert --recipe`
+    turns back into them.
+    """
+    from edgehad.api import search as api_search
+    from edgehad.core.capture import captured
+
+    progress = progress_printer()
+    with captured():
+        doc = api_search(model, progress=progress, **options)
+    if as_json:
+        emit_json(doc)
+    else:
+        _print(doc)
+
+
+def _print(doc: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    trials = doc["trials"]
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("complete", "over_budget", "failed")}
+    out.print(f"[bold]{doc['model']}[/]: {len(trials)} trials ({counts['complete']} complete, "
+              f"{counts['over_budget']} over budget, {counts['failed']} failed); Pareto front of "
+              f"{', '.join(f'{k} ({v})' for k, v in doc['objectives'].items())}: {len(doc['front'])} trial(s)")
+    names = list(trials[0]["params"]) if trials else []
+    timed = any(t["metrics"].get("latency_ms") is not None for t in trials)
+    table = Table(show_edge=False)
+    for col in ("trial", "accuracy", *(("latency ms",) if timed else ()), "size KiB", *names):
+        # "[prune] ratio" is no rich markup
+        table.add_column(escape(col), justify="left" if col == "trial" or col.startswith("[") else "right")
+    by_number = {t["number"]: t for t in trials}
+    for number in doc["front"]:
+        t = by_number[number]
+        m = t["metrics"]
+        latency = "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3g}" + (
+            "" if m.get("latency_source") == "measured" else f" ({m['latency_source']})")
+        table.add_row(str(number), "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.1f}%",
+                      *((latency,) if timed else ()), f"{m['size_kb']:.1f}",
+                      *(escape(str(t["params"].get(n))) for n in names))
+    out.print(table)
+    out.print(f"front: {doc['front_dir']}/K (files + recipe.toml); every trial: {doc['out']}/search.json")

@@ -1,0 +1,107 @@
+"""What a search leaves: ``DIR/search.json`` and the Pareto front in ``DIR/front/K/``.
+
+The front is Optuna's ``study.best_trials``: the finished trials no other trial dominates on the
+objectives, among the feasible ones when there is a budget (a trial over budget is never on it).
+
+``DIR/front/K/`` holds front member K's files (model.onnx / model.tflite, report.json, report.md), its
+``recipe.toml`` and ``trial.json``: hard links to the trial's own files where the file system allows,
+copies elsewhere. The folder is rebuilt whole at the end of every call and replaces the old one in one
+step (edgehad.core.files.replace_dir), as ``search.json`` is written to a temporary name and renamed:
+an interrupted search never leaves a half-written front.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgehad.search import objectives as obj
+from edgehad.search.trial import FILES_DIR, RECIPE_FILE, RESULT_FILE
+
+SEARCH_FILE = "search.json"
+FRONT_DIR = "front"
+
+
+def collect(study, settings, population: int) -> dict:
+    """The search document: settings, every trial (number order) and the front."""
+    from edgehad import __version__
+    from edgehad.search.study import STUDY_FILE, storage_url
+
+    front = sorted(t.number for t in study.best_trials)
+    trials = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        record = dict(t.user_attrs.get("record") or {})
+        values = {name: p.value(t.params[p.name]) for p in settings.space.params if p.name in t.params
+                  for name in [f"[{p.stage}] {p.key}"]}
+        trials.append({
+            "number": t.number,
+            "status": record.get("status", "running" if not t.state.is_finished() else t.state.name.lower()),
+            "reason": record.get("reason"),
+            "params": values,
+            "metrics": record.get("metrics", {}),
+            "constraints": dict(t.constraints) if getattr(t, "constraints", None) else None,
+            "objective_file": record.get("objective_file"),
+            "files": record.get("files", []),
+            "recipe": str(settings.out / "trials" / str(t.number) / RECIPE_FILE),
+            "seconds": record.get("seconds"),
+            "front": t.number in front,
+        })
+    return {
+        "edgehad_version": __version__,
+        "model": settings.model,
+        "data": settings.data,
+        "space": {"name": settings.space.name, "path": settings.space.path, **settings.space.canonical()},
+        "objectives": {name: obj.OBJECTIVES[name][1] for name in settings.objectives},
+        "budget": settings.budget,
+        "target": settings.target or "local",
+        "host": settings.host,
+        "seed": settings.seed,
+        "population": population,
+        "jobs": settings.jobs,
+        "storage": storage_url(settings.out),
+        "study_file": str(settings.out / STUDY_FILE),
+        "trials": trials,
+        "front": front,
+        "front_dir": str(settings.out / FRONT_DIR),
+        "ran": sorted(settings.ran),
+        "out": str(settings.out),
+    }
+
+
+def write(doc: dict, out: Path) -> None:
+    """``search.json`` and ``front/``, each replaced in one step."""
+    from edgehad.core.files import write_text
+    from edgehad.core.jsondoc import dumps
+
+    _write_front(doc, out)
+    write_text(out / SEARCH_FILE, dumps(doc, indent=2) + "\n")
+
+
+def _write_front(doc: dict, out: Path) -> None:
+    from edgehad.core.files import remove_stale, replace_dir
+
+    remove_stale(out / FRONT_DIR)  # the staging folder of a search killed while writing its front
+    stage = Path(tempfile.mkdtemp(prefix=f".{FRONT_DIR}.{os.getpid()}.", suffix=".partial", dir=out))
+    try:
+        for number in doc["front"]:
+            trial = out / "trials" / str(number)
+            member = stage / str(number)
+            member.mkdir()
+            sources = [trial / RECIPE_FILE, trial / RESULT_FILE, *sorted((trial / FILES_DIR).iterdir())]
+            for source in sources:
+                if source.is_file():
+                    _link_or_copy(source, member / source.name)
+        os.chmod(stage, 0o755)
+        replace_dir(stage, out / FRONT_DIR)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # after an exchange: the old front
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, dest)
+

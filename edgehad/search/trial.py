@@ -1,0 +1,147 @@
+"""One trial: a real conversion with the trial's recipe, then the metrics the objectives read.
+
+No shortcut: a trial is ``edgehad.api.convert(MODEL, recipe=trials/K/recipe.toml, out=trials/K/files)``,
+every stage and every verification included, then
+
+- ``accuracy``: top-1 on the val split of the search's data, measured by the verify stage from the
+  exported file itself (the file's ``task_accuracy`` in the conversion report);
+- ``size_kb``: that file's size (KiB);
+- ``latency_ms``: the median latency of that file on the target, only when an objective or the budget
+  reads it (timing costs device time): measured here (``local``), on ``host`` over SSH, or under qemu
+  (``emulated-aarch64``, marked ``emulated``: outputs are real, timings are not); for a device target
+  with no host to reach it, the roofline lower bound of the file on that target, marked ``estimate``
+  (edgehad.profiling.roofline).
+
+The objective's file is the TFLite one when the trial exports it (the edge runtime), else the ONNX one.
+Timing takes the device lock (``DIR/device.lock``): a device is a resource of capacity 1, so two local
+workers never time at once.
+
+A trial runs in a worker process (edgehad.search.worker); it never raises: a refusal, an export error,
+a failed verification or a failed timing comes back as ``status`` "failed" with a one-line ``reason``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PROFILE_WARMUP = 3
+PROFILE_RUNS = 20    # a modest count: the median of 20 single-thread runs orders variants of one model
+RESULT_FILE = "trial.json"
+RECIPE_FILE = "recipe.toml"
+FILES_DIR = "files"
+LOG_FILE = "worker.log"
+
+
+@dataclass
+class TrialSpec:
+    """Everything a worker needs to run trial ``number``; JSON both ways, so any executor can carry it."""
+
+    number: int
+    model: str
+    folder: str                    # DIR/trials/K: recipe.toml is there, the files go to folder/files
+    params: dict                   # Optuna's values by parameter name, as sampled
+    time_latency: bool = False
+    target: str | None = None
+    host: str | None = None
+    lock: str | None = None        # the device lock file
+    timeout_s: float = 3600.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialSpec":
+        return cls(**d)
+
+
+def run_trial(spec: TrialSpec, progress=None) -> dict:
+    """Convert, measure, and return the trial's record (never raises for a trial's own failure)."""
+    from edgehad.core.errors import EdgehadError
+
+    progress = progress or (lambda message: None)
+    folder = Path(spec.folder)
+    started = time.monotonic()
+    record = {"number": spec.number, "status": "failed", "reason": None, "params": spec.params,
+              "metrics": {}, "files": [], "objective_file": None, "recipe": str(folder / RECIPE_FILE)}
+    try:
+        record.update(_convert_and_measure(spec, folder, progress))
+        record["status"] = "complete"
+    except EdgehadError as exc:
+        record["reason"] = _one_line(str(exc))
+    except Exception as exc:  # a bug in a library or in edgehad: the trial fails, the search goes on
+        record["reason"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
+    record["seconds"] = round(time.monotonic() - started, 3)
+    return record
+
+
+def _convert_and_measure(spec: TrialSpec, folder: Path, progress) -> dict:
+    from edgehad.api import convert
+
+    out = folder / FILES_DIR
+    report = convert(spec.model, recipe=str(folder / RECIPE_FILE), out=out, progress=progress)
+    artifacts = report["artifacts"]
+    chosen = next((a for a in artifacts if a["format"] == "tflite"), None) or \
+        next((a for a in artifacts if a["format"] == "onnx"), None)
+    files = [str(out / Path(a["path"]).name) for a in artifacts]
+    if chosen is None:  # the space checks for an export stage; a recipe without one is no trial
+        from edgehad.core.errors import ConversionError
+
+        raise ConversionError("the conversion wrote no .onnx or .tflite file")
+    path = out / Path(chosen["path"]).name
+    accuracy = (chosen.get("parity") or {}).get("task_accuracy")
+    metrics = {"accuracy": accuracy, "size_kb": round(chosen["size_bytes"] / 1024, 3), "latency_ms": None,
+               "latency_source": None,
+               "params": report["stages"][-1].get("params") if report.get("stages") else None,
+               "macs": report["stages"][-1].get("macs") if report.get("stages") else None}
+    if spec.time_latency:
+        metrics.update(_latency(spec, path, progress))
+    return {"metrics": metrics, "files": files, "objective_file": str(path)}
+
+
+def _latency(spec: TrialSpec, path: Path, progress) -> dict:
+    """``latency_ms`` and where it comes from: "measured", "emulated" or "estimate"."""
+    from edgehad.targets import LOCAL
+
+    target = spec.target or LOCAL
+    if target not in (LOCAL, "emulated-aarch64") and not spec.host:
+        from edgehad.core.errors import ConversionError
+        from edgehad.profiling.roofline import roofline
+        from edgehad.targets import load_target
+
+        roof = roofline(path, load_target(target), None, threads=1)
+        if roof is None:
+            raise ConversionError(f"no latency estimate: target {target} states no peak for this file's "
+                                  "precision; give `host` to measure it on the device")
+        return {"latency_ms": round(roof["bound_ms"], 6), "latency_source": "estimate"}
+    from edgehad.api import profile
+
+    with device_lock(spec.lock):
+        progress(f"timing {path.name} on {spec.host or target}")
+        (doc,) = profile(str(path), host=spec.host, target=spec.target, warmup=PROFILE_WARMUP,
+                         runs=PROFILE_RUNS, threads=1)
+    return {"latency_ms": doc["latency_ms"]["p50"], "latency_source": "emulated" if doc.get("emulated") else "measured"}
+
+
+@contextlib.contextmanager
+def device_lock(path: str | None):
+    """Hold an exclusive lock on ``path`` (fcntl.flock): one timing at a time on the device it stands for."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 500 else line[:497] + "..."

@@ -1,0 +1,44 @@
+"""``python -m edgehad.search.worker SPEC.json``: run one trial in this fresh process, write its record.
+
+The record goes to ``trial.json`` in the trial's folder, written atomically, so the parent (or a later
+``resume``) reads either a whole record or none. One thread for torch and the runtimes: K workers on K
+cores do not fight over them, and a trial's numbers do not depend on how many ran beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# before torch or a runtime loads: their thread pools are sized when they start
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+
+def main(argv=None) -> int:
+    from pathlib import Path
+
+    from edgehad.core.files import write_text
+    from edgehad.core.jsondoc import dumps
+    from edgehad.search.trial import RESULT_FILE, TrialSpec, run_trial
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m edgehad.search.worker SPEC.json", file=sys.stderr)
+        return 2
+    spec = TrialSpec.from_dict(json.loads(Path(argv[0]).read_text()))
+    import torch
+
+    torch.set_num_threads(1)
+
+    def progress(message: str) -> None:
+        print(f"trial {spec.number}: {message}", file=sys.stderr, flush=True)
+
+    record = run_trial(spec, progress=progress)
+    write_text(Path(spec.folder) / RESULT_FILE, dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""``edgehad search`` for real (issue #16, milestone 1): zoo digits_cnn, a tiny space, real conversions.
+
+The space has 2 prune ratios x 2 quantize schemes, ONNX only, one fine-tuning epoch: each trial is a whole
+conversion (prune, recover, quantize, export, verify on the digits val split) of a few seconds of work.
+Objectives accuracy and size: both are deterministic, so two searches can be compared number for number
+(latency is measured once, in the budget test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY_SPACE = """
+name = "tiny"
+[stages.prune]
+ratio = {choices = [0.0, 0.3]}
+latency = false
+[stages.finetune]
+epochs = 1
+[stages.quantize]
+scheme = {choices = ["none", "int8-dynamic"]}
+[stages.export-onnx]
+[stages.verify]
+max_accuracy_drop = 100
+"""
+ARGS = ["zoo:digits_cnn", "--data", "digits", "--trials", "4", "--seed", "0", "--objectives", "accuracy,size"]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "tiny.toml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_jobs(space, tmp_path_factory):
+    """The search with 2 worker processes: (out folder, search.json document)."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("search") / "jobs2"
+    result = run_cli("search", *ARGS, "--space", space, "--jobs", "2", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads(result.stdout)
+    assert doc == json.loads((out / "search.json").read_text())
+    return out, doc
+
+
+def _params(doc):
+    return [t["params"] for t in doc["trials"]]
+
+
+def test_every_trial_is_measured_and_the_front_reproduces_from_its_recipes(two_jobs, tmp_path):
+    import edgehad
+
+    out, doc = two_jobs
+    assert [t["number"] for t in doc["trials"]] == [0, 1, 2, 3]
+    for t in doc["trials"]:
+        assert t["status"] == "complete", t
+        assert 0.9 < t["metrics"]["accuracy"] <= 1.0 and t["metrics"]["size_kb"] > 5
+        assert set(t["params"]) == {"[prune] ratio", "[quantize] scheme"}
+        assert t["objective_file"].endswith("/files/model.onnx")
+        assert t["metrics"]["size_kb"] == round(Path(t["objective_file"]).stat().st_size / 1024, 3)
+    # the float unpruned variant is the largest file; int8-dynamic and pruning each make it smaller
+    sizes = {(t["params"]["[prune] ratio"], t["params"]["[quantize] scheme"]): t["metrics"]["size_kb"]
+             for t in doc["trials"]}
+    if (0.0, "none") in sizes:
+        assert sizes[(0.0, "none")] == max(sizes.values())
+    assert doc["front"] and doc["front"] == sorted(t["number"] for t in doc["trials"] if t["front"])
+    on_front = [doc["trials"][n] for n in doc["front"]]
+    for a in on_front:  # no member dominates another on (accuracy up, size down)
+        assert not any(b is not a and b["metrics"]["accuracy"] >= a["metrics"]["accuracy"]
+                       and b["metrics"]["size_kb"] <= a["metrics"]["size_kb"]
+                       and (b["metrics"]["accuracy"], b["metrics"]["size_kb"]) !=
+                       (a["metrics"]["accuracy"], a["metrics"]["size_kb"]) for b in doc["trials"])
+    assert sorted(p.name for p in (out / "front").iterdir()) == sorted(str(n) for n in doc["front"])
+    for member in on_front:
+        folder = out / "front" / str(member["number"])
+        assert {"model.onnx", "recipe.toml", "report.json", "trial.json"} <= {p.name for p in folder.iterdir()}
+        again = edgehad.convert("zoo:digits_cnn", recipe=str(folder / "recipe.toml"), out=tmp_path / str(member["number"]))
+        (made,) = [a for a in again["artifacts"] if a["format"] == "onnx"]
+        assert edgehad.inspect(made["path"])["ops"] == edgehad.inspect(str(folder / "model.onnx"))["ops"]
+        assert abs(made["size_bytes"] - (folder / "model.onnx").stat().st_size) <= 64
+        assert made["parity"]["task_accuracy"] == pytest.approx(member["metrics"]["accuracy"], abs=0.01)
+
+
+def _stored_states(db: Path) -> list[str]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name="edgehad-search", storage=f"sqlite:///{db}")
+        return [t.state.name for t in study.get_trials(deepcopy=False)]
+    except Exception:  # not created yet
+        return []
+
+
+def _workers_of(out: Path) -> list[int]:
+    """Pids of worker processes whose command line names ``out``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "edgehad.search.worker" in cmd and str(out) in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_one_job_killed_then_resumed_gives_the_trials_and_front_of_two_jobs(two_jobs, space, tmp_path):
+    """kill -9 once the first trial is stored; --resume finishes without running it again; jobs 1 (with a
+    kill in the middle) and jobs 2 ask the same trials and find the same front."""
+    out = tmp_path / "jobs1"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edgehad", "search", *ARGS, "--space", str(space), "--jobs", "1",
+                             "--out", str(out), "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    db = out / "study.db"
+    deadline = time.monotonic() + 420
+    try:
+        while not any(s in ("COMPLETE", "FAIL") for s in _stored_states(db)):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial was stored in time"
+            time.sleep(0.5)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    states = _stored_states(db)
+    assert states[0] == "COMPLETE" and len(states) == 4 and states.count("COMPLETE") <= 2
+    for _ in range(50):  # the worker dies with its parent (SIGKILL by the kernel)
+        if not _workers_of(out):
+            break
+        time.sleep(0.2)
+    assert _workers_of(out) == []
+    first = out / "trials" / "0" / "trial.json"
+    kept = (first.read_bytes(), first.stat().st_mtime_ns)
+
+    from tests.conftest import run_cli
+
+    result = run_cli("search", *ARGS, "--space", space, "--jobs", "1", "--resume", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads(result.stdout)
+    assert [t["status"] for t in doc["trials"]] == ["complete"] * 4
+    assert 0 not in doc["ran"] and set(doc["ran"]) <= {1, 2, 3}
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == kept
+    assert "trial 0/4" not in result.stderr
+    jobs2 = two_jobs[1]
+    assert _params(doc) == _params(jobs2)
+    assert doc["front"] == jobs2["front"]
+    assert [t["metrics"]["size_kb"] for t in doc["trials"]] == [t["metrics"]["size_kb"] for t in jobs2["trials"]]
+
+
+def _one_error_line(result, code=2) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert not any("Traceback" in ln for ln in lines)
+    return lines[-1]
+
+
+@pytest.mark.parametrize("body, said", [
+    ("[stages.prune]\nratioo = 0.5\n[stages.export-onnx]\n",
+     "error: search space {path}: unknown key `[prune] ratioo`: valid keys are "),
+    ("[stages.prune]\nratio = {low = 0.4, high = 0.2}\n[stages.export-onnx]\n",
+     "error: search space {path}: `[prune] ratio` range is inverted: low 0.4 must be below high 0.2"),
+], ids=["unknown-key", "inverted-range"])
+def test_a_bad_space_is_one_line_and_nothing_is_written(cli, tmp_path, body, said):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    line = _one_error_line(cli("search", *ARGS, "--space", path, "--out", tmp_path / "o"))
+    assert line.startswith(said.format(path=path)), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_stale_resume_is_refused_naming_the_difference(cli, two_jobs, tmp_path):
+    out, doc = two_jobs
+    before = (out / "search.json").read_bytes()
+    other = tmp_path / "other.toml"
+    other.write_text(TINY_SPACE.replace('["none", "int8-dynamic"]', '["none", "fp16"]'))
+    line = _one_error_line(cli("search", *ARGS, "--space", other, "--resume", "--out", out))
+    assert line == (f"error: --resume: {out / 'study.db'} is a search with another space (`[quantize] scheme` is "
+                    '{"choices": ["none", "int8-dynamic"]} there, {"choices": ["none", "fp16"]} here): its trials '
+                    "answer another question; resume with the same settings, or pick another --out")
+    line = _one_error_line(cli("search", *ARGS, "--space", other, "--out", out))
+    assert line == f"error: --out {out} holds a search already (study.db): pass --resume to finish it, or pick another folder"
+    assert (out / "search.json").read_bytes() == before
+
+
+def test_a_budget_nobody_meets_names_the_bound_after_measuring(cli, space, tmp_path):
+    """One trial, its latency timed here; a latency bound no file can meet is exit 2 naming it, and
+    search.json keeps the trial."""
+    out = tmp_path / "o"
+    result = cli("search", "zoo:digits_cnn", "--data", "digits", "--space", space, "--trials", "1",
+                 "--objectives", "accuracy,latency", "--budget", "latency_ms=0.000001,size_kb=1000", "--out", out)
+    line = _one_error_line(result)
+    assert line.startswith("error: no trial met the budget: latency_ms <= 1e-06 bound all 1 measured trials "
+                           "(the best reached "), line
+    assert line.endswith(f"); loosen --budget (search.json in {out} has every trial)")
+    doc = json.loads((out / "search.json").read_text())
+    (trial,) = doc["trials"]
+    assert trial["status"] == "over_budget" and trial["reason"].startswith("over budget: latency_ms ")
+    assert trial["metrics"]["latency_source"] == "measured" and 0 < trial["metrics"]["latency_ms"] < 1000
+    assert trial["constraints"]["size_kb"] < 0 < trial["constraints"]["latency_ms"]
+    assert doc["front"] == [] and sorted(p.name for p in (out / "front").iterdir()) == []
+
+    # a device target with no host to reach it: the file's roofline lower bound there, marked estimate
+    from edgehad.profiling.roofline import roofline
+    from edgehad.search.trial import TrialSpec, _latency
+    from edgehad.targets import load_target
+
+    spec = TrialSpec(number=0, model="zoo:digits_cnn", folder=str(out), params={}, time_latency=True, target="rpi4")
+    path = Path(trial["objective_file"])
+    bound = roofline(path, load_target("rpi4"), None, threads=1)["bound_ms"]
+    assert _latency(spec, path, None) == {"latency_ms": round(bound, 6), "latency_source": "estimate"}
