@@ -43,7 +43,9 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
         kwargs["dynamic_shapes"], tracing = batch_shapes(model, tuple(example_inputs)), size_oblivious()
     if quant_config is not None:
         kwargs["quant_config"] = quant_config
-    with captured(), atomic_path(path) as tmp:
+    from edgehad.export.prelu import single_layer_prelu
+
+    with captured(), atomic_path(path) as tmp, single_layer_prelu():
         import litert_torch
 
         try:

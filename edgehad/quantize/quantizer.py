@@ -30,6 +30,7 @@ _GATES = ("hardsigmoid.default", "hardsigmoid_.default", "sigmoid.default")
 _PRODUCTS = ("mul.Tensor",)
 _SAME_RANGE = ("max_pool2d.default", "max_pool1d.default")
 _UNARY = ("hardswish.default", "hardswish_.default", "mean.dim", "adaptive_avg_pool2d.default")
+_PRELU = ("prelu.default",)
 _WEIGHTED = ("conv1d.default", "conv2d.default", "convolution.default", "linear.default")
 
 
@@ -60,6 +61,20 @@ def _shares_with(node, nodes: set) -> bool:
             if any(src in nodes for src in sources):
                 return True
     return False
+
+
+def _floating(node, gm) -> bool:
+    """Whether ``node``'s value is a floating-point tensor (unknown counts as floating: left as annotated).
+
+    A constant (``get_attr``: a buffer such as BERT's position ids) carries no ``val`` metadata: its
+    tensor is read from ``gm``."""
+    val = node.meta.get("val") if hasattr(node, "meta") else None
+    if val is None and getattr(node, "op", None) == "get_attr":
+        val = gm
+        for part in node.target.split("."):
+            val = getattr(val, part, None)
+    dtype = getattr(val, "dtype", None)
+    return dtype is None or dtype.is_floating_point
 
 
 def _followers() -> set:
@@ -162,6 +177,21 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
                 input_qspec_map={a: qutils.get_input_act_qspec(config) for a in node.args[:2]},
                 output_qspec=qutils.get_output_act_qspec(config), _annotated=True)
 
+    def annotate_prelu_input(gm, config):
+        # litert-torch observes a PReLU's output but not its input, so the conv / linear before it had a
+        # float output: both exporters then ran that layer in float on dequantized weights (MTCNN's ONet:
+        # every conv, and the int8 ONNX file slower than fp32). Observing the input quantizes the layer's
+        # output; the PReLU itself stays a small op between int8 tensors (its slope stays float).
+        for node in gm.graph.nodes:
+            if not _is(node, _PRELU) or not isinstance(node.args[0], Node):
+                continue
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                ann = node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            ann.input_qspec_map.setdefault(node.args[0], qutils.get_input_act_qspec(config))
+            if ann.output_qspec is None:
+                ann.output_qspec = qutils.get_output_act_qspec(config)
+
     def share_producer_specs(gm):
         for node in gm.graph.nodes:
             ann = node.meta.get("quantization_annotation")
@@ -200,14 +230,29 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
                 floating.add(node)
                 node.meta.pop("quantization_annotation", None)
 
+    def drop_integer_annotations(gm):
+        # An observer on an integer tensor (token ids, an attention mask, a position index: a mul or an
+        # add of int64 values) fails calibration ("histogram_cpu" not implemented for 'Long') and could
+        # not mean anything anyway: int8 quantizes real-valued activations only.
+        for node in gm.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            for arg in [a for a in ann.input_qspec_map if not _floating(a, gm)]:
+                del ann.input_qspec_map[arg]
+            if ann.output_qspec is not None and not _floating(node, gm):
+                ann.output_qspec = None
+
     class EdgehadQuantizer(PT2EQuantizer):
         def annotate(self, model):
             annotate_weighted_then_relu(model, config)
             model = super().annotate(model)
             annotate_gates(model, config)
             annotate_leftover_unary(model, config)
+            annotate_prelu_input(model, config)
             if keep_float or only is not None:
                 drop_float_annotations(model)
+            drop_integer_annotations(model)
             share_producer_specs(model)
             return model
 

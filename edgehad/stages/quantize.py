@@ -107,17 +107,20 @@ class Quantize(Stage):
                                                      progress=progress, keep_float=keep)
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from edgehad.quantize.onnx_qdq import int8_layout
-        from edgehad.quantize.tflite_io import add_float_io
+        from edgehad.quantize.float_weights import FileProbe, torch_layers
 
         artifact.model = quantized
         artifact.variant = "int8"
         int8_io = self.config["int8_io"]
+        # what still computes in float is read from each file as it is written (by format), because only
+        # the file says what the exporter made of the quantized graph
+        float_weights = {}
+        probe = FileProbe(float_weights, ctx.progress, torch_layers(quantized), int8_io=int8_io)
         artifact.quantization = QuantizationPlan(
             "int8", int8_io=int8_io, tflite_quant_config=QuantConfig(pt2e_quantizer=quantizer),
-            onnx_postprocess=int8_layout,
+            onnx_postprocess=probe.onnx,
             # full-integer TFLite takes int8; float I/O wraps it in QUANTIZE / DEQUANTIZE for the app
-            tflite_file_pass=None if int8_io else add_float_io)
+            tflite_file_pass=probe.tflite)
         constant = degenerate_ranges(quantized)
         for where in constant:
             ctx.progress(f"warning: activation after {where} was constant during calibration (degenerate range)")
@@ -127,6 +130,7 @@ class Quantize(Stage):
             "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor affine",
             "degenerate_ranges": constant,
             "kept_float": kept,
+            "float_weights": float_weights,  # filled by the export stages: {format: float layers of that file}
             **({"sensitivity": ranking} if ranking is not None else {}),
         }
 

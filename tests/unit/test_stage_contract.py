@@ -96,8 +96,7 @@ def test_exporters_import_nothing_from_quantize(path):
 
 def test_quantize_stage_plans_each_scheme():
     from edgehad.quantize import dynamic, fp16
-    from edgehad.quantize.onnx_qdq import int8_layout
-    from edgehad.quantize.tflite_io import add_float_io
+    from edgehad.quantize.float_weights import FileProbe
 
     quantize = stages()["quantize"]
     for scheme, onnx_pass, tflite_pass in [("int8-dynamic", dynamic.onnx_dynamic_int8, dynamic.tflite_dynamic_int8),
@@ -105,13 +104,17 @@ def test_quantize_stage_plans_each_scheme():
         artifact = quantize(scheme=scheme).run(_artifact(), Context(workdir=Path(".")))
         assert artifact.quantization == QuantizationPlan(scheme, onnx_file_pass=onnx_pass, tflite_file_pass=tflite_pass)
         assert artifact.variant == scheme
-    for int8_io, tflite_pass in [(False, add_float_io), (True, None)]:
+    for int8_io in (False, True):
         artifact = _artifact()
-        artifact = quantize(scheme="int8", calib="random", calib_samples=4, int8_io=int8_io).run(
-            artifact, Context(workdir=Path(".")))
+        ctx = Context(workdir=Path("."))
+        artifact = quantize(scheme="int8", calib="random", calib_samples=4, int8_io=int8_io).run(artifact, ctx)
         plan = artifact.quantization
-        assert (plan.scheme, plan.int8_io, plan.onnx_postprocess, plan.tflite_file_pass) == \
-            ("int8", int8_io, int8_layout, tflite_pass)
+        # int8: both file steps measure what the file left in float (edgehad.quantize.float_weights) into
+        # the stage's report entry; the TFLite one adds float I/O unless int8 I/O was asked for
+        probe = plan.onnx_postprocess.__self__
+        assert (plan.scheme, plan.int8_io, plan.onnx_postprocess.__func__, plan.tflite_file_pass.__func__) == \
+            ("int8", int8_io, FileProbe.onnx, FileProbe.tflite)
+        assert probe.int8_io is int8_io and probe.found is ctx.entry["quantization"]["float_weights"]
         assert plan.tflite_quant_config.pt2e_quantizer is not None and artifact.variant == "int8"
 
 
