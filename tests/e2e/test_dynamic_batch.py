@@ -150,17 +150,17 @@ def test_files_run_at_batch_1_and_4(converted, scheme):
 def test_inspect_shows_the_batch_symbolic(converted):
     folder = converted["fp32"][1]
     shapes = {}
-    for name in ("model.onnx", "model.tflite"):
+    for name, sample in (("model.onnx", "1x8x8"), ("model.tflite", "8x8x1")):  # the .tflite is NHWC
         for batch in (1, 4):
-            result = run_cli("inspect", folder / name, "--input-shape", f"{batch}x1x8x8", "--json")
+            result = run_cli("inspect", folder / name, "--input-shape", f"{batch}x{sample}", "--json")
             assert result.returncode == 0, result.stderr[-2000:]
             shapes[name, batch] = json.loads(result.stdout)
     onnx1, tfl1, tfl4 = shapes["model.onnx", 1], shapes["model.tflite", 1], shapes["model.tflite", 4]
     assert [t["shape"] for t in onnx1["inputs"]] == [["batch", 1, 8, 8]]
     assert [t["shape"] for t in onnx1["outputs"]] == [["batch", 10]]
-    assert [t["shape"] for t in tfl1["inputs"]] == [[None, 1, 8, 8]]
+    assert [t["shape"] for t in tfl1["inputs"]] == [[None, 8, 8, 1]]
     assert [t["shape"] for t in tfl1["outputs"]] == [[None, 10]]
-    assert list(tfl4["input_shapes"].values()) == [[4, 1, 8, 8]]
+    assert list(tfl4["input_shapes"].values()) == [[4, 8, 8, 1]]
     for name in ("model.onnx", "model.tflite"):  # MACs counted at the batch asked for
         assert shapes[name, 4]["macs"] == 4 * shapes[name, 1]["macs"] > 0
     # without a batch, inspect names the symbolic dim rather than guessing it
