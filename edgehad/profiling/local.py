@@ -95,6 +95,20 @@ class AgentProgress:
             self.view = None
 
 
+def run_agent(cmd, *, timeout: float, progress, where: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run an agent command line (here, or ssh running it on a device): its ``--progress`` lines shown through
+    ``progress`` as they come (AgentProgress, ``where`` first) and left out of the result's stderr.
+    ``subprocess.TimeoutExpired`` as run_child raises it."""
+    shown = AgentProgress(progress, where) if progress is not None else None
+    try:
+        proc = run_child(cmd, timeout=timeout, env=env, on_stderr_line=shown.line if shown else None)
+    finally:
+        if shown is not None:
+            shown.close()
+    proc.stderr = "".join(ln for ln in proc.stderr.splitlines(keepends=True) if not ln.startswith(PROGRESS_PREFIX))
+    return proc
+
+
 def profile_file(path, job: Job, progress=None) -> dict:
     """Measure one ``.onnx``/``.tflite`` file in a fresh ``sys.executable`` process; the agent's JSON plus ``path``.
     ``progress``: the agent's phases as messages and a bar over its timed runs."""
@@ -102,19 +116,14 @@ def profile_file(path, job: Job, progress=None) -> dict:
     resolved = str(path.resolve())
     inputs = str(Path(job.inputs).resolve()) if job.inputs else None
     limit = job.timeout or AGENT_TIMEOUT_S
-    shown = AgentProgress(progress, path.name) if progress is not None else None
     try:
-        proc = run_child([sys.executable, str(AGENT), *job.agent_args(resolved, inputs),
-                          *(["--progress"] if shown else [])], timeout=limit, env=agent_env(),
-                         on_stderr_line=shown.line if shown else None)
+        proc = run_agent([sys.executable, str(AGENT), *job.agent_args(resolved, inputs),
+                          *(["--progress"] if progress is not None else [])], timeout=limit, env=agent_env(),
+                         progress=progress, where=path.name)
     except subprocess.TimeoutExpired:
         raise UserInputError(f"{path}: profiling took longer than {limit:g} s; use fewer `runs`"
                              + ("" if job.timeout else " (or a larger `timeout`)")) from None
-    finally:
-        if shown is not None:
-            shown.close()
-    stderr = "\n".join(ln for ln in proc.stderr.splitlines() if not ln.startswith(PROGRESS_PREFIX))
-    document = parse_agent_output(proc.stdout, stderr, proc.returncode, path, {resolved: str(path)})
+    document = parse_agent_output(proc.stdout, proc.stderr, proc.returncode, path, {resolved: str(path)})
     document["path"] = str(path)
     document.setdefault("emulated", False)
     document.setdefault("host", "local")

@@ -45,7 +45,7 @@ from edgehad.core.children import kill_group, popen_options, run_child
 from edgehad.core.errors import UserInputError
 from edgehad.profiling.hosts import Host, hosts_file, resolve_host  # noqa: F401  (resolve_host: run.py's import)
 from edgehad.profiling.job import Job
-from edgehad.profiling.local import AGENT_FILES, AGENT_TIMEOUT_S, PROGRESS_PREFIX, AgentProgress, parse_agent_output
+from edgehad.profiling.local import AGENT_FILES, AGENT_TIMEOUT_S, parse_agent_output, run_agent
 
 CONNECT_TIMEOUT_S = 15
 # ServerAlive probes every 5 s, 4 missed: a connection that died silently is noticed within ~20 s.
@@ -266,17 +266,12 @@ def _run_agent(session: _Session, command: str, progress) -> tuple[str, str, int
     On a timeout or Ctrl-C the local ssh client's group is killed; the remote agent is killed by the
     cleanup step in profile_remote (its process group there)."""
     host = session.host
-    shown = AgentProgress(progress, host.name) if progress else None
     try:
-        proc = run_child([*_ssh(host, session.control), command], timeout=session.remaining() or AGENT_TIMEOUT_S,
-                         on_stderr_line=shown.line if shown else None)
+        proc = run_agent([*_ssh(host, session.control), command], timeout=session.remaining() or AGENT_TIMEOUT_S,
+                         progress=progress, where=host.name)
     except subprocess.TimeoutExpired as exc:
         return exc.output or "", exc.stderr or "", None
-    finally:
-        if shown is not None:
-            shown.close()
-    stderr = "".join(ln for ln in proc.stderr.splitlines(keepends=True) if not ln.startswith(PROGRESS_PREFIX))
-    return proc.stdout, stderr, proc.returncode
+    return proc.stdout, proc.stderr, proc.returncode
 
 
 def _explain(host: Host, path: Path, job: Job, stdout: str, stderr: str, rc: int, rename: dict) -> dict:
