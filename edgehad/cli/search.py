@@ -69,7 +69,7 @@ def _print(doc: dict) -> None:
     names = list(trials[0]["params"]) if trials else []
     timed = any(t["metrics"].get("latency_ms") is not None for t in trials)
     table = Table(show_edge=False)
-    for col in ("trial", "accuracy", *(("latency ms",) if timed else ()), "size KiB", *names):
+    for col in ("trial", "accuracy", "drop pts", *(("latency ms",) if timed else ()), "size KiB", *names):
         # "[prune] ratio" is no rich markup
         table.add_column(escape(col), justify="left" if col == "trial" or col.startswith("[") else "right")
     by_number = {t["number"]: t for t in trials}
@@ -78,7 +78,10 @@ def _print(doc: dict) -> None:
         m = t["metrics"]
         latency = "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3g}" + (
             "" if m.get("latency_source") == "measured" else f" ({m['latency_source']})")
-        table.add_row(str(number), "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.1f}%",
+        # the drop against the original model on the same val samples: what a reconversion of this
+        # member with its recipe is judged by (verify's max_accuracy_drop)
+        drop = "-" if m.get("accuracy_drop") is None else f"{m['accuracy_drop']:.1f}"
+        table.add_row(str(number), "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.1f}%", drop,
                       *((latency,) if timed else ()), f"{m['size_kb']:.1f}",
                       *(escape(str(t["params"].get(n))) for n in names))
     out.print(table)

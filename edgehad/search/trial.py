@@ -4,7 +4,13 @@ No shortcut: a trial is ``edgehad.api.convert(MODEL, recipe=trials/K/recipe.toml
 every stage and every verification included, then
 
 - ``accuracy``: top-1 on the val split of the search's data, measured by the verify stage from the
-  exported file itself (the file's ``task_accuracy`` in the conversion report);
+  exported file itself (the file's ``task_accuracy`` in the conversion report), with the original
+  model's top-1 on the same samples beside it (``accuracy_original``) and the drop in points
+  (``accuracy_drop``). Accuracy is an objective here (bounded by ``budget`` accuracy=...), so the trial
+  runs with verify's accuracy gate open (``max_accuracy_drop`` 100) unless the space fixes
+  ``[verify] max_accuracy_drop`` itself; the gate is given to ``convert`` as a keyword, never written
+  into the trial's recipe, so ``edgehad convert --recipe trials/K/recipe.toml --data ...`` of a front
+  member judges accuracy with the usual default floor;
 - ``size_kb``: that file's size (KiB);
 - ``latency_ms``: the median latency of that file on the target, only when an objective or the budget
   reads it (timing costs device time): measured here (``local``), on ``host`` over SSH, or under qemu
@@ -33,6 +39,7 @@ RESULT_FILE = "trial.json"
 RECIPE_FILE = "recipe.toml"
 FILES_DIR = "files"
 LOG_FILE = "worker.log"
+OPEN_GATE = 100.0    # verify's max_accuracy_drop inside a trial: every accuracy is a point, none a failure
 
 
 @dataclass
@@ -82,7 +89,9 @@ def _convert_and_measure(spec: TrialSpec, folder: Path, progress) -> dict:
     from edgehad.api import convert
 
     out = folder / FILES_DIR
-    report = convert(spec.model, recipe=str(folder / RECIPE_FILE), out=out, progress=progress)
+    recipe = folder / RECIPE_FILE
+    report = convert(spec.model, recipe=str(recipe), out=out, progress=progress,
+                     max_accuracy_drop=None if _recipe_gates_accuracy(recipe) else OPEN_GATE)
     artifacts = report["artifacts"]
     chosen = next((a for a in artifacts if a["format"] == "tflite"), None) or \
         next((a for a in artifacts if a["format"] == "onnx"), None)
@@ -93,13 +102,33 @@ def _convert_and_measure(spec: TrialSpec, folder: Path, progress) -> dict:
         raise ConversionError("the conversion wrote no .onnx or .tflite file")
     path = out / Path(chosen["path"]).name
     accuracy = (chosen.get("parity") or {}).get("task_accuracy")
-    metrics = {"accuracy": accuracy, "size_kb": round(chosen["size_bytes"] / 1024, 3), "latency_ms": None,
+    original = _original_accuracy(report)
+    metrics = {"accuracy": accuracy, "accuracy_original": original,
+               "accuracy_drop": None if accuracy is None or original is None else round(100 * (original - accuracy), 4),
+               "size_kb": round(chosen["size_bytes"] / 1024, 3), "latency_ms": None,
                "latency_source": None,
                "params": report["stages"][-1].get("params") if report.get("stages") else None,
                "macs": report["stages"][-1].get("macs") if report.get("stages") else None}
     if spec.time_latency:
         metrics.update(_latency(spec, path, progress))
     return {"metrics": metrics, "files": files, "objective_file": str(path)}
+
+
+def _recipe_gates_accuracy(recipe: Path) -> bool:
+    """Whether the trial's recipe (the space) fixes ``[verify] max_accuracy_drop`` itself."""
+    import tomllib
+
+    stages = tomllib.loads(recipe.read_text()).get("stages", {})
+    return "max_accuracy_drop" in (stages.get("verify") or {})
+
+
+def _original_accuracy(report: dict) -> float | None:
+    """The original model's top-1 on the samples the files were judged on (the verify stage's task metric)."""
+    for stage in report.get("stages", []):
+        metric = stage.get("task_metric") or {}
+        if metric.get("measured") and metric.get("original") is not None:
+            return metric["original"]
+    return None
 
 
 def _latency(spec: TrialSpec, path: Path, progress) -> dict:

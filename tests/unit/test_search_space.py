@@ -42,7 +42,7 @@ def test_the_default_space_loads_and_each_of_its_trials_is_a_valid_recipe():
     assert parsed.stages["finetune"] == {"distill": True, "epochs": 5}
     assert parsed.stages["quantize"] == {"scheme": "int8"}
     assert parsed.stages["export-tflite"] == {"layout": "nchw"}
-    assert parsed.stages["verify"] == {"max_accuracy_drop": 100}
+    assert "verify" not in parsed.stages  # the search's open accuracy gate is not the recipe's (trial.OPEN_GATE)
 
 
 def test_ratio_zero_drops_prune_and_the_finetuning_that_would_recover_it():
@@ -50,7 +50,7 @@ def test_ratio_zero_drops_prune_and_the_finetuning_that_would_recover_it():
     values = {"prune.ratio": 0.0, "prune.criterion": "magnitude", "finetune.epochs": 2, "quantize.scheme": "fp16",
               "export-tflite.layout": "nhwc"}
     stages = space.recipe(values, "digits")["stages"]
-    assert sorted(stages) == ["export-onnx", "export-tflite", "quantize", "verify"]
+    assert sorted(stages) == ["export-onnx", "export-tflite", "quantize"]
 
 
 def test_a_step_range_rounds_to_its_grid_and_an_integer_range_stays_integer():
@@ -320,3 +320,18 @@ def test_bad_counts_are_refused_before_anything_runs(tmp_path):
         with pytest.raises(UserInputError, match=__import__("re").escape(said)):
             api.search("zoo:digits_cnn", data="digits", out=tmp_path / "o", **kw)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_trial_opens_the_accuracy_gate_only_when_the_space_leaves_it_alone(tmp_path):
+    from edgehad.search.trial import _recipe_gates_accuracy
+
+    space = load_space()
+    values = {"prune.ratio": 0.3, "prune.criterion": "taylor", "finetune.epochs": 5, "quantize.scheme": "int8",
+              "export-tflite.layout": "nhwc"}
+    plain = tmp_path / "plain.toml"
+    plain.write_text(recipe_toml(space.recipe(values, "digits")))
+    assert not _recipe_gates_accuracy(plain)
+    gated = _space({"export-onnx": {}, "verify": {"max_accuracy_drop": 2}})
+    kept = tmp_path / "gated.toml"
+    kept.write_text(recipe_toml(gated.recipe({}, "digits")))
+    assert _recipe_gates_accuracy(kept)
