@@ -23,8 +23,8 @@ MS_DOMAIN = "com.microsoft"        # onnxruntime's contrib ops (fused and quanti
 # Ops that mark a quantized graph wherever they sit.
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 # ops whose arithmetic matters but whose MACs this module does not model.
-_UNMODELLED = {"Einsum", "Attention", "MultiHeadAttention", "GroupQueryAttention", "QAttention", "NhwcConv",
-               "ConvTransposeWithDynamicPads"}
+_UNMODELLED = {"GroupQueryAttention", "QAttention", "NhwcConv", "ConvTransposeWithDynamicPads"}
+_ATTENTION = {"Attention", "MultiHeadAttention"}  # ONNX's Attention (opset 23) and onnxruntime's contrib two
 _RECURRENT = {"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"}  # gates per step: 4, 3, 1, 4
 
 
@@ -209,6 +209,10 @@ def count_node(node, g: Graph, tally: MacTally) -> None:
         tally.add(key, y, tally.numel([k]) if ks else None)
     elif op in _RECURRENT:
         tally.add(key, *_recurrent_factors(node, g, tally))
+    elif op == "Einsum":
+        tally.add(key, _einsum_macs(node, g, tally))
+    elif op in _ATTENTION:
+        tally.add(key, _attention_macs(node, g, tally))
     elif op in _UNMODELLED:
         tally.skip(key)
 
@@ -227,6 +231,84 @@ def _recurrent_factors(node, g: Graph, tally: MacTally):
     if not x or len(x) != 3 or w is None or r is None:
         return (None,)
     return tally.numel(x[:2]), tally.numel(w) + tally.numel(r)
+
+
+def _einsum_macs(node, g: Graph, tally: MacTally) -> int | None:
+    """MACs of an Einsum of two or more operands: one multiply-add per point of the index space.
+
+    ``"bhqd,bhkd->bhqk"`` loops over every distinct index once, so it costs the product of all index
+    sizes (here b*h*q*k*d), and each operand beyond the second one more multiply per point
+    (``(operands - 1) * prod(sizes)``). One operand (a transpose, a trace, a sum) multiplies nothing: 0.
+    ``...`` stands for the broadcast of the operands' leading dims. None when an operand's shape is unknown.
+    """
+    equation = next((a.s.decode() for a in node.attribute if a.name == "equation"), None)
+    if equation is None:
+        return None
+    terms = equation.replace(" ", "").split("->")[0].split(",")
+    if len(terms) != len(node.input) or any(not g.shape(name) for name in node.input):
+        return None
+    if len(terms) < 2:
+        return 0
+    sizes: dict[str, object] = {}
+    broadcasts = []
+    for term, name in zip(terms, node.input):
+        dims = list(g.shape(name))
+        head, _, tail = term.partition("...")
+        if "..." in term:
+            if len(dims) < len(head) + len(tail):
+                return None
+            broadcasts.append(dims[len(head):len(dims) - len(tail)])
+            dims = dims[:len(head)] + dims[len(dims) - len(tail):]
+        if len(dims) != len(head) + len(tail):
+            return None
+        for letter, d in zip(head + tail, dims):
+            if letter not in sizes or (isinstance(d, int) and d > 1):  # a 1 broadcasts against the others
+                sizes[letter] = d
+    ellipsis = _broadcast(broadcasts)
+    points = tally.numel(list(sizes.values()) + ellipsis)
+    return None if points is None else (len(terms) - 1) * points
+
+
+def _broadcast(shapes: list) -> list:
+    """The numpy broadcast of ``shapes`` (right-aligned; a 1 gives way; a dynamic dim stays unless a size is known)."""
+    rank = max((len(d) for d in shapes), default=0)
+    out = []
+    for i in range(1, rank + 1):
+        column = [d[-i] for d in shapes if len(d) >= i]
+        known = [d for d in column if isinstance(d, int) and d != 1]
+        out.insert(0, known[0] if known else next((d for d in column if not isinstance(d, int)), 1))
+    return out
+
+
+def _attention_macs(node, g: Graph, tally: MacTally) -> int | None:
+    """MACs of the two products of scaled dot-product attention (Vaswani et al. 2017), softmax(QK^T)V.
+
+    Per batch and head: ``S * L * d`` for QK^T and ``S * L * dv`` for the weights times V (S query
+    positions, L key positions, d and dv the key and value head sizes), so
+    ``batch * S * L * (heads * d + heads * dv)``, which is the same with heads folded into the hidden size.
+    ONNX's Attention takes Q, K, V as [B, heads, S, d] or [B, S, heads*d]; onnxruntime's
+    MultiHeadAttention takes [B, S, hidden] query and [B, L, hidden] key and value (projections done by
+    MatMuls around it, counted there). com.microsoft.Attention also projects its input [B, S, hidden] with
+    ``weights`` [hidden, 3*hidden] first: ``B * S * hidden * 3 * hidden`` more, then L = S.
+    """
+    ins = list(node.input)
+    if node.domain == MS_DOMAIN and node.op_type == "Attention":
+        x, w = g.shape(ins[0]), g.shape(ins[1]) if len(ins) > 1 else None
+        if not x or len(x) != 3 or not w or len(w) != 2:
+            return None
+        hidden = tally.numel([w[1]])
+        qk = tally.numel([x[2]]) if isinstance(x[2], int) else (hidden // 3 if hidden else None)
+        if hidden is None or qk is None:
+            return None
+        v = hidden - 2 * qk if hidden > 2 * qk else qk
+        rows = tally.numel(x[:2])
+        return rows * tally.numel(x[2:]) * hidden + rows * tally.numel([x[1]]) * (qk + v)
+    q, k, v = (g.shape(ins[i]) if len(ins) > i and ins[i] else None for i in range(3))
+    if not q or not k or not v or len(q) != len(k) or len(q) not in (3, 4) or len(v) != len(k):
+        return None  # packed QKV forms and past-key caches: shapes this model does not follow
+    if len(q) == 4:  # [B, heads, S, d]: K and V may have fewer heads (grouped), each shared by several Q heads
+        return tally.numel([q[0], q[1], q[2], k[2]]) * (tally.numel([q[3]]) + tally.numel([v[3]]))
+    return tally.numel([q[0], q[1], k[1]]) * (tally.numel([q[2]]) + tally.numel([v[2]]))
 
 
 def _static_dims(vi) -> int:

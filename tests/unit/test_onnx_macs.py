@@ -171,3 +171,67 @@ def test_question_mark_dims_are_not_one_shared_name(tmp_path):
         api.inspect(path)
     assert str(err.value) == (f"{path} has symbolic dims: x[0], x[2], x[3]; give them with `input_shape` "
                               f"(e.g. x=1x3x16x16) or `inputs` (an .npz of arrays by input name)")
+
+
+def test_einsum_costs_one_multiply_add_per_point_of_its_index_space():
+    """QK^T as an Einsum (b*h*q*k*d), a batched matmul with ``...`` broadcast, and a one-operand sum (0)."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    q, k = _w(1, 2, 5, 8), _w(1, 2, 7, 8)
+    a, b = _w(3, 1, 4, 6), _w(1, 2, 6, 5)
+    model = _model(
+        [helper.make_node("Einsum", ["q", "k"], ["s"], equation="bhqd,bhkd->bhqk"),
+         helper.make_node("Einsum", ["a", "b"], ["m"], equation="...ij,...jk->...ik"),
+         helper.make_node("Einsum", ["a"], ["t"], equation="...ij->...")],
+        [helper.make_tensor_value_info(n, T.FLOAT, list(v.shape)) for n, v in (("q", q), ("k", k), ("a", a), ("b", b))],
+        [helper.make_tensor_value_info("s", T.FLOAT, [1, 2, 5, 7]), helper.make_tensor_value_info("m", T.FLOAT, [3, 2, 4, 5]),
+         helper.make_tensor_value_info("t", T.FLOAT, [3, 1])])
+    s, m, _ = _run(model, {"q": q, "k": k, "a": a, "b": b})
+    np.testing.assert_allclose(s, q @ k.transpose(0, 1, 3, 2), rtol=1e-4, atol=1e-5)
+    assert m.shape == (3, 2, 4, 5)  # ... broadcast to [3, 2]
+    assert onnx_macs(model) == 1 * 2 * 5 * 7 * 8 + (3 * 2) * 4 * 6 * 5 + 0
+
+
+def test_attention_costs_its_two_products():
+    """ONNX Attention (opset 23) with 4-D Q, K, V and grouped K/V heads: B * Hq * S * L * (d + dv)."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    q, k, v = _w(2, 4, 5, 8), _w(2, 2, 7, 8), _w(2, 2, 7, 6)
+    model = _model([helper.make_node("Attention", ["q", "k", "v"], ["y"])],
+                   [helper.make_tensor_value_info(n, T.FLOAT, list(x.shape)) for n, x in (("q", q), ("k", k), ("v", v))],
+                   [helper.make_tensor_value_info("y", T.FLOAT, [2, 4, 5, 6])], opset=23)
+    (y,) = _run(model, {"q": q, "k": k, "v": v})
+    assert y.shape == (2, 4, 5, 6)
+    assert onnx_macs(model) == 2 * 4 * 5 * 7 * (8 + 6)
+    assert not any("not modelled" in n for n in inspect_file_notes(model))
+
+
+def test_contrib_attention_adds_its_qkv_projection():
+    """com.microsoft.Attention on x[B, S, hidden] with weights [hidden, 3*hidden]: the projection, then the two
+    products with L = S: B*S*hidden*3*hidden + B*S*S*(hidden + hidden)."""
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    batch, seq, hidden, heads = 2, 6, 8, 2
+    x = _w(batch, seq, hidden)
+    w, bias = numpy_helper.from_array(_w(hidden, 3 * hidden), "w"), numpy_helper.from_array(_w(3 * hidden), "bias")
+    model = _model([helper.make_node("Attention", ["x", "w", "bias"], ["y"], domain="com.microsoft", num_heads=heads)],
+                   [helper.make_tensor_value_info("x", T.FLOAT, [batch, seq, hidden])],
+                   [helper.make_tensor_value_info("y", T.FLOAT, [batch, seq, hidden])], initializers=[w, bias], ms=True)
+    (y,) = _run(model, {"x": x})
+    assert y.shape == (batch, seq, hidden)
+    assert onnx_macs(model) == batch * seq * hidden * 3 * hidden + batch * seq * seq * 2 * hidden
+
+
+def inspect_file_notes(model) -> list[str]:
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        onnx.save(model, path)
+        return inspect_file(str(path))["notes"]
