@@ -126,6 +126,7 @@ class Graph:
         self.types: dict[str, tuple] = {}  # name -> (elem_type, dims)
         self.consts: dict[str, tuple] = {}  # name -> (elem_type, dims, TensorProto | None)
         self.nodes = []
+        self.main = model.graph
         for g in graphs(model.graph):
             for vi in (*g.input, *g.output, *g.value_info):
                 if vi.type.HasField("tensor_type"):
@@ -489,11 +490,42 @@ def at_input_shapes(model, shapes: dict):
 
 def onnx_macs(model) -> int:
     """MACs of one inference of an ONNX ``ModelProto`` (conventions in edgehad.cost)."""
-    g = Graph(prepare(model, []))
+    model = prepare(model, [])
     tally = MacTally()
-    for node in g.nodes:
-        count_node(node, g, tally)
+    tally_graph(model.graph, Graph(model), tally)
     return tally.macs
+
+
+def tally_graph(graph, g: Graph, tally: MacTally) -> None:
+    """Count the MACs of ``graph``'s nodes as one inference runs them.
+
+    An ``If`` runs one of its two branches: the larger branch's MACs are counted (an upper bound for
+    the inference; which branch runs depends on the inputs) and the If is noted. A ``Loop`` or ``Scan``
+    body is counted once (its trip count is data), also noted. Shapes come from ``g``, which holds
+    every subgraph's.
+    """
+    from onnx import AttributeProto
+
+    for node in graph.node:
+        bodies = [a.g for a in node.attribute if a.type == AttributeProto.GRAPH]
+        if not bodies:
+            count_node(node, g, tally)
+            continue
+        branches = []
+        for body in bodies:
+            sub = MacTally()
+            sub.dynamic = tally.dynamic  # one set of dims taken as 1 for the whole file
+            tally_graph(body, g, sub)
+            branches.append(sub)
+        for sub in branches:  # a node either branch leaves uncounted is one the file has
+            tally.no_shape.update(sub.no_shape)
+            tally.uncounted.update(sub.uncounted)
+            tally.bounded.update(sub.bounded)
+        tally.macs += max(sub.macs for sub in branches)
+        if node.op_type == "If":
+            tally.bounded["If (the larger branch counted)"] += 1
+        else:
+            tally.bounded[f"{node.op_type} (its body counted once)"] += 1
 
 
 def _io_quantization(g: Graph, name: str, consumers, producer):
@@ -558,7 +590,7 @@ def _summarize(p, path, model, stated, note) -> dict:
     for node in g.nodes:
         ops[_op_key(node)] += 1
         quantized = quantized or _is_quant_op(node)
-        count_node(node, g, tally)
+    tally_graph(g.main, g, tally)
 
     quant_weights, weight_types = _names()
     dq_inputs = {n.input[0] for n in g.nodes if n.op_type == "DequantizeLinear" and n.input}

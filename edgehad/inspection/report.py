@@ -115,6 +115,7 @@ class MacTally:
         self.dynamic: set[str] = set()
         self.no_shape: Counter = Counter()
         self.uncounted: Counter = Counter()
+        self.bounded: Counter = Counter()  # control flow whose MACs depend on the inputs (If, Loop)
 
     def numel(self, dims) -> int | None:
         """Product of ``dims``; dynamic dims (str / None / negative) count as 1; None if rank unknown."""
@@ -140,6 +141,8 @@ class MacTally:
             notes.append("MACs not counted, shapes unknown: " + _listing(self.no_shape))
         if self.uncounted:
             notes.append("MACs not modelled for: " + _listing(self.uncounted))
+        if self.bounded:
+            notes.append("MACs depend on the inputs: " + _listing(self.bounded))
         return notes
 
 

@@ -140,6 +140,8 @@ def test_silero_vad_three_inputs_from_an_npz(npz):
         ("input", "float32"), ("state", "float32"), ("sr", "int64")]
     assert [o["name"] for o in info["outputs"]] == ["output", "stateN"]
     assert info["ops"]["If"] == 25 and info["ops"]["LSTM"] == 4  # both sample rates' nets, in If branches
+    # one inference runs one branch of each If: the larger is counted, and the note says so
+    assert "MACs depend on the inputs: If (the larger branch counted) x25" in info["notes"]
 
 
 # -- profile --------------------------------------------------------------------------------------------

@@ -235,3 +235,23 @@ def inspect_file_notes(model) -> list[str]:
         path = Path(tmp) / "m.onnx"
         onnx.save(model, path)
         return inspect_file(str(path))["notes"]
+
+
+def test_if_counts_its_larger_branch_and_says_so():
+    """One inference runs one branch of an If: then x@W1 (1*4*8 = 32), else (x@W2)@W3 (64 + 128 = 192)."""
+    from onnx import TensorProto as T
+    from onnx import helper, numpy_helper
+
+    w = {"w1": _w(4, 8), "w2": _w(4, 16), "w3": _w(16, 8)}
+    out = lambda name: helper.make_tensor_value_info(name, T.FLOAT, [1, 8])  # noqa: E731
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["a"])], "then", [], [out("a")])
+    other = helper.make_graph([helper.make_node("MatMul", ["x", "w2"], ["h"]),
+                               helper.make_node("MatMul", ["h", "w3"], ["b"])], "else", [], [out("b")])
+    model = _model([helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)],
+                   [helper.make_tensor_value_info("x", T.FLOAT, [1, 4]), helper.make_tensor_value_info("flag", T.BOOL, [])],
+                   [out("y")], initializers=[numpy_helper.from_array(v, k) for k, v in w.items()])
+    x = _w(1, 4)
+    (y,) = _run(model, {"x": x, "flag": np.array(False)})
+    np.testing.assert_allclose(y, x @ w["w2"] @ w["w3"], rtol=1e-4, atol=1e-5)
+    assert onnx_macs(model) == 192
+    assert "MACs depend on the inputs: If (the larger branch counted) x1" in inspect_file_notes(model)
