@@ -126,7 +126,7 @@ def finetune(student, data, teacher=None, *, epochs: int, lr: float = 1e-3, batc
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + loss.item(), steps + 1  # item(): no autograd warning for a grad tensor
         scheduler.step()
         score = evaluate()
         history.append({"epoch": epoch, "train_loss": round(total / max(steps, 1), 6), metric: round(score, 6)})
