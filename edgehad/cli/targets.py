@@ -59,30 +59,31 @@ def _print(found: list[dict]) -> None:
     """One row per target: what it is, its roofs (Gop/s, GB/s), and how it runs models."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     out = Console(highlight=False)
     if not found:
         out.print("no targets found: add a TOML file to the targets folder (see targets/schema.toml)")
         return
-    columns = ["name", "device", "CPU", "cores x GHz", "fp32", "int8", "GB/s", "RAM GiB", "GPU", "runtime"]
+    columns = ["name", "device", "CPU", "cores x GHz", "fp32", "int8", "GB/s", "RAM", "GPU", "runtime"]
     rows = []
     for t in found:
         cpu = t["cpu"]
         provider = (t.get("execution_provider") or "").removesuffix("ExecutionProvider")
         device = t["description"].split(":")[0]  # descriptions read "Board: details"; the details are in --json
-        ram = f"{t['ram_kb'] / 1024 ** 2:.1f}" if t.get("ram_kb") else "-"
+        ram = _ram(t)
         rows.append([t["name"], device, f"{cpu.get('model') or '-'} ({cpu.get('arch') or '?'})", _clock(cpu),
                      _peak(t, "fp32_gops"), _peak(t, "int8_gops"), _num(t.get("memory_bandwidth_gbs")), ram,
                      _gpu(t.get("gpu")), t["runtime"] + (f" ({provider})" if provider else "")])
     table = Table(show_edge=False, padding=(0, 1), pad_edge=False)
-    numbers = ("cores x GHz", "fp32", "int8", "GB/s", "RAM GiB")
+    numbers = ("cores x GHz", "fp32", "int8", "GB/s", "RAM")
     for i, col in enumerate(columns):
         # text wraps at spaces, never inside a word (no ellipses): a column is as wide as its longest word
         longest = max(len(word) for row in rows for word in [col, *row[i].split()])
         table.add_column(col, justify="right" if col in numbers[1:] else "left",
                          no_wrap=col in numbers or col == "name", min_width=longest)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # the user's text, never rich markup
     fits = Console(width=1000).measure(table).minimum
     Console(highlight=False, width=max(out.width, fits)).print(table)
     out.print("fp32 / int8: CPU peak of all cores, Gop/s (a multiply-add is 2 ops); GB/s: main-memory bandwidth. "
@@ -128,7 +129,7 @@ def show(name, as_json, debug):
     lines.append(("memory", f"{_num(bandwidth)} GB/s" if bandwidth is not None else
                   f"bandwidth unknown: `edgehad targets calibrate {t['name']}` measures it"))
     if t.get("ram_kb"):
-        lines.append(("RAM", f"{t['ram_kb'] / 1024 ** 2:.1f} GiB"))
+        lines.append(("RAM", _ram(t) + (f", flash {t['flash_kb']} KiB" if t.get("flash_kb") else "")))
     if t.get("gpu"):
         lines.append(("GPU", _gpu(t["gpu"])))
     provider = t.get("execution_provider")
@@ -136,7 +137,8 @@ def show(name, as_json, debug):
     if t.get("source"):
         lines.append(("source", t["source"]))
     for label, value in lines:
-        out.print(f"{label:<8} {value}" if label else value)
+        # markup off: a target's text is the user's ("[ps]" citations are not rich tags to strip)
+        out.print(f"{label:<8} {value}" if label else value, markup=False)
 
 
 @targets.command("calibrate")
@@ -179,3 +181,11 @@ def setup(name, force, debug):
 
     where = api.setup_target(name, force=force, progress=lambda m: click.echo(speak_flags(m), err=True))
     click.echo(f"{name} is ready in {where}")
+
+
+def _ram(t: dict) -> str:
+    """RAM in GiB for a board, in KiB for a microcontroller (256 KiB is not "0.0 GiB")."""
+    kb = t.get("ram_kb")
+    if not kb:
+        return "-"
+    return f"{kb / 1024 ** 2:.1f} GiB" if kb >= 1024 ** 2 else f"{kb} KiB"

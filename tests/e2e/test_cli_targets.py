@@ -21,6 +21,9 @@ def test_json_lists_every_target():
     assert by_name["rpi5"]["peak"] == {"fp32_gops": 153.6, "int8_gops": 614.4, "fp16_gops": 307.2}
     assert by_name["jetson-orin-nano"]["gpu"]["int8_gops"] == 20480.0
     assert by_name["rpi4"]["match"]["cpu_part"] == ["0xd08"]
+    # the microcontroller: RAM and flash in KiB, peaks from the Cortex-M4's instruction timings
+    mcu = by_name["nano33ble"]
+    assert (mcu["ram_kb"], mcu["flash_kb"], mcu["peak"]) == (256, 1024, {"fp32_gops": 0.064, "int8_gops": 0.256})
 
 
 def test_table_shows_each_target_with_its_roofs(monkeypatch, config):
@@ -28,14 +31,15 @@ def test_table_shows_each_target_with_its_roofs(monkeypatch, config):
     r = run_cli("targets")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for col in ("name", "device", "CPU", "cores x GHz", "fp32", "int8", "GB/s", "RAM GiB", "GPU", "runtime"):
+    for col in ("name", "device", "CPU", "cores x GHz", "fp32", "int8", "GB/s", "RAM", "GPU", "runtime"):
         assert col in out
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in SHIPPED}
     assert set(rows) == set(SHIPPED)
     expected = {
-        "rpi4": ("Raspberry Pi 4 Model B", "Cortex-A72 (aarch64)", "4 x 1.8", "57.6", "115.2", "5.5", "4.0",
+        "rpi4": ("Raspberry Pi 4 Model B", "Cortex-A72 (aarch64)", "4 x 1.8", "57.6", "115.2", "5.5", "4.0 GiB",
                  "tflite (CPU)"),
-        "jetson-nano": ("4 x 1.43", "45.76", "91.52", "25.6", "3.9", "Maxwell, 128 CUDA cores (sm_53): fp32 235.9",
+        "nano33ble": ("Arduino Nano 33 BLE Sense", "Cortex-M4F (armv7e-m)", "1 x 0.064", "256 KiB", "tflite"),
+        "jetson-nano": ("4 x 1.43", "45.76", "91.52", "25.6", "3.9 GiB", "Maxwell, 128 CUDA cores (sm_53): fp32 235.9",
                         "ort (CUDA)"),
         "jetson-orin-nano": ("6 x 1.5", "144", "576", "68", "int8 20,480", "ort (Tensorrt)"),
     }
@@ -46,8 +50,17 @@ def test_table_shows_each_target_with_its_roofs(monkeypatch, config):
     fp32 = local["peak"]["fp32_gops"]
     cells = (f"{local['cpu']['cores']} x {local['cpu']['clock_ghz']:g}",
              (f"{fp32:,.4g}" if fp32 < 1000 else f"{fp32:,.0f}") + " (estimate)",
-             f"{local['ram_kb'] / 1024 ** 2:.1f}", "ort (CPU)")
+             f"{local['ram_kb'] / 1024 ** 2:.1f} GiB", "ort (CPU)")
     assert [c for c in cells if c not in rows["local"]] == [], rows["local"]
+
+
+def test_show_prints_the_targets_own_text_as_written():
+    """Citations such as "[pb]" are the target's text, not rich markup to swallow."""
+    r = run_cli("targets", "show", "rpi4")
+    assert r.returncode == 0, r.stderr
+    assert "product brief [pb], WikiChip FLOPS table [wc]" in r.stdout
+    r = run_cli("targets", "show", "nano33ble")
+    assert "RAM      256 KiB, flash 1024 KiB" in r.stdout
 
 
 def load_target_here(name):
