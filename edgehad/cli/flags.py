@@ -96,6 +96,7 @@ FLAGS: dict[str, str] = {
     "minutes": "--minutes",
     "jobs": "--jobs",
     "resume": "--resume",
+    "ray": "--ray",
     # osr fit / eval
     "classifier": "--classifier",
     "stats": "--stats",

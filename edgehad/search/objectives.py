@@ -5,8 +5,16 @@ An objective names a metric of a trial and the way it should go:
     accuracy  top-1 on the val split, measured from the exported file   maximize
     latency   p50 latency_ms on the target (measured, emulated or estimate)  minimize
     size      size_kb of the exported file                                minimize
+    ram       ram_kb: TFLite Micro's tensor arena for the file (MCU targets)  minimize
+    flash     flash_kb: the file as an MCU's flash holds it (MCU targets)     minimize
 
-The budget bounds metrics: ``latency_ms=5,size_kb=300`` (most) and ``accuracy=0.95`` (least). Each bound
+``ram_kb`` and ``flash_kb`` are what ``edgehad micro --find-arena --target T`` checks against a
+microcontroller's RAM and flash: the recommended arena (the smallest that works, bisected under TFLM,
+plus 10%, in whole KiB) and the .tflite file's size. They are measured for an MCU target (a target
+description with ``flash_kb``: a board without a file system), from the trial's int8 .tflite file.
+
+The budget bounds metrics: ``latency_ms=5,size_kb=300,ram_kb=256,flash_kb=1024`` (most) and
+``accuracy=0.95`` (least). Each bound
 is one constraint in Optuna's convention, ``c <= 0`` feasible (Deb et al., "A fast and elitist multiobjective
 genetic algorithm: NSGA-II", IEEE TEVC 6(2), 2002, constrained domination): ``c = value - limit`` for a
 most, ``c = limit - value`` for a least. A trial over budget is still a finished trial: its metrics guide
@@ -21,11 +29,11 @@ from edgehad.core.errors import UserInputError
 
 # objective -> (metric key, direction)
 OBJECTIVES = {"accuracy": ("accuracy", "maximize"), "latency": ("latency_ms", "minimize"),
-              "size": ("size_kb", "minimize")}
+              "size": ("size_kb", "minimize"), "ram": ("ram_kb", "minimize"), "flash": ("flash_kb", "minimize")}
 # budget key -> "most" (value <= limit) or "least" (value >= limit)
-BUDGET_KEYS = {"latency_ms": "most", "size_kb": "most", "accuracy": "least"}
-# bounds a later milestone measures (TFLite Micro's arena and flash for MCU targets)
-LATER_KEYS = ("ram_kb", "flash_kb")
+BUDGET_KEYS = {"latency_ms": "most", "size_kb": "most", "ram_kb": "most", "flash_kb": "most", "accuracy": "least"}
+# what TFLite Micro measures (edgehad.api.micro): only an MCU target has them
+MICRO_KEYS = ("ram_kb", "flash_kb")
 DEFAULT_OBJECTIVES = ("accuracy", "latency", "size")
 
 
@@ -67,9 +75,6 @@ def parse_budget(budget) -> dict[str, float]:
         raise UserInputError("`budget` must be KEY=VALUE,... (e.g. latency_ms=5,size_kb=300) or a dict")
     out = {}
     for key, value in budget.items():
-        if key in LATER_KEYS:
-            raise UserInputError(f"`budget` {key} is not measured yet (TFLite Micro targets come in a later "
-                                 f"milestone): bound {', '.join(BUDGET_KEYS)}")
         if key not in BUDGET_KEYS:
             raise UserInputError(f"unknown `budget` key {key!r}: use {', '.join(BUDGET_KEYS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -84,6 +89,16 @@ def parse_budget(budget) -> dict[str, float]:
 def needs_latency(objectives, budget: dict) -> bool:
     """Whether trials must time their file: profiling costs device time, so only when something reads it."""
     return "latency" in objectives or "latency_ms" in budget
+
+
+def needs_micro(objectives, budget: dict) -> list[str]:
+    """The objectives and budget keys that read TFLite Micro's figures (``ram``, ``flash_kb``...), as named."""
+    return [n for n in objectives if OBJECTIVES[n][0] in MICRO_KEYS] + [k for k in budget if k in MICRO_KEYS]
+
+
+def is_mcu(target: dict) -> bool:
+    """A microcontroller: a target description that states its flash (boards with a file system have none)."""
+    return bool(target.get("flash_kb"))
 
 
 def values(metrics: dict, objectives) -> list[float] | None:

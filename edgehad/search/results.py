@@ -1,13 +1,15 @@
-"""What a search leaves: ``DIR/search.json`` and the Pareto front in ``DIR/front/K/``.
+"""What a search leaves: ``DIR/search.json``, ``DIR/search.html`` and the Pareto front in ``DIR/front/K/``.
 
 The front is Optuna's ``study.best_trials``: the finished trials no other trial dominates on the
-objectives, among the feasible ones when there is a budget (a trial over budget is never on it).
+objectives, among the feasible ones when there is a budget (a trial over budget is never on it), less
+the copies (``same_as``: a trial whose recipe an earlier trial had, told that trial's record), which
+tie with their original and are the same files.
 
 ``DIR/front/K/`` holds front member K's files (model.onnx / model.tflite, report.json, report.md), its
 ``recipe.toml`` and ``trial.json``: hard links to the trial's own files where the file system allows,
 copies elsewhere. The folder is rebuilt whole at the end of every call and replaces the old one in one
-step (edgehad.core.files.replace_dir), as ``search.json`` is written to a temporary name and renamed:
-an interrupted search never leaves a half-written front.
+step (edgehad.core.files.replace_dir), as ``search.json`` and ``search.html`` (edgehad.search.html) are
+written to a temporary name and renamed: an interrupted search never leaves a half-written front or page.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from edgehad.search import objectives as obj
+from edgehad.search.html import PAGE_FILE
 from edgehad.search.trial import FILES_DIR, RECIPE_FILE, RESULT_FILE
 
 SEARCH_FILE = "search.json"
@@ -29,7 +32,9 @@ def collect(study, settings, population: int) -> dict:
     from edgehad import __version__
     from edgehad.search.study import STUDY_FILE, storage_url
 
-    front = sorted(t.number for t in study.best_trials)
+    copies = {t.number for t in study.get_trials(deepcopy=False)
+              if (t.user_attrs.get("record") or {}).get("same_as") is not None}
+    front = sorted(t.number for t in study.best_trials if t.number not in copies)
     trials = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         record = dict(t.user_attrs.get("record") or {})
@@ -47,10 +52,13 @@ def collect(study, settings, population: int) -> dict:
             "recipe": str(settings.out / "trials" / str(t.number) / RECIPE_FILE),
             "seconds": record.get("seconds"),
             "front": t.number in front,
+            "same_as": record.get("same_as"),
         })
     return {
         "edgehad_version": __version__,
         "model": settings.model,
+        "weights": settings.weights,
+        "model_args": settings.model_args,
         "data": settings.data,
         "space": {"name": settings.space.name, "path": settings.space.path, **settings.space.canonical()},
         "objectives": {name: obj.OBJECTIVES[name][1] for name in settings.objectives},
@@ -65,17 +73,20 @@ def collect(study, settings, population: int) -> dict:
         "trials": trials,
         "front": front,
         "front_dir": str(settings.out / FRONT_DIR),
+        "page": str(settings.out / PAGE_FILE),
         "ran": sorted(settings.ran),
         "out": str(settings.out),
     }
 
 
 def write(doc: dict, out: Path) -> None:
-    """``search.json`` and ``front/``, each replaced in one step."""
+    """``front/``, ``search.html`` and ``search.json``, each replaced in one step."""
     from edgehad.core.files import write_text
     from edgehad.core.jsondoc import dumps
+    from edgehad.search.html import write_page
 
     _write_front(doc, out)
+    write_page(doc, out)
     write_text(out / SEARCH_FILE, dumps(doc, indent=2) + "\n")
 
 

@@ -12,14 +12,13 @@ import math
 from edgehad.core.errors import UserInputError
 
 
-def search(model, *, data, out, target=None, host=None, space=None, budget=None,
+def search(model, *, data, out, weights=None, model_args=None, target=None, host=None, space=None, budget=None,
            objectives=("accuracy", "latency", "size"), trials=None, minutes=None, jobs=1, seed=0,
-           resume=False, progress=None) -> dict:
+           resume=False, ray=None, progress=None) -> dict:
     """See edgehad.api.search."""
     from edgehad.core.files import check_writable
     from edgehad.search import objectives as obj
     from edgehad.search import results, study
-    from edgehad.search.executor import LocalExecutor
     from edgehad.search.space import Space, load_space
 
     progress = progress or (lambda message: None)
@@ -42,21 +41,39 @@ def search(model, *, data, out, target=None, host=None, space=None, budget=None,
     bounds = obj.parse_budget(budget)
     the_space = space if isinstance(space, Space) else load_space(space)
     out = check_writable(out, "`out`", folder=True)
-    _check_where(target, host)
+    mcu = _check_mcu(_check_where(target, host), names, bounds, the_space)
+    if ray is not None:
+        from edgehad.search.ray_executor import check_address
+
+        ray = check_address(ray)
+    weights, model_args = _check_model_options(weights, model_args)
 
     settings = study.Settings(model=model, data=data, out=out, space=the_space, objectives=names, budget=bounds,
                               target=target, host=host, trials=trials, minutes=minutes, jobs=jobs, seed=seed,
-                              resume=resume)
+                              resume=resume, micro=mcu, weights=weights, model_args=model_args)
     study.check_out(settings)
     if not resume:  # a resumed study's model and data were checked when it started
-        _check_model_and_data(model, data, progress)
-    with LocalExecutor(jobs=jobs) as executor:
+        _check_model_and_data(model, data, progress, weights, model_args)
+    with _executor(settings, ray, progress) as executor:
         study.run(settings, executor, progress=progress)
     the_study, population = study.open_study(_reopen(settings))
     doc = results.collect(the_study, settings, population)
     results.write(doc, out)
     study.check_outcome(doc)
     return doc
+
+
+def _executor(settings, ray, progress):
+    """K local worker processes, or Ray tasks on the cluster at ``ray`` (whose timings hold the device's resource)."""
+    if ray is None:
+        from edgehad.search.executor import LocalExecutor
+
+        return LocalExecutor(jobs=settings.jobs)
+    from edgehad.search import objectives as obj
+    from edgehad.search.ray_executor import RayExecutor, device_resource
+
+    device = device_resource(settings.target, settings.host, obj.needs_latency(settings.objectives, settings.budget))
+    return RayExecutor(ray, device=device, progress=progress)
 
 
 def _reopen(settings):
@@ -73,7 +90,7 @@ def _count(name: str, value, kind) -> None:
         raise UserInputError(f"`{name}` must be an integer >= 1, got {value!r}")
 
 
-def _check_where(target, host) -> None:
+def _check_where(target, host) -> dict | None:
     """The target by name (a device description; ``local`` by default) and at most one host to time on."""
     if host is not None:
         if not isinstance(host, str) or not host.strip() or "," in host:
@@ -85,19 +102,64 @@ def _check_where(target, host) -> None:
     if target is not None:
         from edgehad.targets import load_target
 
-        load_target(target)
+        described = load_target(target)
         if target == "emulated-aarch64":
             if host is not None:
                 raise UserInputError("`target` emulated-aarch64 runs here under qemu; leave out `host`")
             from edgehad.profiling.emulated import ready_dir
 
             ready_dir()
+        return described
+    return None
 
 
-def _check_model_and_data(model: str, data: str, progress) -> None:
+def _check_mcu(target: dict | None, objectives, budget: dict, space) -> bool:
+    """Whether trials measure ``ram_kb`` / ``flash_kb`` under TFLite Micro: always for an MCU target, never
+    elsewhere (TFLM's arena says nothing of a board that runs LiteRT or onnxruntime under an OS)."""
+    from edgehad.core.recipe import FORMAT_STAGES
+    from edgehad.search import objectives as obj
+
+    mcu = target is not None and obj.is_mcu(target)
+    asked = obj.needs_micro(objectives, budget)
+    if asked and not mcu:
+        said = "objective" if asked[0] in objectives else "`budget` key"
+        raise UserInputError(f"{said} {asked[0]} is TFLite Micro's figure for a microcontroller: give `target` an "
+                             f"MCU description (a target .toml with ram_kb and flash_kb)")
+    if mcu:
+        if FORMAT_STAGES["tflite"] not in space.fixed:
+            raise UserInputError(f"target {target['name']} is a microcontroller, which runs a .tflite file: add "
+                                 f"[stages.{FORMAT_STAGES['tflite']}] to the search space")
+        from edgehad.core.imports import require
+
+        require("tflite_micro")
+    return mcu
+
+
+def _check_model_options(weights, model_args) -> tuple[str | None, dict | None]:
+    """``weights`` as an absolute path (a worker may start elsewhere) and ``model_args`` as a JSON-able dict."""
+    import json
+    from pathlib import Path
+
+    if weights is not None:
+        if not isinstance(weights, (str, Path)) or not Path(weights).is_file():
+            raise UserInputError(f"`weights` {weights}: no such file; give a .pt/.pth state dict or .safetensors")
+        weights = str(Path(weights).absolute())
+    if model_args is not None:
+        if not isinstance(model_args, dict):
+            raise UserInputError("`model_args` must be a dict of the model factory's keyword arguments")
+        try:
+            json.dumps(model_args, allow_nan=False)
+        except (TypeError, ValueError):
+            raise UserInputError("`model_args` must hold plain values (numbers, strings, booleans, lists): each "
+                                 "trial's worker process receives them as JSON") from None
+        model_args = model_args or None
+    return weights, model_args
+
+
+def _check_model_and_data(model: str, data: str, progress, weights=None, model_args=None) -> None:
     from edgehad.data import load_data
     from edgehad.loading import load_model
 
     progress(f"checking {model} and {data}")
-    load_model(model)
+    load_model(model, weights=weights, model_args=model_args)
     load_data(data)

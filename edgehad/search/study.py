@@ -17,12 +17,21 @@ number)``, so a resumed process, whose sampler starts afresh, asks what the firs
 The population is stored with the study and is 8 (or ``jobs`` when more run at once), not ``jobs``:
 jobs 1 and jobs 2 search the same trials.
 
+Identical recipes: two trials whose recipes are the same (``[prune] ratio = 0`` with another criterion
+drops the prune stage, so the criterion no longer matters; or NSGA-II asking the same values twice) are
+one conversion. Which trial is a copy is decided when a generation is submitted, from the recipe text
+alone: a trial whose recipe equals an earlier-numbered trial's (of this generation or an earlier one)
+is not run; once that trial's record is in, the copy is told the same record, marked ``same_as``. The
+decision depends on the trial numbers and their parameters only, so it is the same whatever runs the
+trials, however many at once, and after a resume. A copy is never on the front: its original is.
+
 A stale resume, a study of another model, data, space, objectives, budget, target, host or seed, is
 refused naming the difference: its trials answer another question.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -41,7 +50,7 @@ POPULATION = 8
 DEFAULT_TRIALS = 20
 TRIAL_TIMEOUT_S = 3600.0
 # what a resume must share with the stored study (population is the stored one's, whatever is asked now)
-SAME_ON_RESUME = ("model", "data", "space", "objectives", "budget", "target", "host", "seed")
+SAME_ON_RESUME = ("model", "weights", "model_args", "data", "space", "objectives", "budget", "target", "host", "seed")
 
 
 @dataclass
@@ -60,9 +69,13 @@ class Settings:
     seed: int
     resume: bool
     ran: list = field(default_factory=list)   # trial numbers run by this call
+    micro: bool = False                       # an MCU target: trials measure ram_kb and flash_kb under TFLM
+    weights: str | None = None
+    model_args: dict | None = None
 
     def config(self, population: int) -> dict:
-        return {"model": self.model, "data": self.data, "space": self.space.canonical(),
+        return {"model": self.model, "weights": self.weights, "model_args": self.model_args, "data": self.data,
+                "space": self.space.canonical(),
                 "objectives": list(self.objectives), "budget": self.budget, "target": self.target or "local",
                 "host": self.host, "seed": self.seed, "population": population,
                 "space_name": self.space.name, "space_path": self.space.path}
@@ -178,34 +191,97 @@ def run(settings: Settings, executor, progress=None) -> None:
                             if not t.state.is_finished() and t.number < end), key=lambda t: t.number)
             if not asked:
                 break
-            futures = [_submit(settings, executor, t, population) for t in asked]
-            records = executor.in_order(futures)
-            for trial, record in zip(asked, records):
-                if record.pop("_ran", True):
-                    settings.ran.append(trial.number)
+            first = originals(settings.space, settings.data, study.get_trials(deepcopy=False))
+            own = {t.number for t in asked if first[t.number] == t.number}
+            futures = [_submit(settings, executor, t, population) if t.number in own else _write_recipe(settings, t)
+                       for t in asked]
+            records = iter(executor.in_order([f for t, f in zip(asked, futures) if t.number in own]))
+            told: dict[int, dict] = {}  # this generation's records as the workers gave them
+            for trial in asked:
+                origin = first[trial.number]
+                if origin == trial.number:
+                    record = next(records)
+                    if record.pop("_ran", True):
+                        settings.ran.append(trial.number)
+                else:
+                    record = _same_as(settings, trial, origin, told.get(origin) or _stored_record(study, origin))
+                told[trial.number] = copy.deepcopy(record)  # before _tell marks it over budget
                 _tell(study, trial, record, settings)
                 done += 1
                 progress(_line(record, total, settings))
                 shown.update(done if total else time.monotonic() - started)
 
 
-def _submit(settings: Settings, executor, trial, population: int):
-    """Write the trial's recipe and hand it to the executor; a record its worker left before a kill is used."""
-    from concurrent.futures import Future
+def recipe_key(space: Space, params: dict, data: str) -> str | None:
+    """What makes two trials one conversion: their recipe's text, its name aside (None: not all params known)."""
+    if any(p.name not in params for p in space.params):
+        return None
+    return recipe_toml(space.recipe(params, data, name="trial"))
 
+
+def originals(space: Space, data: str, trials) -> dict[int, int]:
+    """Trial number -> the lowest-numbered trial with the same recipe (the trial itself when it is the first).
+
+    ``trials``: anything with ``number`` and ``params`` (Optuna's FrozenTrial). Only numbers and
+    parameters decide, never states or timing, so every executor and every resume gets the same map.
+    """
+    first: dict[str, int] = {}
+    out = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        key = recipe_key(space, t.params, data)
+        out[t.number] = t.number if key is None else first.setdefault(key, t.number)
+    return out
+
+
+def _write_recipe(settings: Settings, trial) -> Path:
+    """``trials/K/recipe.toml``, the recipe ``edgehad convert --recipe`` turns into trial K's files."""
     from edgehad.core.files import write_text
 
     folder = settings.out / "trials" / str(trial.number)
     folder.mkdir(parents=True, exist_ok=True)
     recipe = settings.space.recipe(trial.params, settings.data, name=f"trial-{trial.number}")
     write_text(folder / RECIPE_FILE, recipe_toml(recipe))
+    return folder
+
+
+def _stored_record(study, number: int) -> dict:
+    """Trial ``number``'s record as its worker gave it (before _tell judged it against the budget)."""
+    (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    record = copy.deepcopy(trial.user_attrs.get("record") or {})
+    if record.get("status") == "over_budget":  # _tell judges the copy against the same budget again
+        record["status"], record["reason"] = "complete", None
+    return record
+
+
+def _same_as(settings: Settings, trial, origin: int, base: dict) -> dict:
+    """Trial ``trial``'s record: a copy of trial ``origin``'s (the same recipe), its files included."""
+    from edgehad.core.files import write_text
+    from edgehad.core.jsondoc import dumps
+
+    folder = settings.out / "trials" / str(trial.number)
+    if "status" not in base:  # an original told without a record: nothing to copy, and nothing to run again
+        base = {"status": "failed", "reason": f"trial {origin}, whose recipe this is, left no record", "metrics": {},
+                "files": [], "objective_file": None}
+    record = {**copy.deepcopy(base), "number": trial.number, "params": dict(trial.params),
+              "recipe": str(folder / RECIPE_FILE), "same_as": origin, "seconds": 0.0}
+    record.pop("_ran", None)
+    write_text(folder / RESULT_FILE, dumps(record, indent=2) + "\n")
+    return record
+
+
+def _submit(settings: Settings, executor, trial, population: int):
+    """Write the trial's recipe and hand it to the executor; a record its worker left before a kill is used."""
+    from concurrent.futures import Future
+
+    folder = _write_recipe(settings, trial)
     left = _left_record(folder, trial)
     if left is not None:
         future: Future = Future()
         future.set_result({**left, "_ran": False})
         return future
     spec = TrialSpec(number=trial.number, model=settings.model, folder=str(folder), params=dict(trial.params),
-                     time_latency=obj.needs_latency(settings.objectives, settings.budget),
+                     time_latency=obj.needs_latency(settings.objectives, settings.budget), micro=settings.micro,
+                     weights=settings.weights, model_args=settings.model_args,
                      target=settings.target, host=settings.host, lock=str(settings.out / "device.lock"),
                      timeout_s=TRIAL_TIMEOUT_S)
     return executor.submit(spec)
@@ -252,6 +328,8 @@ def _tell(study, trial, record: dict, settings: Settings) -> None:
 
 def _line(record: dict, total, settings: Settings) -> str:
     head = f"trial {record['number']}" + (f"/{total}" if total else "")
+    if record.get("same_as") is not None:
+        head += f" (the recipe of trial {record['same_as']}, not converted again)"
     if record["status"] == "failed":
         return f"{head} failed: {record['reason']}"
     m = record["metrics"]

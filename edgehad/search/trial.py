@@ -16,7 +16,13 @@ every stage and every verification included, then
   reads it (timing costs device time): measured here (``local``), on ``host`` over SSH, or under qemu
   (``emulated-aarch64``, marked ``emulated``: outputs are real, timings are not); for a device target
   with no host to reach it, the roofline lower bound of the file on that target, marked ``estimate``
-  (edgehad.profiling.roofline).
+  (edgehad.profiling.roofline);
+- ``ram_kb`` and ``flash_kb``, for an MCU target (edgehad.search.objectives): the trial's .tflite run
+  under TFLite Micro by ``edgehad.api.micro(find_arena=True)``, as ``edgehad micro --find-arena`` runs
+  it: ``ram_kb`` is the arena it recommends (the smallest that works plus 10%, whole KiB: what ``micro
+  --target`` compares with the board's RAM), ``flash_kb`` the file's size (what it compares with the
+  flash). A file TFLM cannot run (no kernel for an op) or should not (a float file: an MCU wants int8),
+  or whose TFLM outputs differ from LiteRT's, makes the trial failed with micro's one-line reason.
 
 The objective's file is the TFLite one when the trial exports it (the edge runtime), else the ONNX one.
 Timing takes the device lock (``DIR/device.lock``): a device is a resource of capacity 1, so two local
@@ -51,6 +57,9 @@ class TrialSpec:
     folder: str                    # DIR/trials/K: recipe.toml is there, the files go to folder/files
     params: dict                   # Optuna's values by parameter name, as sampled
     time_latency: bool = False
+    micro: bool = False            # measure ram_kb and flash_kb under TFLite Micro (an MCU target)
+    weights: str | None = None     # a state dict for the model (as `edgehad convert --weights`)
+    model_args: dict | None = None  # the model factory's keyword arguments
     target: str | None = None
     host: str | None = None
     lock: str | None = None        # the device lock file
@@ -90,7 +99,8 @@ def _convert_and_measure(spec: TrialSpec, folder: Path, progress) -> dict:
 
     out = folder / FILES_DIR
     recipe = folder / RECIPE_FILE
-    report = convert(spec.model, recipe=str(recipe), out=out, progress=progress,
+    report = convert(spec.model, weights=spec.weights, model_args=spec.model_args, recipe=str(recipe), out=out,
+                     progress=progress,
                      max_accuracy_drop=None if _recipe_gates_accuracy(recipe) else OPEN_GATE)
     artifacts = report["artifacts"]
     chosen = next((a for a in artifacts if a["format"] == "tflite"), None) or \
@@ -106,9 +116,11 @@ def _convert_and_measure(spec: TrialSpec, folder: Path, progress) -> dict:
     metrics = {"accuracy": accuracy, "accuracy_original": original,
                "accuracy_drop": None if accuracy is None or original is None else round(100 * (original - accuracy), 4),
                "size_kb": round(chosen["size_bytes"] / 1024, 3), "latency_ms": None,
-               "latency_source": None,
+               "latency_source": None, "ram_kb": None, "flash_kb": None,
                "params": report["stages"][-1].get("params") if report.get("stages") else None,
                "macs": report["stages"][-1].get("macs") if report.get("stages") else None}
+    if spec.micro:
+        metrics.update(_micro(path, progress))
     if spec.time_latency:
         metrics.update(_latency(spec, path, progress))
     return {"metrics": metrics, "files": files, "objective_file": str(path)}
@@ -153,6 +165,24 @@ def _latency(spec: TrialSpec, path: Path, progress) -> dict:
         (doc,) = profile(str(path), host=spec.host, target=spec.target, warmup=PROFILE_WARMUP,
                          runs=PROFILE_RUNS, threads=1)
     return {"latency_ms": doc["latency_ms"]["p50"], "latency_source": "emulated" if doc.get("emulated") else "measured"}
+
+
+def _micro(path: Path, progress) -> dict:
+    """``ram_kb`` (the recommended arena) and ``flash_kb`` (the file) as ``edgehad micro --find-arena`` says."""
+    from edgehad.api import micro
+    from edgehad.core.errors import ConversionError
+
+    if path.suffix != ".tflite":
+        raise ConversionError(f"an MCU runs a .tflite file, and this trial exported only {path.name}")
+    progress(f"running {path.name} under TFLite Micro")
+    doc = micro(str(path), find_arena=True, progress=progress)
+    if doc["float_model"]:
+        raise ConversionError(doc["warning"])
+    if doc["problems"]:
+        raise ConversionError(doc["problems"][0])
+    arena = doc["arena"]
+    return {"ram_kb": round(arena["recommended_bytes"] / 1024, 3), "flash_kb": round(doc["size_bytes"] / 1024, 3),
+            "arena_min_bytes": arena["min_bytes"]}
 
 
 @contextlib.contextmanager

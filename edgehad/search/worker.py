@@ -1,5 +1,9 @@
 """``python -m edgehad.search.worker SPEC.json``: run one trial in this fresh process, write its record.
 
+With ``extra["time_file"]`` in the spec, only time that file on the spec's target (the Ray executor's
+timing task, edgehad.search.ray_executor: the conversion ran on another node): the record then holds the
+latency metrics alone.
+
 The record goes to ``trial.json`` in the trial's folder, written atomically, so the parent (or a later
 ``resume``) reads either a whole record or none. One thread for torch and the runtimes: K workers on K
 cores do not fight over them, and a trial's numbers do not depend on how many ran beside it.
@@ -28,16 +32,35 @@ def main(argv=None) -> int:
         print("usage: python -m edgehad.search.worker SPEC.json", file=sys.stderr)
         return 2
     spec = TrialSpec.from_dict(json.loads(Path(argv[0]).read_text()))
-    import torch
-
-    torch.set_num_threads(1)
 
     def progress(message: str) -> None:
         print(f"trial {spec.number}: {message}", file=sys.stderr, flush=True)
 
-    record = run_trial(spec, progress=progress)
+    if spec.extra.get("time_file"):  # no torch: the profiler runs the file in its runtime, and the device waits
+        record = time_file(spec, Path(spec.extra["time_file"]), progress)
+    else:
+        import torch
+
+        torch.set_num_threads(1)
+        record = run_trial(spec, progress=progress)
     write_text(Path(spec.folder) / RESULT_FILE, dumps(record, indent=2) + "\n")
     return 0
+
+
+def time_file(spec, path, progress) -> dict:
+    """``latency_ms`` and ``latency_source`` of ``path``, timed as a trial times its file; never raises."""
+    from edgehad.core.errors import EdgehadError
+    from edgehad.search.trial import _latency, _one_line
+
+    record = {"number": spec.number, "status": "failed", "reason": None, "params": spec.params, "metrics": {}}
+    try:
+        record["metrics"] = _latency(spec, path, progress)
+        record["status"] = "complete"
+    except EdgehadError as exc:
+        record["reason"] = _one_line(str(exc))
+    except Exception as exc:  # as run_trial: a bug fails the trial, not the search
+        record["reason"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
+    return record
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 The space has 2 prune ratios x 2 quantize schemes, ONNX only, one fine-tuning epoch: each trial is a whole
 conversion (prune, recover, quantize, export, verify on the digits val split) of a few seconds of work.
 Objectives accuracy and size: both are deterministic, so two searches can be compared number for number
-(latency is measured once, in the budget test).
+(latency is measured once, in the budget test). Seed 0 asks (0, int8-dynamic), (0, none), (0.3, int8-dynamic),
+(0, none): trial 3 is trial 1's recipe again, so it is not converted but told trial 1's record (``same_as``).
+
+The search page (DIR/search.html) is opened in a real headless Chromium (tests/browser.py), as the profile
+report is (tests/e2e/test_profile_report.py). The MCU test runs a search whose trials TFLite Micro measures.
 """
 
 from __future__ import annotations
@@ -86,6 +90,16 @@ def test_every_trial_is_measured_and_the_front_reproduces_from_its_recipes(two_j
                        and (b["metrics"]["accuracy"], b["metrics"]["size_kb"]) !=
                        (a["metrics"]["accuracy"], a["metrics"]["size_kb"]) for b in doc["trials"])
     assert sorted(p.name for p in (out / "front").iterdir()) == sorted(str(n) for n in doc["front"])
+    # trial 3 asks trial 1's recipe again: one conversion, two records
+    assert {t["number"]: t["same_as"] for t in doc["trials"] if t["same_as"] is not None} == {3: 1}
+    copy, original = doc["trials"][3], doc["trials"][1]
+    assert copy["params"] == original["params"] and 3 not in doc["ran"] and 1 in doc["ran"]
+    assert copy["metrics"] == original["metrics"] and copy["objective_file"] == original["objective_file"]
+    assert copy["files"] == original["files"] and not (out / "trials" / "3" / "files").exists()
+    assert 3 not in doc["front"] and copy["seconds"] == 0
+    recipes = [(out / "trials" / str(n) / "recipe.toml").read_text() for n in (1, 3)]
+    assert recipes[0].replace("trial-1", "trial-3") == recipes[1]
+    assert json.loads((out / "trials" / "3" / "trial.json").read_text())["same_as"] == 1
     for member in on_front:
         folder = out / "front" / str(member["number"])
         assert {"model.onnx", "recipe.toml", "report.json", "trial.json"} <= {p.name for p in folder.iterdir()}
@@ -162,6 +176,7 @@ def test_one_job_killed_then_resumed_gives_the_trials_and_front_of_two_jobs(two_
     jobs2 = two_jobs[1]
     assert _params(doc) == _params(jobs2)
     assert doc["front"] == jobs2["front"]
+    assert [t["same_as"] for t in doc["trials"]] == [t["same_as"] for t in jobs2["trials"]]
     assert [t["metrics"]["size_kb"] for t in doc["trials"]] == [t["metrics"]["size_kb"] for t in jobs2["trials"]]
 
 
@@ -227,3 +242,150 @@ def test_a_budget_nobody_meets_names_the_bound_after_measuring(cli, space, tmp_p
     path = Path(trial["objective_file"])
     bound = roofline(path, load_target("rpi4"), None, threads=1)["bound_ms"]
     assert _latency(spec, path, None) == {"latency_ms": round(bound, 6), "latency_source": "estimate"}
+
+
+# -- the page ----------------------------------------------------------------------------------------------
+POINTS = """id => [...document.querySelectorAll(`figure#${id} svg .trial`)].map(el => ({
+    trial: +el.dataset.trial, front: el.dataset.front === '1', status: el.dataset.status, x: +el.dataset.x,
+    accuracy: +el.dataset.accuracy, tag: el.tagName, tip: el.querySelector('title').textContent,
+    shown: el.getBoundingClientRect().width > 0}))"""
+
+
+def test_the_page_draws_every_measured_trial_and_highlights_the_front(two_jobs):
+    from tests.browser import Browser, find_chromium
+
+    if not find_chromium():
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    out, doc = two_jobs
+    page_file = out / "search.html"
+    assert doc["page"] == str(page_file) and page_file.is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    measured = [t for t in doc["trials"] if t["status"] in ("complete", "over_budget") and t["same_as"] is None]
+    assert [t["number"] for t in measured] == [0, 1, 2]  # trial 3 is trial 1's point
+    with Browser() as browser:
+        page = browser.open(page_file, width=1280, height=900)
+        assert page.problems() == []
+        assert [u for u in page.requests() if u != page_file.resolve().as_uri()] == []  # offline
+        points = page.evaluate(f"({POINTS})('accuracy-size')")
+        assert sorted(p["trial"] for p in points) == [0, 1, 2] and all(p["shown"] for p in points)
+        by_number = {t["number"]: t for t in doc["trials"]}
+        for p in points:
+            m = by_number[p["trial"]]["metrics"]
+            assert p["x"] == pytest.approx(m["size_kb"], rel=1e-5)
+            assert p["accuracy"] == pytest.approx(m["accuracy"], rel=1e-5)
+            assert p["front"] == (p["trial"] in doc["front"])
+            assert p["tag"] == "circle" and p["status"] == "complete"
+            assert p["tip"].startswith(f"trial {p['trial']}") and "[quantize] scheme = " in p["tip"]
+        assert "also trial(s) 3 (same recipe)" in next(p["tip"] for p in points if p["trial"] == 1)
+        front = page.evaluate("document.querySelectorAll('figure#accuracy-size circle.front').length")
+        labels = page.evaluate("[...document.querySelectorAll('figure#accuracy-size text.pointl')]"
+                               ".map(t => +t.textContent)")
+        assert front == len(doc["front"]) and sorted(labels) == doc["front"]
+        joined = page.evaluate("document.querySelectorAll('figure#accuracy-size path.frontline').length")
+        assert joined == (1 if len(doc["front"]) > 1 else 0)
+        # latency was no objective here: the figure says so instead of drawing nothing silently
+        assert "latency was not timed" in page.evaluate("document.querySelector('figure#accuracy-latency').textContent")
+        assert page.evaluate("document.querySelectorAll('figure#accuracy-ram').length") == 0
+        rows = page.evaluate("""[...document.querySelectorAll('#front tbody tr')].map(r => [+r.dataset.trial,
+            r.querySelector('a').getAttribute('href'), [...r.cells].map(c => c.textContent)])""")
+        assert [n for n, _, _ in rows] == doc["front"]
+        for number, href, cells in rows:
+            assert href == f"front/{number}/recipe.toml" and (out / href).is_file()
+            m = by_number[number]["metrics"]
+            assert cells[1] == f"{100 * m['accuracy']:.1f} %" and cells[2] == f"{m['accuracy_drop']:.2f}"
+        statuses = page.evaluate("[...document.querySelectorAll('#trials tbody tr')].map(r => r.cells[1].textContent)")
+        assert statuses == ["front" if t["front"] else "complete" for t in doc["trials"]]
+        assert "the recipe of trial 1" in page.evaluate("document.querySelector('#trials tbody tr[data-trial=\"3\"]')"
+                                                        ".textContent")
+        narrow = browser.open(page_file, width=380, height=800)
+        assert narrow.problems() == []
+        assert narrow.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+# -- an MCU target: ram_kb and flash_kb from TFLite Micro --------------------------------------------------
+MCU_SPACE = """
+name = "tiny-mcu"
+[stages.prune]
+ratio = {choices = [0.0, 0.3]}
+latency = false
+[stages.finetune]
+epochs = 1
+[stages.quantize]
+scheme = {choices = ["int8", "none"]}
+[stages.export-tflite]
+"""
+MCU_TARGET = """name = "search-mcu"
+description = "a made-up Cortex-M7 board for tests"
+runtime = "tflite"
+memory_bandwidth_gbs = 0.8
+ram_kb = 512
+flash_kb = 2048
+[cpu]
+cores = 1
+clock_ghz = 0.48
+isa = ["armv7e-m"]
+[peak]
+fp32_gops = 0.96
+int8_gops = 1.92
+"""
+
+
+def test_an_mcu_search_bounds_the_arena_and_flash_that_micro_reports(tmp_path):
+    """Seed 0 asks (0, none) and (0, int8): the float file is failed with micro's reason; the int8 file's
+    ram_kb and flash_kb are what `edgehad micro --find-arena` says of it, and the budget bounds them."""
+    from tests.conftest import run_cli
+
+    space, target = tmp_path / "mcu.toml", tmp_path / "search-mcu.toml"
+    space.write_text(MCU_SPACE)
+    target.write_text(MCU_TARGET)
+    out = tmp_path / "o"
+    result = run_cli("search", "zoo:digits_cnn", "--data", "digits", "--space", space, "--target", target,
+                     "--trials", "2", "--seed", "0", "--jobs", "2", "--objectives", "accuracy,ram",
+                     "--budget", "ram_kb=256,flash_kb=1024", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    doc = json.loads(result.stdout)
+    floats, int8 = doc["trials"]
+    assert floats["params"]["[quantize] scheme"] == "none" and floats["status"] == "failed"
+    assert floats["reason"].startswith("the model is float: TFLM runs it, but most MCUs want int8")
+    assert int8["params"]["[quantize] scheme"] == "int8" and int8["status"] == "complete"
+    path = int8["objective_file"]
+    assert path.endswith("/files/model.tflite")
+    said = run_cli("micro", path, "--find-arena", "--json")
+    assert said.returncode == 0, said.stderr[-3000:]
+    micro = json.loads(said.stdout)
+    m = int8["metrics"]
+    assert m["ram_kb"] == round(micro["arena"]["recommended_bytes"] / 1024, 3)
+    assert m["flash_kb"] == round(micro["size_bytes"] / 1024, 3) == m["size_kb"]
+    assert m["arena_min_bytes"] == micro["arena"]["min_bytes"]
+    assert int8["constraints"] == {"ram_kb": pytest.approx(m["ram_kb"] - 256),
+                                   "flash_kb": pytest.approx(m["flash_kb"] - 1024)}
+    assert doc["front"] == [1] and doc["objectives"] == {"accuracy": "maximize", "ram": "minimize"}
+    # the page plots the arena: one point, the front member
+    text = (out / "search.html").read_text()
+    assert 'id="accuracy-ram"' in text and 'data-metric="ram_kb" data-points="1"' in text
+
+
+def test_weights_and_model_args_reach_every_trial(tmp_path):
+    """``--model-arg pretrained=false`` makes digits_cnn random (top-1 near chance); ``--weights`` of the
+    trained state dict on top of it brings the trained model back: both reach the trial's worker process."""
+    import torch
+
+    from edgehad.zoo import digits_cnn
+    from tests.conftest import run_cli
+
+    weights = tmp_path / "trained.pt"
+    torch.save(digits_cnn().state_dict(), weights)
+    space = tmp_path / "plain.toml"
+    space.write_text('[stages.quantize]\nscheme = {choices = ["none"]}\n[stages.export-onnx]\n')
+    accuracy = {}
+    for name, extra in (("random", []), ("trained", ["--weights", weights])):
+        out = tmp_path / name
+        result = run_cli("search", "zoo:digits_cnn", "--data", "digits", "--space", space, "--trials", "1",
+                         "--objectives", "accuracy,size", "--model-arg", "pretrained=false", *extra,
+                         "--out", out, "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        doc = json.loads(result.stdout)
+        assert doc["model_args"] == {"pretrained": False}
+        assert doc["weights"] == (str(weights) if extra else None)
+        accuracy[name] = doc["trials"][0]["metrics"]["accuracy_original"]
+    assert accuracy["random"] < 0.4 < 0.95 < accuracy["trained"], accuracy
