@@ -98,7 +98,8 @@ def _layouts(entries: list) -> str:
 def _pruning_lines(info: dict) -> list[str]:
     st = info["settings"]
     (p0, p1), (m0, m1) = info["params"], info["macs"]
-    lines = ["", f"## Pruning: {st['ratio']:.0%} of {st['target']} by {st['criterion']} ({st['scope']} scope, "
+    how = "per-group widths from a latency table" if st["target"] == "latency" else f"{st['scope']} scope"
+    lines = ["", f"## Pruning: {st['ratio']:.0%} of {st['target']} by {st['criterion']} ({how}, "
              f"multiples of {st['round_to']})", "",
              f"- params {_num(p0)} -> {_num(p1)} ({info['params_ratio']:.3f}x); MACs {_num(m0)} -> {_num(m1)} "
              f"({info['macs_ratio']:.3f}x)",
@@ -106,6 +107,21 @@ def _pruning_lines(info: dict) -> list[str]:
     if "val_accuracy_after_prune" in info:
         lines.append(f"- val top-1 right after pruning (before recovery): {info['val_accuracy_after_prune']:.4f}")
     lines += [f"- note: {n}" for n in info.get("notes", [])]
+    target = info.get("latency_target")
+    if target:
+        measured = "not measured" if target["measured"] is None else f"{target['measured']:.3f}x measured"
+        table = target["table"]
+        prefix = target.get("float_prefix")
+        calibration = ", ".join(f"{c['table']:.3f}x -> {c['measured']:.3f}x" for c in target["calibration"])
+        lines.append(f"- latency target ({target['scheme']} {target['format']}, {target['threads']} thread, "
+                     f"{target['machine']['cpu']}): {target['asked']:.3f}x asked, {target['predicted']:.3f}x "
+                     f"predicted by the per-layer table, {measured} (pruned / original); the table alone said "
+                     f"{target['table_ratio']:.3f}x, calibrated on whole-model timings (table -> measured) "
+                     f"{calibration or 'none'}; table of {table['layers']} layers, {table['measured_now']} "
+                     f"widths measured now, cache `{table['cache']}`"
+                     + (f"; leading convs kept float (keep_float speed): {prefix['original']} in the original, "
+                        f"{prefix['pruned']} pruned" if prefix else "")
+                     + (f"; {target['note']}" if target.get("note") else ""))
     lat = info.get("latency")
     if lat:
         lines += [f"- latency ({lat['method']}): " + "; ".join(

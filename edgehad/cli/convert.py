@@ -38,10 +38,10 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
 @click.option("--keep-float", metavar="auto|speed|stem|LAYER,...", help="int8: keep these modules float ('stem': the first conv on <= 4 channels; 'speed': the leading convs onnxruntime runs faster in fp32, measured), or 'auto' by per-layer sensitivity.")
 @click.option("--rewrite", metavar="RULE[,RULE...]", help="Rewrite rules to apply (edgehad rewrite --list).")
 @click.option("--strict", is_flag=True, default=None, help="Fail when a --rewrite rule matched nothing.")
-@click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: remove this fraction (0.5 = half) of each channel group.")
+@click.option("--prune", type=float, metavar="RATIO", help="Structured pruning: remove this fraction (0.5 = half) of each channel group (or of the MACs, params or latency: --prune-target).")
 @click.option("--prune-criterion", metavar="NAME", help="magnitude (default), bn-scale, taylor or learned (the last two need --data).")
 @click.option("--prune-scope", type=click.Choice(["layer", "global"]), help="Same ratio per group (layer) or ranked across groups (global).")
-@click.option("--prune-target", type=click.Choice(["channels", "macs", "params"]), help="What --prune's ratio counts (default channels).")
+@click.option("--prune-target", type=click.Choice(["channels", "macs", "params", "latency"]), help="What --prune's ratio counts, as the fraction removed (default channels). latency: remove that fraction of the latency on this machine (1 thread, onnxruntime, the recipe's scheme: int8 layers for int8), from a per-layer latency table measured once and cached in ~/.cache/edgehad/latency.")
 @click.option("--prune-round-to", type=int, metavar="N", help="Kept channels per group: a multiple of N (default 8).")
 @click.option("--prune-structure", type=click.Choice(["channels", "elements"]), help="channels (default): smaller, faster layers; elements: zeroed weights (size only, once compressed).")
 @click.option("--prune-steps", type=int, metavar="N", help="Gradual pruning: N rounds with fine-tuning between them (default 1: one-shot).")
@@ -111,6 +111,11 @@ def _print_summary(report: dict) -> None:
             for fmt, v in (p.get("latency") or {}).items():
                 if fmt != "method":
                     out.print(f"  {fmt} latency {v['original_ms']:.3f} -> {v['pruned_ms']:.3f} ms ({v['ratio']:.3f}x, 1 thread)")
+            lt = p.get("latency_target")
+            if lt:
+                measured = "not measured" if lt["measured"] is None else f"{lt['measured']:.3f}x measured"
+                out.print(f"  latency target ({lt['scheme']} {lt['format']}): {lt['asked']:.3f}x asked, "
+                          f"{lt['predicted']:.3f}x predicted by the layer table, {measured}")
         if s.get("finetune"):
             f = s["finetune"]
             out.print(f"fine-tuned: {f['epochs_run']} epochs, val {f['metric']} {f['start']:.4f} -> {f['best']:.4f}")

@@ -2,7 +2,8 @@
 
     groups   = coupled channel groups (groups.py, torch-pruning's DepGraph + fixes)
     scores   = a criterion per channel (criteria/)
-    keep     = how many channels each group keeps (plan.py: scope, target, rounding)
+    keep     = how many channels each group keeps (plan.py: scope, target, rounding; allocate.py for
+               target latency: per-group widths from a measured per-layer latency table, latency_table.py)
     trial    = mask and compact a copy; skip each group whose compaction is not exact (trial.py)
     masked   = W ⊙ m on every producer of each group (masks.py)
     compact  = remove the masked channels (compaction.py), outputs equal to the masked model's
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from edgehad.core.errors import UserInputError
 
-TARGETS = ("channels", "macs", "params")
+TARGETS = ("channels", "macs", "params", "latency")
 SCOPES = ("global", "layer")
 EXACT_TOLERANCE = 1e-5
 
@@ -33,6 +34,13 @@ class PruneSettings:
     samples: int = 256
     seed: int = 0
     unsafe: str = "skip"          # a group whose removal breaks the model: "skip" it or "stop"
+    # target "latency": the per-layer table's format and scheme (the recipe's), and its cache folder
+    # (None: edgehad.prune.latency_table.cache_dir())
+    latency_format: str = "onnx"
+    latency_scheme: str = "fp32"
+    latency_cache: str | None = None
+    latency_float_prefix: bool = False   # int8 with keep_float "speed": leading convs faster in fp32 stay float
+    latency_calibrate: bool = True       # time the whole model to calibrate the table (allocate.latency_counts)
 
     def check(self) -> None:
         from edgehad.prune.criteria import get_criterion
@@ -43,6 +51,8 @@ class PruneSettings:
             raise UserInputError(f"`prune_scope` {self.scope!r}: use one of {', '.join(SCOPES)}")
         if self.target not in TARGETS:
             raise UserInputError(f"`prune_target` {self.target!r}: use one of {', '.join(TARGETS)}")
+        if self.target == "latency" and self.latency_scheme not in ("fp32", "int8"):
+            raise UserInputError(f"`prune_target='latency'` measures fp32 or int8 layers, not {self.latency_scheme!r}")
         if self.unsafe not in ("skip", "stop"):
             raise UserInputError(f"`prune_unsafe` {self.unsafe!r}: use skip or stop")
         if self.round_to < 1:
@@ -61,6 +71,7 @@ class PruneResult:
     masked_outputs: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     rounds: list = field(default_factory=list)       # gradual schedule: params/MACs/accuracy per round
+    latency_plan: dict = field(default_factory=dict)  # target latency: asked, predicted, the table (allocate.py)
 
 
 def find_groups(model, example_inputs):
@@ -96,19 +107,33 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
     ctx = ScoreContext(example_inputs, data=data, teacher=teacher, samples=settings.samples, seed=settings.seed,
                        ratio=settings.ratio, progress=progress)
     scores = crit.score(prunable, work, ctx)
-    counts = _counts_for_target(work, example_inputs, prunable, scores, settings, progress)
-    keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in prunable}
-    for name, why in _unsafe_groups(work, example_inputs, prunable, keep, sample_inputs).items():
-        group = next(g for g in prunable if g.name == name)
-        group.reason = why
-        if settings.unsafe == "stop":
-            raise UserInputError(f"group {name} ({group.size} channels, layers "
-                                 f"{', '.join(group.describe()['layers'])}) cannot be pruned safely: {group.reason}; "
-                                 "use `prune_unsafe='skip'` to prune the rest")
-        readers = ", ".join(sorted({m.name for m in group.consumers})) or "no layer"
-        progress(f"warning: prune: skipping {name} ({group.size} channels, read by {readers}): {why}")
-        keep[name] = list(range(group.size))
+    plan = {}
+    for _ in range(3 if settings.target == "latency" else 1):
+        # latency: a group the trial skips keeps its full width, so the latency is allocated again over
+        # the groups left (its layers' time then counts as fixed) and that allocation tried in turn
+        live = [g for g in prunable if g.prunable]
+        if settings.target == "latency" and settings.ratio > 0:
+            from edgehad.prune.allocate import latency_counts
+
+            counts, plan = latency_counts(work, example_inputs, live, scores, settings, progress)
+        else:
+            counts = _counts_for_target(work, example_inputs, live, scores, settings, progress)
+        keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in live}
+        unsafe = _unsafe_groups(work, example_inputs, live, keep, sample_inputs)
+        for name, why in unsafe.items():
+            group = next(g for g in live if g.name == name)
+            group.reason = why
+            if settings.unsafe == "stop":
+                raise UserInputError(f"group {name} ({group.size} channels, layers "
+                                     f"{', '.join(group.describe()['layers'])}) cannot be pruned safely: "
+                                     f"{group.reason}; use `prune_unsafe='skip'` to prune the rest")
+            readers = ", ".join(sorted({m.name for m in group.consumers})) or "no layer"
+            progress(f"warning: prune: skipping {name} ({group.size} channels, read by {readers}): {why}")
+            keep[name] = list(range(group.size))
+        if not unsafe:
+            break
     prunable = [g for g in prunable if g.prunable]
+    keep = {g.name: keep.get(g.name, list(range(g.size))) for g in prunable}
     if all(len(keep[g.name]) == g.size for g in prunable):
         raise UserInputError(f"`prune` {settings.ratio} removes no channel here (every group has at most "
                              f"`prune_round_to` {settings.round_to} channels or the ratio is too small): "
@@ -142,7 +167,7 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
         described.append(d)
     notes = [f"group {g.name}: {g.inexact}" for g in inexact]
     return PruneResult(work, described, before, after, layer_table(shapes_before, layer_shapes(work)), err,
-                       masked, notes)
+                       masked, notes, latency_plan=plan)
 
 
 def _counts_for_target(model, example_inputs, groups, scores, settings, progress) -> dict[str, int]:

@@ -25,8 +25,10 @@ class Prune(Stage):
                             "magnitude, bn-scale, taylor or learned (the last two need data)"),
         "scope": Option({"enum": ["layer", "global"]}, "layer",
                         "layer: the same ratio in every group; global: rank all channels together"),
-        "target": Option({"enum": ["channels", "macs", "params"]}, "channels",
-                         "what the ratio counts: channels, macs or params"),
+        "target": Option({"enum": ["channels", "macs", "params", "latency"]}, "channels",
+                         "what the ratio counts: channels, macs, params or latency (the fraction of latency "
+                         "removed, measured on this machine at 1 thread in the recipe's ONNX scheme: "
+                         "per-layer table, edgehad.prune.allocate)"),
         "round_to": Option({"type": "integer", "minimum": 1}, 8, "kept channels per group: a multiple of this"),
         "unsafe": Option({"enum": ["skip", "stop"]}, "skip",
                          "a group whose removal breaks the model: skip it (warning) or stop"),
@@ -37,7 +39,12 @@ class Prune(Stage):
         "step_epochs": Option({"type": "integer", "minimum": 0}, 2,
                               "gradual: fine-tuning epochs after each round but the last (needs data)"),
         "latency": Option({"type": "boolean"}, True,
-                          "measure original vs pruned exports (fp32) in onnxruntime and LiteRT"),
+                          "measure original vs pruned exports (fp32) in onnxruntime and LiteRT (target latency: "
+                          "in onnxruntime, in the recipe's scheme; off: the table alone, no whole-model timing)"),
+        "latency_cache": Option({"type": "string"}, "",
+                                "target latency: folder of the per-layer latency cache (default "
+                                "$EDGEHAD_LATENCY_CACHE, else $XDG_CACHE_HOME/edgehad/latency, "
+                                "else ~/.cache/edgehad/latency)"),
         "samples": Option({"type": "integer", "minimum": 1}, 256, "train samples a data-driven criterion uses"),
         "seed": Option({"type": "integer", "minimum": 0}, 0, "seed for the samples a criterion draws"),
     }
@@ -52,6 +59,37 @@ class Prune(Stage):
         if self.config["structure"] == "elements" and self.config["criterion"] != "magnitude":
             raise UserInputError("`prune_structure` elements ranks weights by magnitude only: "
                                  "drop `prune_criterion` or use channels")
+        if self.config["target"] == "latency":
+            if self.config["structure"] == "elements":
+                raise UserInputError("`prune_target='latency'` needs `prune_structure='channels'`: zeroed "
+                                     "elements leave every layer as slow as before")
+            if self.config["steps"] > 1:
+                raise UserInputError("`prune_target='latency'` allocates the whole latency in one step: "
+                                     f"use `prune_steps=1` (got {self.config['steps']})")
+        # target latency: the format and scheme the per-layer table is measured in; see_pipeline() sets them
+        # from the stages that follow (the recipe's ONNX export and its quantize scheme)
+        self.latency_on = {"format": "onnx", "scheme": "fp32", "note": ""}
+
+    def see_pipeline(self, stage_list) -> None:
+        """Learn what the pipeline exports and how it quantizes: a latency target is measured on that."""
+        from edgehad.core.errors import UserInputError
+
+        if self.config["target"] != "latency":
+            return
+        names = {s.name: s for s in stage_list}
+        if "export-onnx" not in names:
+            raise UserInputError("`prune_target='latency'` times layers in onnxruntime, and this conversion writes "
+                                 "no ONNX file (per-layer LiteRT tables are not measured): add onnx to `formats`")
+        scheme = names["quantize"].config["scheme"] if "quantize" in names else "none"
+        note = "" if scheme in ("int8", "none") else \
+            f"the {scheme} scheme's layers are timed as fp32 (its convs run as float on the CPU)"
+        keep_float = names["quantize"].config.get("keep_float", "") if scheme == "int8" else ""
+        if keep_float and keep_float != "speed":
+            note = f"`keep_float` {keep_float!r} is not modelled: every layer is timed int8"
+        # keep_float speed: the leading convs that run faster in fp32 stay float (edgehad.quantize.speed), so
+        # the table times those in both schemes and the timings keep the same prefix float
+        self.latency_on = {"format": "onnx", "scheme": "int8" if scheme == "int8" else "fp32", "note": note,
+                           "float_prefix": keep_float == "speed"}
 
     @property
     def needs_data(self) -> bool:
@@ -63,8 +101,13 @@ class Prune(Stage):
         from edgehad.prune import PruneSettings
 
         c = self.config
+        on = getattr(self, "latency_on", {"format": "onnx", "scheme": "fp32"})
         return PruneSettings(ratio=c["ratio"], criterion=c["criterion"], scope=c["scope"], target=c["target"],
-                             round_to=c["round_to"], samples=c["samples"], seed=c["seed"], unsafe=c["unsafe"])
+                             round_to=c["round_to"], samples=c["samples"], seed=c["seed"], unsafe=c["unsafe"],
+                             latency_format=on["format"], latency_scheme=on["scheme"],
+                             latency_float_prefix=on.get("float_prefix", False),
+                             latency_calibrate=c["latency"],
+                             latency_cache=c["latency_cache"] or None)
 
     def run(self, artifact, ctx: Context):
         from edgehad.prune.schedule import prune_gradually
@@ -72,7 +115,14 @@ class Prune(Stage):
         settings = self.settings()
         if self.config["structure"] == "elements":
             return self._elements(artifact, ctx, settings)
-        ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({settings.scope})")
+        if settings.target == "latency" and artifact.is_exported_program:
+            from edgehad.core.errors import UserInputError
+
+            raise UserInputError("`prune_target='latency'` times the model's layers and the model itself, and a "
+                                 "torch.export program is timed as it is: give the model as a module or factory, "
+                                 "or use `prune_target='macs'`")
+        how = "per-group widths from a latency table" if settings.target == "latency" else settings.scope
+        ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({how})")
         result = prune_gradually(artifact.model, artifact.example_inputs, settings, steps=self.config["steps"],
                                  step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
                                  data=artifact.data, teacher=artifact.original_model,
@@ -100,12 +150,32 @@ class Prune(Stage):
             import tempfile
             from pathlib import Path
 
-            ctx.progress("prune: timing the original and the pruned model in onnxruntime and LiteRT")
+            ctx.progress("prune: timing the original and the pruned model in "
+                         + (f"onnxruntime ({settings.latency_scheme})" if settings.target == "latency"
+                            else "onnxruntime and LiteRT"))
             # A temporary folder of its own: the staging folder's contents become --out, and these
             # throwaway exports must not land there.
             with tempfile.TemporaryDirectory(prefix="edgehad-prune-latency-") as tmp:
-                info["latency"] = compare_latency(artifact.original_model or artifact.model,
-                                                  result.model, artifact.example_inputs, Path(tmp))
+                if settings.target == "latency":  # the ratio asked for, in the format and scheme it was asked in
+                    from edgehad.prune.allocate import TIMED_RUNS
+
+                    info["latency"] = compare_latency(artifact.original_model or artifact.model, result.model,
+                                                      artifact.example_inputs, Path(tmp),
+                                                      formats=(settings.latency_format,),
+                                                      scheme=settings.latency_scheme, runs=TIMED_RUNS,
+                                                      float_prefix=result.latency_plan.get("float_prefix"))
+                else:
+                    info["latency"] = compare_latency(artifact.original_model or artifact.model,
+                                                      result.model, artifact.example_inputs, Path(tmp))
+        if result.latency_plan:
+            plan = {**result.latency_plan, "measured": None}
+            if self.latency_on.get("note"):
+                plan["note"] = self.latency_on["note"]
+            if info.get("latency"):
+                plan["measured"] = info["latency"][settings.latency_format]["ratio"]
+            info["latency_target"] = plan
+            ctx.progress(f"prune: latency {plan['asked']:.3f}x asked, {plan['predicted']:.3f}x predicted by the table"
+                         + ("" if plan["measured"] is None else f", {plan['measured']:.3f}x measured"))
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
         ctx.record("pruning", info)
         return artifact
