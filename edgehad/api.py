@@ -29,15 +29,22 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     ``example_inputs``: a tuple of tensors, as ``torch.export.export`` takes them (else the
     module's ``example_inputs`` attribute, or ``input_shape``: ``"1x3x32x32"``, ``(1, 3, 32, 32)``
     or a list of either, one per input). ``data``: a spec string, or data in memory (see
-    ``edgehad.data.load_data``). The caller's module is never changed: edgehad works on a copy.
+    ``edgehad.data.load_data``); a model with several inputs takes named data, arrays by its input
+    names (its forward arguments), e.g. an .npz of ``input_ids``, ``attention_mask`` and optional
+    ``y``: verification, calibration and (with y) accuracy then run on those real inputs.
+    The caller's module is never changed: edgehad works on a copy.
     ``tflite_layout``: "nhwc" (default) or "nchw": the TFLite file's 4-D image inputs and outputs
     channels-last, or in PyTorch's order (edgehad.export.layout); a model without 4-D image I/O is
     unaffected. None: the recipe's ``[export-tflite] layout``, else "nhwc".
     ``dynamic_batch``: the first dim of every input is symbolic in both formats, each file verified at
     batch 1 and 4 (edgehad.export.batch).
+    ``prune_target``: what ``prune`` R counts, as the fraction removed: "channels" (default), "macs",
+    "params", or "latency": the pruned model should run in (1 - R) of the original's time on this
+    machine (1 thread), in onnxruntime and the recipe's scheme (int8 layers for an int8 recipe); per-group
+    widths come from a per-layer latency table, measured once and cached (edgehad.prune.allocate).
     """
     from edgehad.core.artifact import Artifact
-    from edgehad.core.pipeline import DEFAULT_SAMPLES, model_cost, run_pipeline, sample_inputs
+    from edgehad.core.pipeline import DEFAULT_SAMPLES, bind_data, model_cost, run_pipeline, sample_inputs
     from edgehad.core.recipe import build_stages, load_recipe
     from edgehad.export.verify import torch_outputs
     from edgehad.loading import load_model
@@ -109,6 +116,9 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     stage_list = build_stages(rec, formats=formats, overrides=overrides)  # validate flags before heavy work
     if finetune_epochs == 0:  # explicit: no recovery, e.g. for a speed measurement
         stage_list = [s for s in stage_list if s.name != "finetune"]
+    for stage in stage_list:  # prune's latency target is measured in the format and scheme that follow it
+        if hasattr(stage, "see_pipeline"):
+            stage.see_pipeline(stage_list)
 
     if isinstance(model, str):
         if example_inputs is not None:
@@ -137,6 +147,7 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
                     "osr": "`osr='fit'` fits the COSTARR statistics on its train split"}
             raise UserInputError(f"{stage.name} needs `data`: {what.get(stage.name, 'it uses real samples')}")
 
+    splits = bind_data(splits, loaded.module, loaded.example_inputs, stage_list)
     params, macs = model_cost(loaded.module, loaded.example_inputs)
     source = {
         "spec": loaded.spec, "name": loaded.name, "params": params, "macs": macs,
@@ -374,22 +385,29 @@ def setup_target(name: str, *, force: bool = False, progress=None) -> str:
     return str(setup_emulated(force=force, progress=progress or (lambda message: None)))
 
 
-def search(model, *, data, out, target: str | None = None, host: str | None = None, space=None, budget=None,
+def search(model, *, data, out, weights: str | None = None, model_args: dict | None = None,
+           target: str | None = None, host: str | None = None, space=None, budget=None,
            objectives=("accuracy", "latency", "size"), trials: int | None = None, minutes: float | None = None,
-           jobs: int = 1, seed: int = 0, resume: bool = False, progress=None) -> dict:
+           jobs: int = 1, seed: int = 0, resume: bool = False, ray: str | None = None, progress=None) -> dict:
     """Search the recipe space of ``model`` for the Pareto front of accuracy, latency and size; see edgehad.search.
 
     ``model``: a MODEL spec string (each trial converts it in a worker process); ``data``: a data spec, whose
     val split gives each trial's accuracy; ``out``: the search folder (study.db, search.json, trials/K/,
     front/K/). ``space``: a search space .toml or a shipped name (None: ``default``); ``budget``:
-    ``"latency_ms=5,size_kb=300,accuracy=0.95"`` or a dict, the bounds a front member must meet;
-    ``objectives``: some of accuracy, latency, size. ``trials`` (default 20) or ``minutes``; ``jobs`` trials
-    at once in local worker processes; ``seed``: the same seed gives the same trials whatever ``jobs``.
+    ``"latency_ms=5,size_kb=300,ram_kb=256,flash_kb=1024,accuracy=0.95"`` or a dict, the bounds a front member
+    must meet (ram_kb, flash_kb: TFLite Micro's arena and the .tflite file, for an MCU target, i.e. a target
+    description with flash_kb); ``objectives``: some of accuracy, latency, size, ram, flash. ``weights`` /
+    ``model_args``: the model's state dict and factory arguments, as for ``convert``. ``trials`` (default 20) or
+    ``minutes``; ``jobs`` trials at once in local worker processes; ``seed``: the same seed gives the same
+    trials whatever ``jobs``.
     ``target`` (default local) / ``host``: where latency is timed (a device target without a host: its
-    roofline estimate). ``resume``: finish the search stored in ``out``. Returns the search.json document.
+    roofline estimate). ``resume``: finish the search stored in ``out``. ``ray``: ``"auto"`` or a cluster's
+    ``"host:port"``: the same trials as Ray tasks on that cluster (edgehad.search.ray_executor; needs the
+    ``ray`` extra). Returns the search.json document.
     """
     from edgehad.search.run import search as run_search
 
-    return run_search(model, data=data, out=out, target=target, host=host, space=space, budget=budget,
+    return run_search(model, data=data, out=out, weights=weights, model_args=model_args, target=target, host=host,
+                      space=space, budget=budget,
                       objectives=objectives, trials=trials, minutes=minutes, jobs=jobs, seed=seed, resume=resume,
-                      progress=progress)
+                      ray=ray, progress=progress)

@@ -2,7 +2,11 @@
 
 ``load_data(spec, normalize=None)`` returns ``DataSplits`` with a ``train`` and a
 ``val`` split, each ``(x, y)``: x float32 in the layout the source gives (NCHW
-for images), y int64. Specs:
+for images), y int64. A model with several inputs (a text encoder's token ids
+and attention mask) takes *named* data instead: x is a dict of arrays by the
+model's input names, each kept in the dtype it was saved in (int64 token ids
+stay int64), and y is optional (None: enough to verify and calibrate on real
+inputs, not to train or measure accuracy). Specs:
 
 ``digits[?OPTIONS]``
     scikit-learn's handwritten digits (1,797 real 8x8 scans), pixels 0..16
@@ -21,15 +25,28 @@ for images), y int64. Specs:
     (stratified 80/20, seed 0). Loaded with ``allow_pickle=False``: object
     arrays are refused. x is cast to float32 as is (no scaling).
 
+    Named inputs: arrays named by the model's inputs (its forward arguments, the
+    ONNX file's input names), e.g. ``input_ids`` and ``attention_mask``, each
+    [N, ...] with one row per sample, any integer, bool or float dtype kept as
+    it is; ``y`` optional. With ``_train`` / ``_val`` suffixes on every array
+    (``input_ids_train``, ``attention_mask_train``, ``y_train``, ``input_ids_val``,
+    ...) the splits are explicit; without them the samples are split 80/20 with
+    seed 0 (stratified when there is y). An archive whose only input is ``x`` is
+    the single-input layout above; ``convert`` checks the names against the
+    model's (``edgehad.core.pipeline.bind_data``).
+
 ``MODULE:FUNCTION`` or ``FILE.py:FUNCTION``
     the function, called without arguments, returns ``(train, val)``. Each is an
     iterable of ``(x, y)`` pairs, either single samples (y a scalar) or batches
     (y one-dimensional), e.g. a torch ``DataLoader``; or simply a pair of arrays
-    ``(x, y)``. numpy arrays and torch tensors are both accepted.
+    ``(x, y)``. numpy arrays and torch tensors are both accepted. Named inputs:
+    each split a dict of arrays by input name (labels, if any, under ``"y"``), or
+    a pair ``(dict, y)``.
 
 Every split is checked where it is loaded (any command, any split): x numeric
-and finite (no NaN or infinity, after the cast to float32), y integer class
-labels >= 0, one per sample, no split empty. A refusal is one line naming the
+and finite (no NaN or infinity, after the cast to float32; each float array of
+named data), y integer class labels >= 0, one per sample, no split empty, every
+named array with the same number of samples. A refusal is one line naming the
 file or spec, the array and what to fix. A ``MODULE:FUNCTION`` that calls
 ``sys.exit()`` is refused the same way.
 
@@ -37,7 +54,8 @@ file or spec, the array and what to fix. A ``MODULE:FUNCTION`` that calls
 (one value for all channels, e.g. ``"0.5,0.25"``) or ``"M1/M2/M3,S1/S2/S3"``
 (one value per channel, along dim 1), or as a tuple ``(mean, std)`` of numbers
 or sequences. It is recorded in ``preprocessing`` (``mean``, ``std``), which is
-``[0.0]``, ``[1.0]`` when no normalization was asked for.
+``[0.0]``, ``[1.0]`` when no normalization was asked for. It applies to one
+image input x: named data is saved already prepared.
 """
 
 from __future__ import annotations
@@ -58,12 +76,25 @@ DIGITS_OPTIONS = ("size", "channels", "classes")
 
 @dataclass
 class DataSplits:
-    """Two splits, ``(x, y)`` each, and how the inputs were prepared."""
+    """Two splits, ``(x, y)`` each, and how the inputs were prepared.
 
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    x: one array (one input), or a dict of arrays by input name (named data); y: int64 labels, or None.
+    """
+
+    train: tuple
+    val: tuple
     preprocessing: dict = field(default_factory=dict)
     spec: str = ""
+
+    @property
+    def input_names(self) -> list[str] | None:
+        """The input names of named data, None for one array x."""
+        x = self.train[0]
+        return list(x) if isinstance(x, dict) else None
+
+    @property
+    def labelled(self) -> bool:
+        return self.train[1] is not None
 
 
 def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
@@ -71,9 +102,11 @@ def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
 
     From Python, ``spec`` may also be data in memory: arrays ``(x, y)`` (split 80/20 stratified,
     seed 0, as a file's ``x, y``) or ``(train, val)``, each an ``(x, y)`` pair of arrays or an
-    iterable of ``(x, y)`` samples or batches; the same checks apply.
+    iterable of ``(x, y)`` samples or batches; or named data: a dict of arrays by input name
+    (``"y"``: labels, optional; split 80/20, seed 0), ``(dict, y)``, or ``(train, val)`` of those.
+    The same checks apply.
     """
-    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+    if isinstance(spec, dict) or (isinstance(spec, (tuple, list)) and len(spec) == 2):
         train, val, prep = _load_in_memory(spec)
         spec, source, where = "<in memory>", "in memory", "data"
     else:
@@ -92,9 +125,12 @@ def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
                 "FILE.npz, MODULE:FUNCTION or FILE.py:FUNCTION"
             )
     for name, (x, y) in (("train", train), ("val", val)):
-        if len(x) == 0:
+        if _count(x) == 0:
             raise UserInputError(f"data spec {spec!r}: the {name} split is empty: give it at least one sample")
     mean, std = _parse_normalize(normalize)
+    if normalize is not None and isinstance(train[0], dict):
+        raise UserInputError(f"`normalize` applies to one image input x, and {where} gives named inputs "
+                             f"({', '.join(train[0])}): save them prepared as the model takes them")
     if normalize is not None:
         train = (_apply_normalize(train[0], mean, std, where), train[1])
         val = (_apply_normalize(val[0], mean, std, where), val[1])
@@ -103,7 +139,15 @@ def load_data(spec, normalize: str | tuple | None = None) -> DataSplits:
 
 
 def _load_in_memory(data):
+    if isinstance(data, dict):  # named inputs, labels under "y" or none: one set, split 80/20
+        x, y = _named_split(data, "data (named inputs)")
+        train, val = _split(x, y, "data (named inputs)")
+        return train, val, {"layout": _split_layout(x, y)}
     first, second = data
+    if isinstance(first, dict) and _is_array(second):  # (named inputs, y): one labelled set
+        x, y = _named_split({**first, "y": second}, "data (inputs, y)")
+        train, val = _split(x, y, "data (inputs, y)")
+        return train, val, {"layout": _split_layout(x, y)}
     if _is_array(first) and _is_array(second):  # (x, y): one labelled set, split as a file's x, y is
         x, y = _as_xy(_to_numpy(first), _to_numpy(second), "data (x, y)")
         train, val = _split(x, y, "data (x, y)")
@@ -111,13 +155,30 @@ def _load_in_memory(data):
     return _materialize(first, "data (train split)"), _materialize(second, "data (val split)"), {}
 
 
+def _count(x) -> int:
+    """Samples in x: one array, or named arrays (all of one length, checked where loaded)."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _take(x, index: np.ndarray):
+    return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
+
+
+def _split_layout(x, y) -> str:
+    names = ", ".join(x) if isinstance(x, dict) else "x"
+    return f"{names}{', y' if y is not None else ''} split 80/20{' stratified' if y is not None else ''}, seed 0"
+
+
 def sample_inputs(splits: DataSplits, n: int, split: str = "val") -> np.ndarray:
-    """The first ``n`` inputs of ``split`` (fewer if the split is smaller), float32."""
+    """The first ``n`` inputs of ``split`` (fewer if the split is smaller), float32; one input only."""
     if split not in ("train", "val"):
         raise UserInputError(f"unknown split {split!r}; use 'train' or 'val'")
     if n < 1:
         raise UserInputError(f"need at least one sample input, got n={n}")
     x = getattr(splits, split)[0]
+    if isinstance(x, dict):
+        raise UserInputError(f"`data` {splits.spec} gives named inputs ({', '.join(x)}), and only one input x "
+                             "is fed from `data` here: give the arrays by input name with `inputs` FILE.npz")
     return np.ascontiguousarray(x[:n], dtype=np.float32)
 
 
@@ -216,10 +277,21 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
 # --- split ----------------------------------------------------------------------
 
 
-def _split(x: np.ndarray, y: np.ndarray, source: str):
-    """Stratified 80/20 split with seed 0."""
+def _split(x, y: np.ndarray | None, source: str):
+    """80/20 split with seed 0, stratified by y when there are labels; x one array or named arrays.
+
+    The indices are split, not the arrays: the same samples land in each split as when
+    ``train_test_split(x, y, ...)`` split x itself, so every named array is cut alike.
+    """
     from sklearn.model_selection import train_test_split
 
+    index = np.arange(_count(x))
+    if y is None:
+        if len(index) < 2:
+            raise UserInputError(f"{source}: {len(index)} sample cannot be split 80/20: give at least 2, "
+                                 "or explicit _train and _val arrays")
+        ti, vi = train_test_split(index, test_size=VAL_FRACTION, random_state=SEED)
+        return (_take(x, ti), None), (_take(x, vi), None)
     counts = np.unique(y, return_counts=True)
     if counts[1].min() < 2:
         rare = counts[0][counts[1].argmin()]
@@ -228,10 +300,10 @@ def _split(x: np.ndarray, y: np.ndarray, source: str):
             "(or provide x_train, y_train, x_val, y_val)"
         )
     try:
-        xt, xv, yt, yv = train_test_split(x, y, test_size=VAL_FRACTION, stratify=y, random_state=SEED)
+        ti, vi = train_test_split(index, test_size=VAL_FRACTION, stratify=y, random_state=SEED)
     except ValueError as e:
         raise UserInputError(f"{source}: cannot split 80/20 stratified: {e}") from None
-    return (xt, yt), (xv, yv)
+    return (_take(x, ti), y[ti]), (_take(x, vi), y[vi])
 
 
 # --- npz --------------------------------------------------------------------------
@@ -248,6 +320,8 @@ def _load_npz(path_str: str):
     with archive:
         names = set(archive.files)
         four = ("x_train", "y_train", "x_val", "y_val")
+        if _is_named(names):
+            return _load_named_npz(archive, path_str)
         if set(four) <= names:
             arrays = {k: _npz_array(archive, k, path_str) for k in four}
             train = _as_xy(arrays["x_train"], arrays["y_train"], path_str, ("x_train", "y_train"))
@@ -259,9 +333,54 @@ def _load_npz(path_str: str):
             layout = "x, y split 80/20 stratified, seed 0"
         else:
             raise UserInputError(
-                f"{path_str} holds arrays {sorted(names)}; expected x_train, y_train, x_val, y_val or x, y"
+                f"{path_str} holds arrays {sorted(names)}; expected x_train, y_train, x_val, y_val or x, y, "
+                "or arrays named by the model's inputs"
             )
     return train, val, {"npz_layout": layout}
+
+
+SPLIT_SUFFIXES = ("_train", "_val")
+
+
+def _is_named(names: set[str]) -> bool:
+    """Whether an archive holds named inputs: any input array other than ``x`` (with or without a suffix),
+    or ``x`` without labels (inputs to verify and calibrate on, dtype kept)."""
+    bases = {_base(n) for n in names}
+    inputs = bases - {"y"}
+    return bool(inputs) and (inputs != {"x"} or "y" not in bases)
+
+
+def _base(name: str) -> str:
+    for suffix in SPLIT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _load_named_npz(archive, path_str: str):
+    """Arrays by input name, ``y`` optional; every array suffixed ``_train`` / ``_val`` (explicit splits) or
+    none (split 80/20, seed 0)."""
+    names = list(archive.files)
+    suffixed = [n for n in names if n != _base(n)]
+    if not suffixed:
+        arrays = {n: _npz_array(archive, n, path_str) for n in names}
+        x, y = _named_split(arrays, path_str)
+        train, val = _split(x, y, path_str)
+        return train, val, {"npz_layout": _split_layout(x, y)}
+    plain = [n for n in names if n == _base(n)]
+    if plain:
+        raise UserInputError(f"{path_str}: arrays {', '.join(plain)} have no _train / _val suffix but "
+                             f"{', '.join(suffixed)} do: suffix every array (explicit splits) or none (split 80/20)")
+    by_split = {s: [n[: -len(s)] for n in names if n.endswith(s)] for s in SPLIT_SUFFIXES}
+    if set(by_split["_train"]) != set(by_split["_val"]):
+        raise UserInputError(f"{path_str}: the train arrays ({', '.join(by_split['_train'])}) and the val arrays "
+                             f"({', '.join(by_split['_val'])}) name different inputs: give each with both suffixes")
+    splits = []
+    for suffix, base_names in by_split.items():
+        arrays = {b: _npz_array(archive, b + suffix, path_str) for b in base_names}
+        splits.append(_named_split(arrays, path_str, suffix))
+    layout = ", ".join(n for n in names)
+    return splits[0], splits[1], {"npz_layout": layout}
 
 
 def _npz_array(archive, name: str, path_str: str) -> np.ndarray:
@@ -317,8 +436,13 @@ def _is_array(a) -> bool:
     return isinstance(a, np.ndarray) or hasattr(a, "detach")
 
 
-def _materialize(data, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Turn an iterable of (x, y) samples or batches, or one (x, y) pair of arrays, into arrays."""
+def _materialize(data, source: str) -> tuple:
+    """Turn an iterable of (x, y) samples or batches, or one (x, y) pair of arrays, into arrays;
+    named data (a dict of arrays, or a pair (dict, y)) into checked named arrays."""
+    if isinstance(data, dict):
+        return _named_split(data, source)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], dict) and _is_array(data[1]):
+        return _named_split({**data[0], "y": data[1]}, source)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(_is_array(a) for a in data):
         if np.ndim(_to_numpy(data[1])) == 1:
             return _as_xy(_to_numpy(data[0]), _to_numpy(data[1]), source)
@@ -354,6 +478,65 @@ def _materialize(data, source: str) -> tuple[np.ndarray, np.ndarray]:
     return _as_xy(x, y, source)
 
 
+def _named_split(arrays: dict, source: str, suffix: str = "") -> tuple[dict, np.ndarray | None]:
+    """Named inputs of one split (``"y"``: its labels, optional), checked: numeric, not scalars, one row
+    per sample in every array, float arrays finite. Dtypes are kept: token ids must stay integers, and
+    the model's dtype is applied when the data is bound to it. ``suffix`` is the arrays' ``_train`` /
+    ``_val`` in the file, named in the messages."""
+    arrays = {str(k): _to_numpy(v) for k, v in arrays.items()}
+    y = arrays.pop("y", None)
+    if not arrays:
+        raise UserInputError(f"{source}: holds labels{' y' + suffix} but no inputs: add arrays named by the "
+                             "model's inputs")
+    for name, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise UserInputError(f"{source}: array {name + suffix!r} is {a.dtype}, not numeric: save token ids "
+                                 "and masks as integers, other inputs as numbers")
+        if a.ndim == 0:
+            raise UserInputError(f"{source}: array {name + suffix!r} is a scalar: it must hold one sample per row")
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        said = ", ".join(f"{n + suffix} {k}" for n, k in lengths.items())
+        raise UserInputError(f"{source}: the inputs hold different numbers of samples ({said}): "
+                             "give every input one row per sample")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise UserInputError(f"{source}: the arrays are empty: the split needs at least one sample")
+    for name, a in arrays.items():
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                raise UserInputError(f"{source}: array {name + suffix!r} holds NaN or infinite values in "
+                                     f"{int(bad.sum())} of {n} samples (first: sample {int(np.flatnonzero(bad)[0])}): "
+                                     "drop or repair those samples")
+    if y is not None:
+        y = _as_y(y, n, source, "y" + suffix, ", ".join(arrays) + suffix)
+    return {k: np.ascontiguousarray(a) for k, a in arrays.items()}, y
+
+
+def _as_y(y: np.ndarray, n: int, source: str, yn: str, xn: str) -> np.ndarray:
+    """Labels: integer class indices >= 0, one per sample (``n``)."""
+    if y.dtype.kind not in "biuf":
+        raise UserInputError(f"{source}: array {yn!r} is {y.dtype}, not numeric: save y as integer class labels")
+    if y.ndim != 1:
+        raise UserInputError(f"{source}: array {yn!r} must be one label per sample (1-D), got shape {list(y.shape)}")
+    if len(y) != n:
+        raise UserInputError(f"{source}: {xn} has {n} samples but {yn} has {len(y)} labels: "
+                             "give one label per sample")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise UserInputError(f"{source}: array {yn!r} holds NaN or infinite labels: "
+                                 "labels must be integer class indices 0..C-1")
+        if not np.all(np.mod(y, 1) == 0):
+            raise UserInputError(f"{source}: array {yn!r} must hold integer class labels, found fractional "
+                                 f"values (e.g. {y[np.mod(y, 1) != 0][0]}): give class indices 0..C-1")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise UserInputError(f"{source}: array {yn!r} holds negative labels ({int((y < 0).sum())} of {len(y)}, "
+                             f"min {int(y.min())}): labels are class indices 0..C-1; drop unlabeled samples")
+    return y
+
+
 def _as_xy(x: np.ndarray, y: np.ndarray, source: str, names: tuple[str, str] = ("x", "y")):
     """Check and cast: x float32 and finite, y int64 class labels (integers >= 0), one per sample, not empty.
 
@@ -382,18 +565,7 @@ def _as_xy(x: np.ndarray, y: np.ndarray, source: str, names: tuple[str, str] = (
     if bad.any():
         raise UserInputError(f"{source}: array {xn!r} holds NaN or infinite values in {int(bad.sum())} of {len(x)} "
                              f"samples (first: sample {int(np.flatnonzero(bad)[0])}): drop or repair those samples")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise UserInputError(f"{source}: array {yn!r} holds NaN or infinite labels: "
-                                 "labels must be integer class indices 0..C-1")
-        if not np.all(np.mod(y, 1) == 0):
-            raise UserInputError(f"{source}: array {yn!r} must hold integer class labels, found fractional "
-                                 f"values (e.g. {y[np.mod(y, 1) != 0][0]}): give class indices 0..C-1")
-    y = y.astype(np.int64)
-    if y.min() < 0:
-        raise UserInputError(f"{source}: array {yn!r} holds negative labels ({int((y < 0).sum())} of {len(y)}, "
-                             f"min {int(y.min())}): labels are class indices 0..C-1; drop unlabeled samples")
-    return x, y
+    return x, _as_y(y, len(x), source, yn, xn)
 
 
 # --- normalize ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ an atomic rename. A failed run leaves ``out`` exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, se
     import torch
 
     if data is not None:
-        x_val = fitting_samples(example_inputs, data, "val")
-        dtype = example_inputs[0].numpy().dtype
-        return [(x_val[i:i + 1].astype(dtype),) for i in range(min(n, len(x_val)))]
+        columns = fitting_samples(example_inputs, data, "val")
+        dtypes = [t.numpy().dtype for t in example_inputs]
+        return [tuple(c[i].astype(d) for c, d in zip(columns, dtypes)) for i in range(min(n, len(columns[0])))]
     gen = torch.Generator().manual_seed(seed)
     samples = []
     for _ in range(n):
@@ -46,11 +47,19 @@ def sample_inputs(example_inputs: tuple, data=None, n: int = DEFAULT_SAMPLES, se
     return samples
 
 
-def fitting_samples(example_inputs: tuple, data, split: str) -> np.ndarray:
-    """The ``split`` ("train" or "val") inputs of ``data``, checked to fit the model's one input at batch 1."""
+def fitting_samples(example_inputs: tuple, data, split: str) -> tuple[np.ndarray, ...]:
+    """The ``split`` ("train" or "val") inputs of ``data``, one array per model input, checked to fit the
+    model at batch 1; row ``i`` of each is sample ``i``'s whole input tensor (``[N, *example.shape]``).
+    Named data must have been bound to the model (:func:`bind_data`)."""
+    x = getattr(data, split)[0]
+    if isinstance(x, dict):
+        if len(x) != len(example_inputs):
+            raise UserInputError(f"`data` {data.spec} gives {len(x)} inputs ({', '.join(x)}) but the model "
+                                 f"takes {len(example_inputs)}")
+        return tuple(x.values())
     if len(example_inputs) != 1:
         raise UserInputError(f"`data` feeds one input, but the model takes {len(example_inputs)}: drop `data`")
-    x = np.asarray(getattr(data, split)[0])
+    x = np.asarray(x)
     want = tuple(example_inputs[0].shape)
     got = (1, *x.shape[1:])
     if got != want:
@@ -58,7 +67,93 @@ def fitting_samples(example_inputs: tuple, data, split: str) -> np.ndarray:
             f"`data` {data.spec} gives inputs of shape {_shape(got)} but the model takes {_shape(want)}: "
             "choose data options that match (e.g. digits?size=32&channels=3) or another `input_shape`"
         )
-    return x
+    return (x[:, None],)
+
+
+def model_input_names(module, count: int) -> list[str]:
+    """forward()'s names for the model's ``count`` positional inputs, which are also the ONNX file's input
+    names (``input_<i>`` where forward takes ``*args``). An ExportedProgram's module keeps the names."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError, AttributeError):
+        params = []
+    return [params[i] if i < len(params) else f"input_{i}" for i in range(count)]
+
+
+# a stage that trains on the data or scores it by its labels takes one input x and labels y
+LABELLED_USE = {"finetune": "fine-tuning trains on its labels (pass `finetune_epochs=0` to skip it)",
+                "osr": "`osr` fit fits on its labelled train split",
+                "prune": "pruning scores channels or accuracy on its labels"}
+
+
+def bind_data(data, module, example_inputs: tuple, stages=()):
+    """``data`` matched to the model's inputs, or a UserInputError naming what differs.
+
+    One array x feeds a one-input model, whatever its argument is called. Named data (edgehad.data) must
+    name exactly the model's inputs (:func:`model_input_names`); its arrays are put in the model's order,
+    each checked to hold the input's sample shape and cast to the input's dtype (an integer input is
+    never fed floats: token ids cast from float would silently change). A row is a sample along the
+    batch dim ([N, 16] token ids for a [1, 16] input) or, for an input whose first dim is no batch (a
+    recurrent state [2, 1, 128]), the whole tensor ([N, 2, 1, 128]); bound, every row is the whole
+    tensor. A one-input model gets one array of batch rows back, so everything that reads x reads it
+    as before. ``stages``: the pipeline's; one that trains on labels needs one input and labels.
+    """
+    if data is None:
+        return None
+    names = model_input_names(module, len(example_inputs))
+    given = data.input_names
+    if given is None and len(names) != 1:
+        raise UserInputError(f"`data` {data.spec} gives one input x, but the model takes {len(names)} "
+                             f"({', '.join(names)}): save one array per input, named {', '.join(names)} "
+                             "(and y for labels, if any)")
+    if given is not None:
+        key = {n: n for n in names}
+        if given == ["x"] and len(names) == 1:
+            key = {names[0]: "x"}  # the generic name of a one-input model's input
+        elif sorted(given) != sorted(names):
+            hint = "; labels go in an array named y" if set(given) & {"label", "labels", "target", "targets"} else ""
+            raise UserInputError(f"`data` {data.spec} gives inputs {', '.join(given)} but the model takes "
+                                 f"{', '.join(names)} (its forward arguments): name the arrays so{hint}")
+        bound = {}
+        for split in ("train", "val"):
+            x, y = getattr(data, split)
+            arrays = [_fit_input(x[key[n]], t, n, data.spec) for n, t in zip(names, example_inputs)]
+            one = len(names) == 1 and example_inputs[0].shape[0] == 1
+            bound[split] = (arrays[0][:, 0] if one else dict(zip(names, arrays)), y)
+        data = dataclasses.replace(data, **bound)
+    for stage in stages:
+        if stage.name in LABELLED_USE and (stage.needs_data or (stage.name == "prune" and not data.labelled)):
+            problem = "has no labels (an array y)" if not data.labelled else \
+                f"feeds {len(names)} inputs" if data.input_names else ""
+            if problem:
+                raise UserInputError(f"{stage.name} needs labelled data with one input: `data` {data.spec} "
+                                     f"{problem}; {LABELLED_USE[stage.name]}")
+    return data
+
+
+def _fit_input(array: np.ndarray, example, name: str, spec: str) -> np.ndarray:
+    """One named input's arrays checked against the model's example input: sample shape, dtype (cast).
+    Returned as whole-tensor rows, ``[N, *example.shape]``."""
+    full, want = tuple(example.shape), example.numpy().dtype
+    row = full[1:] if full[:1] == (1,) else full
+    if tuple(array.shape[1:]) != row and tuple(array.shape[1:]) != full:
+        raise UserInputError(f"`data` {spec}: input {name} has samples of shape {_shape(array.shape[1:]) or 'scalar'} "
+                             f"but the model takes {_shape(row) or 'scalar'} per sample: give arrays of that "
+                             "shape (pad or cut token ids to the model's length) or another `input_shape`")
+    if tuple(array.shape[1:]) != full:
+        array = array[:, None]  # batch rows: each the batch-1 tensor
+    if array.dtype.kind == "f" and want.kind in "iub":
+        raise UserInputError(f"`data` {spec}: input {name} holds {array.dtype} values but the model takes "
+                             f"{want}: save it as integers")
+    if array.dtype.kind in "iu" and want.kind in "iu" and array.size:
+        info = np.iinfo(want)
+        if array.min() < info.min or array.max() > info.max:
+            raise UserInputError(f"`data` {spec}: input {name} holds values {array.min()}..{array.max()}, outside "
+                                 f"the model's {want}")
+    return np.ascontiguousarray(array.astype(want, copy=False))
 
 
 def _shape(shape) -> str:

@@ -9,7 +9,9 @@ from edgehad.core.errors import UserInputError
 
 def calibration_inputs(example_inputs: tuple, data=None, n: int = 256, random: bool = False,
                        seed: int = 0) -> list[tuple]:
-    """The first ``n`` samples of the train split, one at a time (batch 1, as exported).
+    """The first ``n`` samples of the train split, one at a time (batch 1, as exported): a tuple of one
+    array per model input (named data, bound to the model by ``edgehad.core.pipeline.bind_data``, feeds
+    a text encoder its token ids and mask as they are).
 
     Without data, only an explicit ``random=True`` is allowed (seeded inputs with
     the example's mean and spread): ranges from random inputs rarely match real
@@ -28,19 +30,23 @@ def calibration_inputs(example_inputs: tuple, data=None, n: int = 256, random: b
         return sample_inputs(example_inputs, None, n=n, seed=seed + 1)
     from edgehad.core.pipeline import fitting_samples
 
-    x = fitting_samples(example_inputs, data, "train")
-    if len(x) < n:
+    columns = fitting_samples(example_inputs, data, "train")
+    have = len(columns[0])
+    if have < n:
         raise UserInputError(
-            f"calibration asked for {n} samples but {data.spec} has {len(x)} in its train split: "
-            f"pass `calib_samples` {len(x)} or more data"
+            f"calibration asked for {n} samples but {data.spec} has {have} in its train split: "
+            f"pass `calib_samples` {have} or more data"
         )
-    x = x[:n]
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise UserInputError(
-            f"calibration data {data.spec} has NaN or Inf values in {int(bad.sum())} of {n} samples "
-            f"(first: train sample {first}): clean the data"
-        )
-    dtype = example_inputs[0].numpy().dtype
-    return [(x[i:i + 1].astype(dtype),) for i in range(n)]
+    columns = [c[:n] for c in columns]
+    for x in columns:
+        if x.dtype.kind != "f":
+            continue  # integers (token ids, masks) are always finite
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise UserInputError(
+                f"calibration data {data.spec} has NaN or Inf values in {int(bad.sum())} of {n} samples "
+                f"(first: train sample {first}): clean the data"
+            )
+    dtypes = [t.numpy().dtype for t in example_inputs]
+    return [tuple(c[i].astype(d) for c, d in zip(columns, dtypes)) for i in range(n)]

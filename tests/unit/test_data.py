@@ -115,8 +115,8 @@ def test_npz_errors(tmp_path):
     with pytest.raises(UserInputError, match=r"missing.npz not found"):
         load_data(str(tmp_path / "missing.npz"))
     path = tmp_path / "wrong.npz"
-    np.savez(path, inputs=np.zeros((4, 2)), labels=np.zeros(4))
-    with pytest.raises(UserInputError, match=r"holds arrays \['inputs', 'labels'\]; expected x_train"):
+    np.savez(path, y=np.zeros(4))  # labels only (arrays of other names are named inputs: test_data_named.py)
+    with pytest.raises(UserInputError, match=r"holds arrays \['y'\]; expected x_train"):
         load_data(str(path))
     path = tmp_path / "short.npz"
     np.savez(path, x=np.zeros((4, 2)), y=np.zeros(3, dtype=int))
