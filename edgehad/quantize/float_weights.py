@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 WARN_SHARE = 0.10  # a larger share of the weight bytes in float is worth a warning
+BY_DESIGN = "float by design"  # a layer the quantizer keeps float on purpose (quantizer.float_activations)
 
 _TFLITE_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE",
                     "FULLY_CONNECTED", "BATCH_MATMUL"}
@@ -181,6 +182,13 @@ def warning(fmt: str, found: dict) -> str | None:
     if found["share"] <= WARN_SHARE:
         return None
     ops = sorted({layer["op"] for layer in found["layers"]})
+    designed = [layer for layer in found["layers"] if layer["reason"].startswith(BY_DESIGN)]
+    if designed and all(layer in designed or layer["op"] in _TFLITE_LOOKUP or layer["op"] == "Gather"
+                        for layer in found["layers"]):
+        return (f"warning: int8 {fmt}: {found['share']:.0%} of the weight bytes stay float by design "
+                f"({len(found['layers'])} {', '.join(ops)}: embedding tables, and the layers feeding transformer "
+                "residual sums, which this format cannot give a float output from int8); see the report's "
+                "quantization.float_activations and float_weights")
     if all(layer["op"] in _TFLITE_LOOKUP or layer["op"] == "Gather" for layer in found["layers"]):
         return (f"warning: int8 {fmt}: {found['share']:.0%} of the weight bytes are float embedding tables "
                 f"({len(found['layers'])} {', '.join(ops)}): static int8 leaves lookups float, so the file is "
@@ -197,8 +205,9 @@ class FileProbe:
     their share is above WARN_SHARE. The quantize stage decides the plan, but only the exporters write the
     files, so the measurement rides on the plan's own steps."""
 
-    def __init__(self, found: dict, progress, names=(), int8_io: bool = False):
+    def __init__(self, found: dict, progress, names=(), int8_io: bool = False, by_design=None):
         self.found, self.progress, self.names, self.int8_io = found, progress, list(names), int8_io
+        self.by_design = dict(by_design or {})  # module path -> why the quantizer left its output float
 
     def onnx(self, model) -> None:
         """``onnx_postprocess``: the int8 layout (edgehad.quantize.onnx_qdq), then the measurement."""
@@ -220,6 +229,9 @@ class FileProbe:
         self._record("tflite", tflite_float_layers(dst, self.names))
 
     def _record(self, fmt: str, found: dict) -> None:
+        for layer in found["layers"]:
+            if layer["layer"] in self.by_design:
+                layer["reason"] = f"{BY_DESIGN}: {self.by_design[layer['layer']]}"
         self.found[fmt] = found
         said = warning(fmt, found)
         if said:

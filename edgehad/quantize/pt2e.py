@@ -197,6 +197,7 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
     quantized = convert_pt2e(prepared, fold_quantize=False)
     drop_saturating_gate_clamps(quantized)
     quantized.edgehad_degenerate_ranges = constant
+    quantized.edgehad_float_activations = list(quantizer.float_activations)
     return quantized, quantizer
 
 
@@ -216,6 +217,24 @@ def _constant_activations(prepared) -> list[str]:
         where = list(stack.values())[-1][0] if stack else ""
         found.append(f"{where or '<top level>'} ({getattr(src, 'name', src)})")
     return found
+
+
+def float_activations(quantized) -> list[dict]:
+    """The activations the quantizer left float by design (edgehad.quantize.quantizer.float_activations),
+    one entry per reason: ``{"reason", "count", "modules"}`` (the module paths, in graph order)."""
+    grouped: dict[str, dict] = {}
+    for found in getattr(quantized, "edgehad_float_activations", []):
+        entry = grouped.setdefault(found["reason"], {"reason": found["reason"], "count": 0, "modules": []})
+        entry["count"] += 1
+        if found["module"] and found["module"] not in entry["modules"]:
+            entry["modules"].append(found["module"])
+    return list(grouped.values())
+
+
+def float_layers(quantized) -> dict[str, str]:
+    """``{module path: reason}`` of the weighted layers whose output the quantizer left float by design."""
+    return {found["module"]: found["reason"] for found in getattr(quantized, "edgehad_float_activations", [])
+            if found.get("layer") and found["module"]}
 
 
 def degenerate_ranges(quantized) -> list[str]:

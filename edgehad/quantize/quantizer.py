@@ -21,6 +21,10 @@
    lies in [0, 1] whatever the data, so it gets the same fixed range (no
    observer; calibration cannot make it worse), and the product that follows
    is requantized on its own observed range.
+
+4. Transformer activations that int8 per-tensor cannot hold stay float, by design: attention masks,
+   embedding rows, residual sums into a LayerNorm, attention scores into a softmax
+   (``float_activations``, with the measurements). The matmuls keep int8 inputs and weights.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ _SAME_RANGE = ("max_pool2d.default", "max_pool1d.default")
 _UNARY = ("hardswish.default", "hardswish_.default", "mean.dim", "adaptive_avg_pool2d.default")
 _PRELU = ("prelu.default",)
 _WEIGHTED = ("conv1d.default", "conv2d.default", "convolution.default", "linear.default")
+_NORMS = ("layer_norm.default", "native_layer_norm.default")
+_RESIDUAL = ("add.Tensor", "add_.Tensor")
+_LOOKUPS = ("embedding.default",)
+_SOFTMAX = ("softmax.int", "_softmax.default")
+_SCORES_FROM = ("matmul.default", "bmm.default")
+_SCORES = (*_SCORES_FROM, "add.Tensor", "sub.Tensor", "mul.Tensor", "div.Tensor", "mul.Scalar", "div.Scalar")
+_MASK_APPLY = ("add.Tensor", "add_.Tensor", "sub.Tensor", "sub_.Tensor")
 
 
 def _is(node, names) -> bool:
@@ -75,6 +86,90 @@ def _floating(node, gm) -> bool:
             val = getattr(val, part, None)
     dtype = getattr(val, "dtype", None)
     return dtype is None or dtype.is_floating_point
+
+
+MASK = ("a mask (a float computed from integer inputs only, e.g. an attention or pooling mask), not an activation: "
+        "observed, BERT's additive finfo.min mask set the range of the scores it is added to, all one value in int8")
+LOOKUP = "embedding rows: the table stays float, and int8 rows only add error before the float sum"
+RESIDUAL = ("the residual sum into a LayerNorm, and the layer feeding it: transformer outlier channels "
+            "(~100x the typical value) leave per-tensor int8 about one step for the other channels")
+SCORES = "attention scores into a softmax: exp() turns one int8 step of the logits into a ~50% weight change"
+
+
+def mask_like(gm) -> set:
+    """The float nodes of ``gm`` computed from integer or bool tensors and literals only: masks, not activations.
+
+    E.g. transformers' ``where(attention_mask, 0.0, finfo.min)`` or ``(1.0 - mask.float()) * -10000.0``. A float
+    input, a parameter or a float constant (``get_attr``) anywhere upstream makes a node an activation."""
+    found = set()
+    for node in gm.graph.nodes:  # topological order: a producer is seen before its users
+        if node.op != "call_function":
+            continue
+        dtype = getattr(node.meta.get("val"), "dtype", None)
+        if dtype is None or not dtype.is_floating_point:
+            continue
+        if all(arg in found or not _floating(arg, gm) for arg in node.all_input_nodes):
+            found.add(node)
+    return found
+
+
+def float_activations(gm) -> dict:
+    """The activations static int8 leaves float, by design, with the reason for each: ``{node: reason}``.
+
+    Found on a real encoder (all-MiniLM-L6-v2, 6 BERT layers): with every activation int8 the PT2E graph had
+    output cosine 0.32 against float on real sentences, and 0.89 once the mask alone stayed float; the file
+    then differed from the graph as much as the graph from float, since one rounding step that
+    onnxruntime takes differently (its int32 bias, its fused Gemm) grew layer by layer. These are the
+    tensors Bondarenko et al. ("Understanding and Overcoming the Challenges of Efficient Transformer
+    Quantization", EMNLP 2021) find int8 per-tensor cannot hold, and the ones onnxruntime's own transformer
+    recipe leaves float (it quantizes the MatMul inputs only):
+
+    - masks (``mask_like``), and an add/sub that applies one to an activation;
+    - embedding lookups' outputs that are only summed;
+    - a residual sum (add chain) into a LayerNorm, and the weighted layer on its branch (its int8 inputs and
+      weights stay: only its output is float);
+    - attention scores: the chain from the Q K^T matmul (output only) through scale and mask into a softmax.
+
+    Graphs without LayerNorm, softmax, lookups or masks (CNNs) have none.
+    """
+    masks = mask_like(gm)
+    found = dict.fromkeys(masks, MASK)
+    for node in gm.graph.nodes:
+        if _is(node, _MASK_APPLY) and node not in masks and any(a in masks for a in node.all_input_nodes):
+            found[node] = MASK
+        elif _is(node, _LOOKUPS) and node.users and all(_is(u, _RESIDUAL) for u in node.users):
+            found[node] = LOOKUP  # summed (BERT's word + position + type); a layer reading it needs int8
+    for norm in gm.graph.nodes:
+        if not _is(norm, _NORMS) or not norm.args or not hasattr(norm.args[0], "op"):
+            continue
+        todo = [norm.args[0]]
+        while todo:
+            add = todo.pop()
+            if not _is(add, _RESIDUAL) or add in found:
+                continue
+            found[add] = RESIDUAL
+            for arg in add.all_input_nodes:
+                if _is(arg, _RESIDUAL):
+                    todo.append(arg)
+                elif _is(arg, _WEIGHTED) and len(arg.users) == 1 and arg not in found:
+                    found[arg] = RESIDUAL
+    for softmax in gm.graph.nodes:
+        if not _is(softmax, _SOFTMAX) or not softmax.args or not hasattr(softmax.args[0], "op"):
+            continue
+        todo = [softmax.args[0]]
+        while todo:
+            node = todo.pop()
+            if not _is(node, _SCORES) or found.get(node) == SCORES:
+                continue
+            found[node] = SCORES
+            if not _is(node, _SCORES_FROM):  # up through scale and mask to the matmul, which keeps int8 inputs
+                todo.extend(a for a in node.all_input_nodes if len(a.users) == 1)
+    return found
+
+
+def _module_path(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
 
 
 def _followers() -> set:
@@ -230,6 +325,24 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
                 floating.add(node)
                 node.meta.pop("quantization_annotation", None)
 
+    def keep_float_activations(gm):
+        # The tensors of float_activations() get no observer: a weighted layer or score matmul among them
+        # keeps its int8 inputs and weights and gives a float output; any other op among them computes
+        # in float on its dequantized inputs.
+        found = float_activations(gm)
+        for node in gm.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            for arg in [a for a in ann.input_qspec_map if a in found]:
+                del ann.input_qspec_map[arg]
+            if node in found:
+                ann.output_qspec = None
+                if not _is(node, _WEIGHTED) and not _is(node, _SCORES_FROM):
+                    ann.input_qspec_map.clear()
+        return [{"tensor": node.name, "module": _module_path(node), "reason": reason,
+                 "layer": _is(node, _WEIGHTED)} for node, reason in found.items()]
+
     def drop_integer_annotations(gm):
         # An observer on an integer tensor (token ids, an attention mask, a position index: a mul or an
         # add of int64 values) fails calibration ("histogram_cpu" not implemented for 'Long') and could
@@ -253,7 +366,10 @@ def make_quantizer(per_channel: bool = True, keep_float=(), only=None):
             if keep_float or only is not None:
                 drop_float_annotations(model)
             drop_integer_annotations(model)
+            self.float_activations = keep_float_activations(model)
             share_producer_specs(model)
             return model
 
-    return EdgehadQuantizer().set_global(config)
+    quantizer = EdgehadQuantizer().set_global(config)
+    quantizer.float_activations = []  # filled by annotate(): [{"tensor", "module", "reason"}]
+    return quantizer

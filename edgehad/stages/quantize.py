@@ -57,7 +57,7 @@ class Quantize(Stage):
 
     def _int8_static(self, artifact, ctx) -> dict:
         from edgehad.quantize.calibration import calibration_inputs
-        from edgehad.quantize.pt2e import degenerate_ranges, quantize_int8
+        from edgehad.quantize.pt2e import degenerate_ranges, float_activations, float_layers, quantize_int8
 
         random = self.config["calib"] == "random"
         calib = calibration_inputs(artifact.example_inputs, None if random else artifact.data,
@@ -115,7 +115,8 @@ class Quantize(Stage):
         # what still computes in float is read from each file as it is written (by format), because only
         # the file says what the exporter made of the quantized graph
         float_weights = {}
-        probe = FileProbe(float_weights, ctx.progress, torch_layers(quantized), int8_io=int8_io)
+        probe = FileProbe(float_weights, ctx.progress, torch_layers(quantized), int8_io=int8_io,
+                          by_design=float_layers(quantized))
         artifact.quantization = QuantizationPlan(
             "int8", int8_io=int8_io, tflite_quant_config=QuantConfig(pt2e_quantizer=quantizer),
             onnx_postprocess=probe.onnx,
@@ -130,6 +131,8 @@ class Quantize(Stage):
             "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor affine",
             "degenerate_ranges": constant,
             "kept_float": kept,
+            # transformer activations int8 per-tensor cannot hold (masks, residual sums, attention scores)
+            "float_activations": float_activations(quantized),
             "float_weights": float_weights,  # filled by the export stages: {format: float layers of that file}
             **({"sensitivity": ranking} if ranking is not None else {}),
         }

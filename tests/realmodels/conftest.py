@@ -31,8 +31,6 @@ CONVERSIONS = {
     "silero-fp32": ("silero_vad", ("--weights", "{silero}")),
     "silero-int8": ("silero_vad", ("--weights", "{silero}", *INT8, "--format", "tflite")),
     "minilm-fp32": ("minilm", ("--samples", "4")),
-    "minilm-int8": ("minilm", ("--quantize", "int8", "--calib", "random", "--calib-samples", "8", "--samples", "4",
-                               "--format", "onnx")),
 }
 
 

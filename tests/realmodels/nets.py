@@ -33,6 +33,31 @@ SENTENCES = ["A man is playing a guitar.", "Someone plays an acoustic guitar on 
              "The quarterly tax report is due on Monday."]
 TOKENS = 16  # every sentence padded to this many tokens: one static shape for export
 
+# Forty everyday sentences (written for these tests, none from a data set): the real inputs MiniLM is
+# verified and measured on (tests/realmodels/test_named_data.py, examples/measure_floors.py).
+CORPUS = [
+    "The train to Berlin leaves at seven in the morning.", "She forgot her umbrella on the bus again.",
+    "Our team won the match in the last minute.", "Please close the window before you leave.",
+    "The soup needs a little more salt.", "He has been learning to play the piano for a year.",
+    "The museum is closed on Mondays.", "A cat is sleeping on the warm windowsill.",
+    "The meeting was moved to Thursday afternoon.", "They planted tomatoes and beans in the garden.",
+    "My phone battery dies too quickly.", "The river flooded the fields after the storm.",
+    "Can you recommend a good book about history?", "The children built a sandcastle on the beach.",
+    "Interest rates rose for the third time this year.", "The new bridge will open next spring.",
+    "I prefer tea to coffee in the evening.", "The doctor told him to rest for a week.",
+    "A strong wind knocked over the fence.", "The bakery sells fresh bread every morning.",
+    "We watched the sunset from the top of the hill.", "The printer on the second floor is out of paper.",
+    "Her presentation impressed the whole committee.", "The dog barked at the delivery van.",
+    "This recipe takes about forty minutes.", "The software update fixed the login problem.",
+    "The library extended its opening hours.", "He missed the deadline by two days.",
+    "Snow is expected in the mountains tonight.", "The orchestra played a symphony by Brahms.",
+    "She runs five kilometres before breakfast.", "The price of fuel went up again.",
+    "Two students won a prize for their robot.", "The hotel room had a view of the harbour.",
+    "Remember to water the plants while I am away.", "The film was longer than I expected.",
+    "A new cafe opened near the station.", "The company hired twenty new engineers.",
+    "The baby finally fell asleep after midnight.", "We need to repair the roof before winter.",
+]
+
 
 class RNet(nn.Module):
     """MTCNN's refinement net: 24x24x3 -> (bbox [N, 4], face probability [N, 2])."""
