@@ -27,7 +27,8 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
 @click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (value is a TOML literal).")
 @click.option("--recipe", metavar="NAME|PATH", help="Conversion recipe: a converters/NAME.toml name or a .toml path.")
 @click.option("--format", "formats", metavar="onnx,tflite", help="Formats to export (replaces the recipe's export stages).")
-@click.option("--data", metavar="SPEC", help="Data: 'digits[?size=32&channels=3&classes=0-5]', a .npz file or module:function.")
+@click.option("--data", metavar="SPEC", help="Data: 'digits[?size=32&channels=3&classes=0-5]', a .npz file (x, y; or one array per model input "
+                   "named as the input, e.g. input_ids, attention_mask, with an optional y) or module:function.")
 @click.option("--normalize", metavar="MEAN,STD", help="Normalisation applied to --data, recorded as preprocessing.")
 @click.option("--samples", type=click.IntRange(1, 10000), default=None, help="Samples to verify on (default 16).")
 @click.option("--quantize", type=click.Choice(["int8", "int8-dynamic", "fp16", "none"]),

@@ -86,8 +86,15 @@ def _wait_for_nodes(address: str, nodes: list[subprocess.Popen], logs: list[Path
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """(address, head, worker): a head node with the device resource and a worker node, killed after."""
-    root = tmp_path_factory.mktemp("ray")
+    """(address, head, worker): a head node with the device resource and a worker node, killed after.
+
+    The nodes' folders are under a short /tmp name, not pytest's: Ray puts its AF_UNIX sockets in them,
+    and a socket path may not pass 107 bytes (pytest-xdist's /tmp/pytest-of-USER/pytest-N/popen-gwK/...
+    with Ray's session_DATE_TIME_PID/sockets/plasma_store does)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="ehray-", dir="/tmp"))
     port = _free_port()
     address = f"127.0.0.1:{port}"
     logs = [root / "head.log", root / "worker.log"]
@@ -105,6 +112,7 @@ def cluster(tmp_path_factory):
         for node in (worker, head):
             if node is not None:
                 _kill_node(node)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
