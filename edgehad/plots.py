@@ -30,6 +30,25 @@ STANDALONE_CSS = (':root { --fg: #1d1d1f; --dim: #5f6368; } svg { font-family: s
                   'sans-serif; background: #fff; }' + CSS)
 
 
+def page(title: str, css: str, body: list[str]) -> str:
+    """A whole offline HTML page: ``title`` (escaped here), inline ``css``, the ``body`` parts in a <main>."""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'<title>{escape(title)}</title>\n<style>{css}</style>\n</head>\n'
+            f'<body>\n<main>\n{"".join(body)}</main>\n</body>\n</html>\n')
+
+
+def number(value, digits: int = 3) -> str:
+    """``digits`` significant digits, no exponent for everyday magnitudes, thousands separated; "–" for
+    None or a value that is not finite."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def escape(text) -> str:
     """``text`` safe inside SVG/HTML text and attribute values."""
     return html.escape(str(text), quote=True)

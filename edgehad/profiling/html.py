@@ -29,8 +29,8 @@ from pathlib import Path
 from edgehad import plots
 from edgehad.core.errors import UserInputError
 from edgehad.core.files import atomic_path
-from edgehad.plots import (FONT, Axis, axes as _axes, colour as _colour, escape as _e, svg as _svg,
-                           text_width as _text_width, tick_label as _tick_label)
+from edgehad.plots import (FONT, Axis, axes as _axes, colour as _colour, escape as _e, number as _num, page,
+                           svg as _svg, text_width as _text_width, tick_label as _tick_label)
 
 SHARED_AXIS_SPAN = 3.0   # share the histogram x axis when max / min of all drawn latencies is at most this
 TOP_OPS = 12             # bars per op panel; the rest are summed into one "other" bar
@@ -60,24 +60,10 @@ def render(results: list[dict]) -> str:
     labels = _labels(results)
     body = [_header(results), _summary(results, labels), _latency_figure(results, labels),
             _ops_figure(results, labels), _roofline_figure(results, labels), _extras(results, labels)]
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>edgehad profile: {_e(", ".join(labels))}</title>\n<style>{CSS}</style>\n</head>\n'
-            f'<body>\n<main>\n{"".join(body)}</main>\n</body>\n</html>\n')
+    return page(f"edgehad profile: {', '.join(labels)}", CSS, body)
 
 
 # -- formatting -------------------------------------------------------------------------------
-def _num(value, digits: int = 3) -> str:
-    """``digits`` significant digits, no exponent for everyday magnitudes, thousands separated."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{value:,.{decimals}f}"
-
-
 def _size(n_bytes) -> str:
     if n_bytes is None:
         return "–"

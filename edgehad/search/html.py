@@ -24,10 +24,9 @@ conversion, and its original's point names it.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from edgehad.plots import Axis, axes, colour, escape as _e, svg
+from edgehad.plots import Axis, axes, colour, escape as _e, number as _num, page, svg
 
 PAGE_FILE = "search.html"
 FRONT_COLOUR = colour(1)   # vermillion: the front, on every plot
@@ -58,23 +57,10 @@ def render(doc: dict) -> str:
     body = [_header(doc)]
     body += [_scatter_figure(doc, *cost) for cost in COSTS]
     body += [_front_table(doc), _trials_table(doc)]
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f'<title>edgehad search: {_e(doc.get("model"))}</title>\n<style>{REPORT_CSS}{CSS}</style>\n</head>\n'
-            f'<body>\n<main>\n{"".join(body)}</main>\n</body>\n</html>\n')
+    return page(f"edgehad search: {doc.get('model')}", REPORT_CSS + CSS, body)
 
 
 # -- formatting -------------------------------------------------------------------------------
-def _num(value, digits: int = 3) -> str:
-    """``digits`` significant digits, no exponent for everyday magnitudes, thousands separated."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if value == 0:
-        return "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{value:,.{decimals}f}"
-
-
 def _pct(accuracy) -> str:
     return "–" if accuracy is None else f"{100 * accuracy:.1f} %"
 
