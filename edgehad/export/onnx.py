@@ -51,13 +51,20 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
                 from edgehad.export.batch import check_onnx_batch
 
                 check_onnx_batch(program.model_proto)
-            if postprocess is None:
+            proto = program.model_proto
+            # onnxruntime's PRelu kernel is slow in every file, float too: the same function in the form it
+            # runs fast (edgehad.export.prelu); a graph without PRelu is saved as exported
+            has_prelu = any(n.op_type == "PRelu" for n in proto.graph.node)
+            if postprocess is None and not has_prelu:
                 program.save(str(tmp))
             else:
                 import onnx
 
-                proto = program.model_proto
-                postprocess(proto)
+                from edgehad.export.prelu import onnx_prelu_once
+
+                if postprocess is not None:
+                    postprocess(proto)
+                onnx_prelu_once(proto)
                 onnx.save(proto, str(tmp))
         except UserInputError:
             raise

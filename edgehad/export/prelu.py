@@ -28,8 +28,9 @@ in MTCNN's ONet the first PRelu was 293 of 731 us. onnxruntime has no int8 PRelu
 fusions (qdq_selector_action_transformer.cc) cover AveragePool, LeakyRelu, GlobalAveragePool, Sigmoid,
 Softmax, Add, Mul, Concat, Conv, MatMul, Gemm and Where, and no QLinearPRelu kernel exists. The int8
 form it could fuse, ``Where(x > 0, x, a * x)`` as QLinearMul + Greater + QLinearWhere, measured 983 us
-against 385 us for ``DequantizeLinear -> PRelu -> QuantizeLinear``. So the int8 ONNX file keeps PReLU in
-float between its int8 tensors, in this form (``onnx_prelu_once``).
+against 385 us for ``DequantizeLinear -> PRelu -> QuantizeLinear``. So every ONNX file edgehad writes
+has PReLU in this form (``onnx_prelu_once``, run by edgehad.export.onnx.export_onnx): float files, and
+int8 files between their int8 tensors.
 """
 
 from __future__ import annotations

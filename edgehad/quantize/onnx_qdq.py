@@ -121,16 +121,13 @@ def int8_layout(model) -> None:
     """The layout edgehad writes an exported PT2E int8 graph in (an ``onnx_postprocess`` of the quantize stage).
 
     Weight QDQ folded into int8 initializers, activations moved to uint8 (the
-    pattern onnxruntime's CPU provider fuses into QLinear kernels), PReLU in the
-    form onnxruntime runs fast (edgehad.export.prelu.onnx_prelu_once: it has no
-    int8 PReLU, and its float PRelu kernel is slow; MTCNN's ONet int8 file went from
-    0.56 ms, level with fp32's 0.57, to 0.36 ms, 1 thread), and the exporter's
-    per-node stack traces dropped: a third of a small int8 file.
+    pattern onnxruntime's CPU provider fuses into QLinear kernels), and the exporter's
+    per-node stack traces dropped: a third of a small int8 file. PReLU is then written in
+    the form onnxruntime runs fast by export_onnx itself, for every file (it has no int8
+    PReLU, and its float PRelu kernel is slow; MTCNN's ONet int8 file went from 0.56 ms,
+    level with fp32's 0.57, to 0.36 ms, 1 thread).
     """
-    from edgehad.export.prelu import onnx_prelu_once
-
     fold_weight_qdq(model)
     activations_to_uint8(model)
-    onnx_prelu_once(model)
     for node in model.graph.node:
         del node.metadata_props[:]

@@ -109,7 +109,9 @@ def test_onet_fp32(converted):
         assert parity["passed"] and parity["max_abs"] <= TOL and len(parity["outputs"]) == 3
     info = _inspect(conv.out / "model.onnx")
     assert [o["shape"] for o in info["outputs"]] == [[1, 4], [1, 10], [1, 2]]
-    assert (info["params"], info["macs"], info["ops"]["PRelu"]) == (ONET_PARAMS, ONET_MACS, 5)
+    # PReLU as x + (a-1)/2*(x-|x|), the form onnxruntime runs fast (its PRelu kernel is slow), params kept
+    assert (info["params"], info["macs"], info["ops"].get("PRelu"), info["ops"]["Abs"]) == (ONET_PARAMS, ONET_MACS,
+                                                                                            None, 5)
 
     # end to end: the package's Keras file and edgehad's export of the torch layout agree on the same faces
     from edgehad.runtime import Session
