@@ -314,32 +314,18 @@ epochs = 1
 scheme = {choices = ["int8", "none"]}
 [stages.export-tflite]
 """
-MCU_TARGET = """name = "search-mcu"
-description = "a made-up Cortex-M7 board for tests"
-runtime = "tflite"
-memory_bandwidth_gbs = 0.8
-ram_kb = 512
-flash_kb = 2048
-[cpu]
-cores = 1
-clock_ghz = 0.48
-isa = ["armv7e-m"]
-[peak]
-fp32_gops = 0.96
-int8_gops = 1.92
-"""
 
 
 def test_an_mcu_search_bounds_the_arena_and_flash_that_micro_reports(tmp_path):
     """Seed 0 asks (0, none) and (0, int8): the float file is failed with micro's reason; the int8 file's
-    ram_kb and flash_kb are what `edgehad micro --find-arena` says of it, and the budget bounds them."""
+    ram_kb and flash_kb are what `edgehad micro --find-arena` says of it, and the budget bounds them. The
+    target is the shipped microcontroller, nano33ble."""
     from tests.conftest import run_cli
 
-    space, target = tmp_path / "mcu.toml", tmp_path / "search-mcu.toml"
+    space = tmp_path / "mcu.toml"
     space.write_text(MCU_SPACE)
-    target.write_text(MCU_TARGET)
     out = tmp_path / "o"
-    result = run_cli("search", "zoo:digits_cnn", "--data", "digits", "--space", space, "--target", target,
+    result = run_cli("search", "zoo:digits_cnn", "--data", "digits", "--space", space, "--target", "nano33ble",
                      "--trials", "2", "--seed", "0", "--jobs", "2", "--objectives", "accuracy,ram",
                      "--budget", "ram_kb=256,flash_kb=1024", "--out", out, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
