@@ -76,21 +76,28 @@ class TrialSpec:
 
 def run_trial(spec: TrialSpec, progress=None) -> dict:
     """Convert, measure, and return the trial's record (never raises for a trial's own failure)."""
-    from edgehad.core.errors import EdgehadError
-
     progress = progress or (lambda message: None)
     folder = Path(spec.folder)
     started = time.monotonic()
     record = {"number": spec.number, "status": "failed", "reason": None, "params": spec.params,
               "metrics": {}, "files": [], "objective_file": None, "recipe": str(folder / RECIPE_FILE)}
+    guarded(record, lambda: _convert_and_measure(spec, folder, progress))
+    record["seconds"] = round(time.monotonic() - started, 3)
+    return record
+
+
+def guarded(record: dict, work) -> dict:
+    """``record`` updated with what ``work()`` returns and marked complete, or left failed with a one-line
+    ``reason``: a trial's own failure (and a bug in a library or in edgehad) fails the trial, never the search."""
+    from edgehad.core.errors import EdgehadError
+
     try:
-        record.update(_convert_and_measure(spec, folder, progress))
+        record.update(work())
         record["status"] = "complete"
     except EdgehadError as exc:
         record["reason"] = _one_line(str(exc))
-    except Exception as exc:  # a bug in a library or in edgehad: the trial fails, the search goes on
+    except Exception as exc:  # a bug: the trial fails, the search goes on
         record["reason"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
-    record["seconds"] = round(time.monotonic() - started, 3)
     return record
 
 

@@ -49,18 +49,10 @@ def main(argv=None) -> int:
 
 def time_file(spec, path, progress) -> dict:
     """``latency_ms`` and ``latency_source`` of ``path``, timed as a trial times its file; never raises."""
-    from edgehad.core.errors import EdgehadError
-    from edgehad.search.trial import _latency, _one_line
+    from edgehad.search.trial import _latency, guarded
 
     record = {"number": spec.number, "status": "failed", "reason": None, "params": spec.params, "metrics": {}}
-    try:
-        record["metrics"] = _latency(spec, path, progress)
-        record["status"] = "complete"
-    except EdgehadError as exc:
-        record["reason"] = _one_line(str(exc))
-    except Exception as exc:  # as run_trial: a bug fails the trial, not the search
-        record["reason"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
-    return record
+    return guarded(record, lambda: {"metrics": _latency(spec, path, progress)})
 
 
 if __name__ == "__main__":
