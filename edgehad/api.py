@@ -16,7 +16,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
             calib: str | None = None, calib_samples: int | None = None, int8_io: bool | None = None,
             keep_float: str | None = None, prune: float | None = None, prune_criterion: str | None = None,
             prune_scope: str | None = None, prune_target: str | None = None, prune_round_to: int | None = None,
-            prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
+            prune_steps: int | None = None, prune_structure: str | None = None, prune_unsafe: str | None = None,
+            prune_blocks: float | None = None, finetune_epochs: int | None = None, distill: bool | None = None,
             rewrite: str | list | None = None, strict: bool | None = None, osr: str | None = None,
             max_accuracy_drop: float | None = None, tflite_layout: str | None = None, dynamic_batch: bool = False,
             progress=None) -> dict:
@@ -42,6 +43,8 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     "params", or "latency": the pruned model should run in (1 - R) of the original's time on this
     machine (1 thread), in onnxruntime and the recipe's scheme (int8 layers for an int8 recipe); per-group
     widths come from a per-layer latency table, measured once and cached (edgehad.prune.allocate).
+    ``prune_blocks``: the fraction of residual blocks (a module returning x + f(x)) to remove before
+    any channel, lowest block influence first (edgehad.prune.blocks); alone, it removes no channel.
     """
     from edgehad.core.artifact import Artifact
     from edgehad.core.pipeline import DEFAULT_SAMPLES, bind_data, model_cost, run_pipeline, sample_inputs
@@ -66,9 +69,11 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
                                  "int8_io": int8_io or None, "keep_float": keep_float}
     prune_opts = {"ratio": None if prune is None else float(prune), "criterion": prune_criterion,
                   "scope": prune_scope, "target": prune_target, "round_to": prune_round_to, "unsafe": prune_unsafe,
-                  "steps": prune_steps, "structure": prune_structure}
+                  "steps": prune_steps, "structure": prune_structure, "blocks": prune_blocks}
     if any(v is not None for v in prune_opts.values()):
-        if prune is None and not (rec and "prune" in rec.stages):
+        if prune is None and prune_blocks is not None and not (rec and "prune" in rec.stages):
+            prune_opts["ratio"] = 0.0  # blocks alone: remove no channel
+        elif prune is None and not (rec and "prune" in rec.stages):
             raise UserInputError("`prune_*` options need `prune` RATIO (or a recipe with a prune stage)")
         overrides["prune"] = prune_opts
     if rewrite is not None or strict is not None:

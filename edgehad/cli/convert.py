@@ -15,6 +15,7 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
     "prune": ("prune", "ratio"),
     "prune_round_to": ("prune", "round_to"),
     "prune_steps": ("prune", "steps"),
+    "prune_blocks": ("prune", "blocks"),
     "max_accuracy_drop": ("verify", "max_accuracy_drop"),
 }
 
@@ -46,6 +47,7 @@ STAGE_OPTIONS = {  # API keyword: (stage, option)
 @click.option("--prune-round-to", type=int, metavar="N", help="Kept channels per group: a multiple of N (default 8).")
 @click.option("--prune-structure", type=click.Choice(["channels", "elements"]), help="channels (default): smaller, faster layers; elements: zeroed weights (size only, once compressed).")
 @click.option("--prune-steps", type=int, metavar="N", help="Gradual pruning: N rounds with fine-tuning between them (default 1: one-shot).")
+@click.option("--prune-blocks", type=float, metavar="FRACTION", help="Remove this fraction of the residual blocks (x + f(x)) first, the least influential on --data's train samples; alone, no channel is pruned.")
 @click.option("--prune-unsafe", type=click.Choice(["skip", "stop"]), help="A group whose removal breaks the model: skip it (default) or stop.")
 @click.option("--finetune-epochs", type=int, metavar="N", help="Recover accuracy after rewrite/prune: N epochs of distillation on --data, best epoch kept; 0 skips it.")
 @click.option("--no-distill", "distill", flag_value=False, default=None, help="Fine-tune on labels only (no distillation from the original).")

@@ -54,6 +54,7 @@ FLAGS: dict[str, str] = {
     "prune_structure": "--prune-structure",
     "prune_steps": "--prune-steps",
     "prune_unsafe": "--prune-unsafe",
+    "prune_blocks": "--prune-blocks",
     "finetune_epochs": "--finetune-epochs",
     "max_accuracy_drop": "--max-accuracy-drop",
     "tflite_layout": "--tflite-layout",

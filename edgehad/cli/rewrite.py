@@ -60,6 +60,7 @@ def _print_rules(result) -> None:
 
 def _print_explain(result) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     out = Console(highlight=False)
     for r in result:
@@ -67,6 +68,7 @@ def _print_explain(result) -> None:
         if r.get("note"):
             out.print(f"  no match: {r['note']}")
         for name in r["rewritten"]:
-            out.print(f"  [green]would rewrite[/] {name}")
+            how = r.get("how", {}).get(name)  # rules with more than one way say which (fold-se: fold or scale)
+            out.print(f"  [green]would rewrite[/] {name}" + (f": {escape(how)}" if how else ""))
         for name, reason in r["skipped"].items():
             out.print(f"  [yellow]leaves[/] {name}: {reason}")

@@ -70,6 +70,24 @@ def fitting_samples(example_inputs: tuple, data, split: str) -> tuple[np.ndarray
     return (x[:, None],)
 
 
+def statistics_inputs(artifact, count: int) -> tuple:
+    """(a batch of up to ``count`` train samples, or None; what they are, in words) for statistics a stage
+    takes on the model (fold-se's mean gates, block influence). Drawn with seed 0, not the first rows (a
+    file sorted by class would give one class); one-input models only: otherwise None, and the caller
+    uses the example inputs."""
+    import torch
+
+    if artifact.data is None:
+        return None, "the example inputs (no data)"
+    if len(artifact.example_inputs) != 1:
+        return None, f"the example inputs (the model takes {len(artifact.example_inputs)} inputs)"
+    column = fitting_samples(artifact.example_inputs, artifact.data, "train")[0]  # [N, *example.shape]
+    pick = np.sort(np.random.default_rng(0).permutation(len(column))[:count])
+    example = artifact.example_inputs[0]
+    x = torch.from_numpy(np.ascontiguousarray(column[pick])).to(example.dtype).flatten(0, 1)
+    return (x,), f"{len(pick)} train samples"
+
+
 def model_input_names(module, count: int) -> list[str]:
     """forward()'s names for the model's ``count`` positional inputs, which are also the ONNX file's input
     names (``input_<i>`` where forward takes ``*args``). An ExportedProgram's module keeps the names."""

@@ -244,7 +244,11 @@ def layer_table(before: dict, after: dict) -> list[dict]:
 
     rows = []
     for name, shape in before.items():
-        new = after.get(name, shape)
+        if name not in after:  # its whole block was removed (edgehad.prune.blocks)
+            rows.append({"layer": name, "out": [shape[0], 0], "in": [shape[1], 0],
+                         "params": [math.prod(shape), 0], "removed": True})
+            continue
+        new = after[name]
         rows.append({"layer": name, "out": [shape[0], new[0]], "in": [shape[1], new[1]],
                      "params": [math.prod(shape), math.prod(new)]})
     return rows

@@ -10,6 +10,14 @@ A rule is one file in this package defining a ``Rule`` subclass decorated with
   (masks, cross-attention), so a rule can refuse what it cannot keep;
 - ``rewrite(name, module, model)``: the replacement, initialised from the
   original's weights where possible;
+- optionally ``measure(name, module, args, kwargs)``: what ``rewrite`` needs to
+  know of the candidate's calls on the *statistics inputs* (e.g. the mean of a
+  gate). A rule that defines it gets the list of these, one per batch, as
+  ``rewrite(name, module, model, stats=...)``; ``apply_rules(...,
+  stats_inputs=)`` gives real samples (the rewrite stage: up to 64 train
+  samples), else the example inputs serve;
+- optionally ``describe(name, module, model)``: how this candidate would be
+  rewritten, when a rule has more than one way (the report's ``how``);
 - ``example()``: a small model the generic test rewrites, exports and runs.
 
 ``apply_rules`` rewrites a copy of the model; the original is never touched.
@@ -40,6 +48,17 @@ class Rule:
 
     def rewrite(self, name: str, module: nn.Module, model: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    def measure(self, name: str, module: nn.Module, args: tuple, kwargs: dict):
+        """A summary of one call of the candidate on the statistics inputs (overridden by rules that need one)."""
+        return None
+
+    def describe(self, name: str, module: nn.Module, model: nn.Module) -> str | None:
+        return None
+
+    @property
+    def measures(self) -> bool:
+        return type(self).measure is not Rule.measure
 
     def example(self):
         raise NotImplementedError
@@ -75,22 +94,37 @@ class RuleReport:
     rewritten: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)   # candidate -> reason
     note: str = ""                                          # why nothing matched at all
+    how: dict[str, str] = field(default_factory=dict)       # rewritten candidate -> how (rules with choices)
 
     def as_dict(self) -> dict:
         return {"rule": self.rule, "rewritten": self.rewritten, "skipped": self.skipped,
-                **({"note": self.note} if self.note else {})}
+                **({"note": self.note} if self.note else {}), **({"how": self.how} if self.how else {})}
 
 
-def record_calls(model: nn.Module, example_inputs: tuple, modules: dict[str, nn.Module]) -> dict:
-    """How each of ``modules`` was called on the example inputs: {name: [(args, kwargs), ...]}."""
+STATS_BATCH = 16  # statistics inputs run in batches of this many rows: memory stays bounded
+
+
+def record_calls(model: nn.Module, example_inputs: tuple, modules: dict[str, nn.Module], reduce=None,
+                 batch: int | None = None) -> dict:
+    """How each of ``modules`` was called on the example inputs: {name: [(args, kwargs), ...]}.
+
+    ``reduce(name, module, args, kwargs)``: keep its result instead of the call (a summary, so a large
+    input is not held); ``batch``: run the inputs' rows in batches of this many.
+    """
     import torch
 
+    keep = reduce or (lambda name, mod, args, kwargs: (args, kwargs))
     calls: dict[str, list] = {name: [] for name in modules}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, kwargs, name=name: calls[name].append((args, kwargs)),
-                                         with_kwargs=True) for name, m in modules.items()]
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, args, kwargs, name=name: calls[name].append(keep(name, mod, args, kwargs)), with_kwargs=True)
+        for name, m in modules.items()]
+    batches = [tuple(t[i:i + batch] for t in example_inputs) for i in range(0, len(example_inputs[0]), batch)] \
+        if batch else [example_inputs]
     try:
         with torch.no_grad():
-            model.eval()(*example_inputs)
+            model.eval()
+            for inputs in batches:
+                model(*inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -102,12 +136,16 @@ def explain(model: nn.Module, example_inputs: tuple, rule_list: list[Rule]) -> l
     return _run(model, example_inputs, rule_list, change=False)[1]
 
 
-def apply_rules(model: nn.Module, example_inputs: tuple, rule_list: list[Rule]):
-    """A rewritten copy of ``model`` and one report per rule."""
-    return _run(copy.deepcopy(model), example_inputs, rule_list, change=True)
+def apply_rules(model: nn.Module, example_inputs: tuple, rule_list: list[Rule], *, stats_inputs: tuple | None = None):
+    """A rewritten copy of ``model`` and one report per rule.
+
+    ``stats_inputs``: a batch of real inputs (one tensor per model input, samples along dim 0) on which
+    rules that measure something (``Rule.measure``) take their statistics; default: the example inputs.
+    """
+    return _run(copy.deepcopy(model), example_inputs, rule_list, change=True, stats_inputs=stats_inputs)
 
 
-def _run(model, example_inputs, rule_list, change: bool):
+def _run(model, example_inputs, rule_list, change: bool, stats_inputs=None):
     reports = []
     for r in rule_list:
         report = RuleReport(r.name)
@@ -115,16 +153,26 @@ def _run(model, example_inputs, rule_list, change: bool):
         if not candidates:
             report.note = f"nothing in this model looks like: {r.matches}"
         calls = record_calls(model, example_inputs, dict(candidates)) if candidates else {}
+        stats = {}
+        if change and candidates and r.measures:  # measured on the model as it is before this rule changes it
+            stats = record_calls(model, stats_inputs or example_inputs, dict(candidates), reduce=r.measure,
+                                 batch=STATS_BATCH if stats_inputs else None)
         for name, module in candidates:
             reason = r.check(name, module, model, calls.get(name, []))
             if not calls.get(name) and reason is None:
                 reason = "not called on the example inputs (unused module)"
+            if change and r.measures and not stats.get(name) and reason is None:
+                reason = "not called on the statistics inputs: nothing to measure"
             if reason:
                 report.skipped[name] = reason
                 continue
             report.rewritten.append(name)
+            how = r.describe(name, module, model)
+            if how:
+                report.how[name] = how
             if change:
-                replace_module(model, name, r.rewrite(name, module, model))
+                extra = {"stats": stats[name]} if r.measures else {}  # other rules keep the 3-argument rewrite
+                replace_module(model, name, r.rewrite(name, module, model, **extra))
         reports.append(report)
     return model, reports
 

@@ -20,10 +20,12 @@ end out of the option's range, a range on an option that is not a number. Errors
 ``[stage] key``.
 
 A trial's values make one ordinary recipe (:meth:`Space.recipe`), written beside the trial's files so that
-``edgehad convert MODEL --recipe recipe.toml`` makes the same files. Two rules make that recipe the plain
+``edgehad convert MODEL --recipe recipe.toml`` makes the same files. Three rules make that recipe the plain
 one a person would write:
 
-- ``[prune] ratio = 0`` prunes nothing: the trial's recipe has no prune stage;
+- ``[prune] ratio = 0`` (and no ``blocks``) prunes nothing: the trial's recipe has no prune stage;
+- ``[rewrite] rules = ""`` rewrites nothing: no rewrite stage (so ``rules = {choices = ["", "fold-se"]}``
+  searches with and without a rule);
 - fine-tuning recovers what pruning or a rewrite cost: a trial that does neither has no finetune stage
   (``edgehad convert`` adds one itself after pruning with data; see edgehad.api.convert).
 
@@ -125,7 +127,10 @@ class Space:
         stages = {stage: dict(opts) for stage, opts in self.fixed.items()}
         for p in self.params:
             stages[p.stage][p.key] = p.value(values[p.name])
-        if "prune" in stages and stages["prune"].get("ratio", 0.5) == 0:
+        if "rewrite" in stages and not stages["rewrite"].get("rules"):
+            del stages["rewrite"]  # rules "" (a choice of none): no rewrite stage
+        prune = stages.get("prune")
+        if prune is not None and prune.get("ratio", 0.5) == 0 and not prune.get("blocks", 0):
             del stages["prune"]  # ratio 0 removes nothing: no stage, and nothing for fine-tuning to recover
         if "finetune" in stages and "prune" not in stages and not stages.get("rewrite", {}).get("rules"):
             del stages["finetune"]
@@ -205,6 +210,8 @@ def parse_space(raw: dict, source: str = "<space>") -> Space:
             else:
                 _check_value(cls, stage, key, value, where, "")
                 fixed[stage][key] = value
+        if stage == "rewrite" and not fixed[stage].get("rules"):
+            continue  # its rules are searched (each choice checked above) or none: no stage to build
         try:  # the fixed values together, as the stage takes them (checks that span keys)
             cls(**fixed[stage])
         except UserInputError as exc:
@@ -225,6 +232,8 @@ def _check_value(cls, stage: str, key: str, value, where: str, what: str) -> Non
         check({"v": value}, {"type": "object", "properties": {"v": schema}})
     except UserInputError:
         raise UserInputError(f"{where}: {label} must be {allowed(schema)}, got {literal(value)}") from None
+    if (stage, key, value) == ("rewrite", "rules", ""):
+        return  # no rule: the trial's recipe has no rewrite stage (Space.recipe)
     try:
         cls(**{key: value})
     except UserInputError as exc:

@@ -21,6 +21,9 @@ class Prune(Stage):
     options = {
         "ratio": Option({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, 0.5,
                         "fraction to remove, in [0, 1): of channels, MACs or params (see target)"),
+        "blocks": Option({"type": "number", "minimum": 0, "maximum": 1}, 0.0,
+                         "fraction of the residual blocks (y = x + f(x)) to remove first, the least influential "
+                         "(edgehad.prune.blocks); 0: none"),
         "criterion": Option({"type": "string", "minLength": 1}, "magnitude",
                             "magnitude, bn-scale, taylor or learned (the last two need data)"),
         "scope": Option({"enum": ["layer", "global"]}, "layer",
@@ -56,6 +59,9 @@ class Prune(Stage):
         self.settings().check()
         from edgehad.core.errors import UserInputError
 
+        if self.config["structure"] == "elements" and self.config["blocks"] > 0:
+            raise UserInputError("`prune_blocks` removes whole blocks, and `prune_structure` elements only zeroes "
+                                 "weights: use channels")
         if self.config["structure"] == "elements" and self.config["criterion"] != "magnitude":
             raise UserInputError("`prune_structure` elements ranks weights by magnitude only: "
                                  "drop `prune_criterion` or use channels")
@@ -63,6 +69,9 @@ class Prune(Stage):
             if self.config["structure"] == "elements":
                 raise UserInputError("`prune_target='latency'` needs `prune_structure='channels'`: zeroed "
                                      "elements leave every layer as slow as before")
+            if self.config["blocks"] > 0:
+                raise UserInputError("`prune_blocks` with `prune_target='latency'`: the latency ratio would count from "
+                                     "the model left after removing blocks, not the original; use one of them")
             if self.config["steps"] > 1:
                 raise UserInputError("`prune_target='latency'` allocates the whole latency in one step: "
                                      f"use `prune_steps=1` (got {self.config['steps']})")
@@ -121,17 +130,37 @@ class Prune(Stage):
             raise UserInputError("`prune_target='latency'` times the model's layers and the model itself, and a "
                                  "torch.export program is timed as it is: give the model as a module or factory, "
                                  "or use `prune_target='macs'`")
-        how = "per-group widths from a latency table" if settings.target == "latency" else settings.scope
-        ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({how})")
-        result = prune_gradually(artifact.model, artifact.example_inputs, settings, steps=self.config["steps"],
-                                 step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
-                                 data=artifact.data, teacher=artifact.original_model,
-                                 progress=ctx.progress)
+        start, blocks = artifact.model, None
+        if self.config["blocks"] > 0:
+            blocks = self._drop_blocks(artifact, ctx)
+            start = blocks.model
+        if settings.ratio > 0 or blocks is None:
+            how = "per-group widths from a latency table" if settings.target == "latency" else settings.scope
+            ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({how})")
+            result = prune_gradually(start, artifact.example_inputs, settings, steps=self.config["steps"],
+                                     step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
+                                     data=artifact.data, teacher=artifact.original_model,
+                                     progress=ctx.progress)
+        else:  # blocks only: no channel is removed
+            from edgehad.prune import PruneResult
+
+            result = PruneResult(start)
+        if blocks is not None:
+            from edgehad.cost import count_macs, count_params
+            from edgehad.prune import layer_shapes, layer_table
+
+            # the costs count from the model the stage was given, before any block went
+            result.before = {"params": count_params(artifact.model),
+                             "macs": count_macs(artifact.model, artifact.example_inputs)}
+            result.layers = layer_table(layer_shapes(artifact.model), layer_shapes(result.model))
+            if settings.ratio == 0:
+                result.after = {"params": count_params(start), "macs": count_macs(start, artifact.example_inputs)}
         artifact.model = result.model
         info = {
             "settings": {**{k: getattr(settings, k) for k in ("ratio", "criterion", "scope", "target", "round_to")},
                          "steps": self.config["steps"]},
             **({"rounds": result.rounds} if result.rounds else {}),
+            **({"blocks": blocks.as_dict()} if blocks is not None else {}),
             "params": [result.before["params"], result.after["params"]],
             "macs": [result.before["macs"], result.after["macs"]],
             "params_ratio": round(result.after["params"] / max(result.before["params"], 1), 4),
@@ -179,6 +208,22 @@ class Prune(Stage):
         ctx.progress(f"prune: params {info['params_ratio']:.3f}x, MACs {info['macs_ratio']:.3f}x of the original")
         ctx.record("pruning", info)
         return artifact
+
+    def _drop_blocks(self, artifact, ctx):
+        """Remove the residual blocks of least influence, measured on train samples when there is data."""
+        from edgehad.core.errors import UserInputError
+        from edgehad.core.pipeline import statistics_inputs
+        from edgehad.prune.blocks import drop_blocks
+
+        inputs, _ = statistics_inputs(artifact, self.config["samples"])
+        inputs = inputs or artifact.example_inputs
+        drop = drop_blocks(artifact.model, self.config["blocks"], inputs)
+        if not drop.candidates:
+            raise UserInputError("`prune_blocks`: this model has no residual block (a module returning x + f(x) of "
+                                 "its input) to remove; drop `prune_blocks`")
+        ctx.progress(f"prune: removed {len(drop.removed)} of {drop.candidates} residual blocks "
+                     f"({', '.join(drop.removed) or 'none'}), least block influence first")
+        return drop
 
     def _elements(self, artifact, ctx, settings):
         from edgehad.cost import count_macs, count_params

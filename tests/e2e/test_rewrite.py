@@ -49,7 +49,7 @@ def test_rewrite_list_and_explain_json():
     result = run_cli("rewrite", "--list", "--json")
     assert result.returncode == 0, result.stderr
     rules = {r["rule"]: r for r in json.loads(result.stdout)}
-    assert set(rules) == {"act-to-hard-gate", "attention-to-aft", "ffn-to-glu", "insert-se"}
+    assert set(rules) == {"act-to-hard-gate", "attention-to-aft", "ffn-to-glu", "fold-se", "insert-se"}
     result = run_cli("rewrite", "zoo:mobilenet_v2", "--model-arg", "width_mult=0.35", "--model-arg", "input_size=64",
                      "--explain", "--rule", "insert-se,attention-to-aft", "--json")
     assert result.returncode == 0, result.stderr

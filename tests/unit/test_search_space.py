@@ -73,7 +73,7 @@ def test_the_recipe_toml_escapes_what_toml_must_and_keeps_the_rest():
 # (stages table, the one-line message after "search space s.toml: ")
 BAD_SPACES = [
     ({"prune": {"ratioo": 0.5}, "export-onnx": {}},
-     "unknown key `[prune] ratioo`: valid keys are criterion, latency, latency_cache, ratio, round_to, samples, scope, seed, "
+     "unknown key `[prune] ratioo`: valid keys are blocks, criterion, latency, latency_cache, ratio, round_to, samples, scope, seed, "
      "step_epochs, steps, structure, target, unsafe"),
     ({"prunes": {}, "export-onnx": {}}, "unknown stage `[prunes]`"),
     ({"prune": {"ratio": {"low": 0.5, "high": 0.5}}, "export-onnx": {}},
@@ -116,7 +116,7 @@ def test_a_bad_space_is_one_line_naming_the_key(stages, said):
 def test_a_space_states_no_data_and_a_missing_one_lists_the_shipped_ones(tmp_path):
     with pytest.raises(UserInputError, match=r"unknown key 'data' \(the data is the search's `data`\)"):
         parse_space({"data": {"spec": "digits"}, "stages": {"export-onnx": {}}})
-    with pytest.raises(UserInputError, match="search space nope does not exist: give a .toml path or one of: default"):
+    with pytest.raises(UserInputError, match="search space nope does not exist: give a .toml path or one of: blocks, default"):
         load_space("nope")
     bad = tmp_path / "bad.toml"
     bad.write_text("[stages.prune\n")
