@@ -27,6 +27,12 @@ onnxruntime version, threads) in ``$EDGEHAD_LATENCY_CACHE``, else
 ``$XDG_CACHE_HOME/edgehad/latency``, else ``~/.cache/edgehad/latency``; an entry
 is keyed by format, scheme, layer shape and widths, so a second run with the
 same shapes measures nothing.
+
+Inside a search (``edgehad search --jobs K``) the conversion runs in a trial's
+worker, beside other trials: each measurement holds the search's device lock
+(``$EDGEHAD_DEVICE_LOCK``, edgehad.search.trial.measuring_lock), the one a
+trial's timing holds, so no layer is timed while another trial times or
+measures (both would read slower). Widths read from the cache take no lock.
 """
 
 from __future__ import annotations
@@ -282,8 +288,12 @@ class LatencyTable:
     def us(self, spec: LayerSpec, cin: int, cout: int) -> float:
         key = self.key(spec, cin, cout)
         if key not in self.entries:
+            from edgehad.search.trial import measuring_lock
+
             model, feed = one_layer_onnx(spec, cin, cout, self.scheme)
-            self.entries[key] = self._new[key] = round(layer_us(model, feed, self.threads), 3)
+            with measuring_lock():  # inside a search worker: the device is the search's, one measurement at a time
+                us = layer_us(model, feed, self.threads)
+            self.entries[key] = self._new[key] = round(us, 3)
             self.measured += 1
             if self.measured % 50 == 0:
                 self.progress(f"prune: latency table: {self.measured} layer widths measured")

@@ -113,6 +113,9 @@ class RayExecutor:
         self._ray = None
         self._started_here = False
         self._live: list = []
+        # which cluster ran this call's trials, as search.json's `runs` records it (edgehad.search.results):
+        # the address given, the GCS address Ray connected to (auto resolved), and the nodes alive at the start
+        self.cluster: dict | None = None
 
     def __enter__(self):
         self.connect()
@@ -149,6 +152,9 @@ class RayExecutor:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
             where = "a local cluster started for this search" if self._started_here else address
+            self.cluster = {"executor": "ray", "address": self.address, "connected": _gcs_address(ray) or address,
+                            "started_here": self._started_here, "nodes": len(nodes), "cpus": cpus,
+                            "device": self.device}
             self.progress(f"ray: {where}, {len(nodes)} node(s), {cpus:g} CPUs"
                           + (f"; timings hold {self.device}" if self.device else ""))
             if self.device:
@@ -326,6 +332,14 @@ def _moved(record: dict, here: str, there: str) -> dict:
         return value
 
     return {key: move(value) for key, value in record.items()}
+
+
+def _gcs_address(ray) -> str | None:
+    """The GCS address this process is connected to (what ``auto`` or ``RAY_ADDRESS`` resolved to)."""
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # an older Ray without it: the address given stands
+        return None
 
 
 def _ray_reason(exc) -> str:

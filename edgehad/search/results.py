@@ -10,6 +10,10 @@ tie with their original and are the same files.
 copies elsewhere. The folder is rebuilt whole at the end of every call and replaces the old one in one
 step (edgehad.core.files.replace_dir), as ``search.json`` and ``search.html`` (edgehad.search.html) are
 written to a temporary name and renamed: an interrupted search never leaves a half-written front or page.
+
+``runs`` says what ran the trials, call by call: local workers, or which Ray cluster (the address given,
+the one Ray joined, its nodes at the start). It is kept in the study (a user attribute), so a resume on
+another executor adds its own entry to the earlier ones.
 """
 
 from __future__ import annotations
@@ -25,12 +29,68 @@ from edgehad.search.trial import FILES_DIR, RECIPE_FILE, RESULT_FILE
 
 SEARCH_FILE = "search.json"
 FRONT_DIR = "front"
+RUNS_ATTR = "edgehad_runs"   # the study's user attribute that keeps every call's run (``runs`` in search.json)
 
 
-def collect(study, settings, population: int) -> dict:
-    """The search document: settings, every trial (number order) and the front."""
+def begin(settings, executor, progress=None) -> dict:
+    """This call's entry of ``runs``: what runs its trials, said in the progress when a resume runs them
+    elsewhere than the call before it.
+
+    ``{"executor": "local", "jobs": K}``, or the Ray executor's ``cluster`` (edgehad.search.ray_executor:
+    ``address`` as given, ``connected`` the GCS address Ray joined, ``started_here``, ``nodes`` and ``cpus``
+    alive at the start, ``device`` the resource timings hold), with ``started`` (UTC) and ``resume``;
+    :func:`collect` adds ``ran`` and keeps it in the study. Another executor is no stale resume (the trials
+    answer the same question wherever they run: same seed, same trials), so it is said, never refused.
+    """
+    from datetime import datetime, timezone
+
+    progress = progress or (lambda message: None)
+    run = dict(getattr(executor, "cluster", None) or {"executor": "local", "jobs": settings.jobs})
+    run.update(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), resume=bool(settings.resume))
+    if settings.resume:
+        before = _stored_runs(settings.out)
+        if before and _where(before[-1]) != _where(run):
+            progress(f"resume: the study's last finished call ran its trials {_where(before[-1])}; this call runs "
+                     f"them {_where(run)} (search.json `runs` lists every call)")
+    return run
+
+
+def _where(run: dict) -> str:
+    """Where a run's trials ran, in words; two runs with the same words ran on the same executor."""
+    if run.get("executor") == "ray":
+        if run.get("started_here"):
+            return "on a Ray cluster started for that call on its machine"
+        return f"on the Ray cluster at {run.get('connected') or run.get('address')}"
+    return "in local worker processes"
+
+
+def _stored_runs(out: Path) -> list[dict]:
+    """The runs kept in the study at ``out`` (none before the first call that finished)."""
+    import optuna
+
+    from edgehad.search.study import STUDY_NAME, storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return list(optuna.load_study(study_name=STUDY_NAME, storage=storage_url(out)).user_attrs.get(RUNS_ATTR, []))
+    except Exception:  # not a study of ours: open_study says so, naming the file
+        return []
+
+
+def collect(study, settings, population: int, run: dict | None = None) -> dict:
+    """The search document: settings, every trial (number order), the front, and every call's run.
+
+    ``run``: this call's (:func:`begin`), kept in the study with the trials it ran (``ran``), so that
+    ``runs`` lists every call that finished, oldest first, across resumes.
+    """
     from edgehad import __version__
     from edgehad.search.study import STUDY_FILE, storage_url
+
+    runs = list(study.user_attrs.get(RUNS_ATTR, []))
+    entry = None if run is None else {**run, "ran": sorted(settings.ran)}
+    if entry is not None and (not runs or runs[-1] != entry):  # collected twice in one call: kept once
+        runs.append(entry)
+        study.set_user_attr(RUNS_ATTR, runs)
 
     copies = {t.number for t in study.get_trials(deepcopy=False)
               if (t.user_attrs.get("record") or {}).get("same_as") is not None}
@@ -75,6 +135,7 @@ def collect(study, settings, population: int) -> dict:
         "front_dir": str(settings.out / FRONT_DIR),
         "page": str(settings.out / PAGE_FILE),
         "ran": sorted(settings.ran),
+        "runs": runs,
         "out": str(settings.out),
     }
 

@@ -55,9 +55,10 @@ def search(model, *, data, out, weights=None, model_args=None, target=None, host
     if not resume:  # a resumed study's model and data were checked when it started
         _check_model_and_data(model, data, progress, weights, model_args)
     with _executor(settings, ray, progress) as executor:
+        this_run = results.begin(settings, executor, progress)  # which executor (and cluster) ran this call
         study.run(settings, executor, progress=progress)
     the_study, population = study.open_study(_reopen(settings))
-    doc = results.collect(the_study, settings, population)
+    doc = results.collect(the_study, settings, population, this_run)
     results.write(doc, out)
     study.check_outcome(doc)
     return doc

@@ -6,7 +6,9 @@ latency metrics alone.
 
 The record goes to ``trial.json`` in the trial's folder, written atomically, so the parent (or a later
 ``resume``) reads either a whole record or none. One thread for torch and the runtimes: K workers on K
-cores do not fight over them, and a trial's numbers do not depend on how many ran beside it.
+cores do not fight over them, and a trial's numbers do not depend on how many ran beside it. The spec's
+device lock goes to ``$EDGEHAD_DEVICE_LOCK``: what the conversion measures on the device (a per-layer latency
+table) waits for it as the trial's timing does, so two workers never measure at once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
 
     from edgehad.core.files import write_text
     from edgehad.core.jsondoc import dumps
-    from edgehad.search.trial import RESULT_FILE, TrialSpec, run_trial
+    from edgehad.search.trial import LOCK_ENV, RESULT_FILE, TrialSpec, run_trial
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(1)
+        if spec.lock:  # a measurement inside the conversion (a latency table) holds the device too
+            os.environ[LOCK_ENV] = spec.lock
         record = run_trial(spec, progress=progress)
     write_text(Path(spec.folder) / RESULT_FILE, dumps(record, indent=2) + "\n")
     return 0

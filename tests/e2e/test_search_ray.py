@@ -211,6 +211,14 @@ def test_a_worker_node_killed_mid_search_and_still_the_trials_and_front_of_local
     doc = json.loads(stdout)
     assert doc == json.loads((out / "search.json").read_text())
     assert "ray: 127.0.0.1:" in stderr and "2 node(s), 2 CPUs; timings hold edgehad-device:local" in stderr
+    # which cluster ran the trials: the address given, the GCS address Ray joined (the head's, on its port: Ray
+    # names it by the machine's IP), the nodes alive at the start; the local search says local workers
+    (run,) = doc["runs"]
+    assert {k: run[k] for k in ("executor", "address", "started_here", "nodes", "cpus", "device", "resume")} == {
+        "executor": "ray", "address": address, "started_here": False, "nodes": 2, "cpus": 2.0,
+        "device": "edgehad-device:local", "resume": False}
+    assert run["connected"].rpartition(":")[2] == address.rpartition(":")[2] and run["ran"] == doc["ran"]
+    assert [(r["executor"], r["jobs"]) for r in local["runs"]] == [("local", 2)]
 
     assert [t["params"] for t in doc["trials"]] == [t["params"] for t in local["trials"]]
     assert doc["front"] == local["front"] and doc["front"]
