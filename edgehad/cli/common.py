@@ -150,10 +150,16 @@ def command_errors(f=None, *, stopped: str = STOPPED):
         from edgehad.core.capture import set_passthrough
 
         set_passthrough(debug)
+        from edgehad.core import stop
+
+        stop.clear()
         previous = signal.signal(signal.SIGTERM, _terminate)
+        previous_int = signal.signal(signal.SIGINT, _interrupt)
         try:
-            return f(*args, **kwargs)
-        except Terminated:
+            result = f(*args, **kwargs)
+            stop.check()  # a stop a library swallowed still ends the command as stopped
+            return result
+        except stop.Terminated:
             fail(f"terminated: {stopped}", 128 + signal.SIGTERM)
         except EdgehadError as exc:
             if debug:
@@ -169,17 +175,24 @@ def command_errors(f=None, *, stopped: str = STOPPED):
             fail(f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --debug for the traceback)", 1)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
     return wrapper
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that every ``finally`` (staging folders, children) runs as for Ctrl-C."""
-
-
 def _terminate(signum, frame):
+    from edgehad.core import stop
+
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
-    raise Terminated()
+    stop.request(signum)
+    raise stop.Terminated()
+
+
+def _interrupt(signum, frame):
+    from edgehad.core import stop
+
+    stop.request(signum)  # recorded too: a KeyboardInterrupt raised inside a finalizer is swallowed
+    raise KeyboardInterrupt()
 
 
 def _one_line(text: str) -> str:

@@ -140,6 +140,9 @@ def staging_dir(out: str | os.PathLike):
 
 def publish(stage: Path, out: Path) -> None:
     """Make ``stage`` be ``out`` unless ``out`` gained foreign files; see :func:`replace_dir`."""
+    from edgehad.core import stop
+
+    stop.check()  # a Ctrl-C or SIGTERM that a library swallowed still publishes nothing
     foreign = foreign_entries(out)
     if foreign:  # checked at the start too; a file that appeared during the run is not ours to delete
         raise UserInputError(f"`out` {out} gained {foreign[0]!r} during the run: nothing was replaced; "

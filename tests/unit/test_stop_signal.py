@@ -1,0 +1,52 @@
+"""A Ctrl-C or SIGTERM that a library swallows (a KeyboardInterrupt raised inside a finalizer is only
+printed) still stops the command and publishes nothing (edgehad.core.stop)."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edgehad.cli.common import command_errors
+from edgehad.core import stop
+from edgehad.core.files import staging_dir
+
+
+def _command(signum):
+    @click.command()
+    @command_errors(stopped="nothing was written")
+    def cmd():
+        try:
+            signal.raise_signal(signum)   # the handler raises here ...
+        except KeyboardInterrupt:         # ... and a library's finalizer swallows it
+            pass
+        click.echo("finished as if never stopped")
+    return cmd
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_swallowed_stop_still_ends_the_command_as_stopped(signum, code, said):
+    result = CliRunner().invoke(_command(signum))
+    # the body ran to its end (the stop was swallowed), and still the command exits as stopped (the
+    # "error: {said}: ..." line itself is checked with real signals in tests/e2e/test_out_folder.py)
+    assert "finished as if never stopped" in result.output
+    assert result.exit_code == code, result.output
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handlers put back
+    stop.clear()
+
+
+def test_a_recorded_stop_publishes_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    stop.request(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt), staging_dir(out) as stage:
+            (stage / "report.json").write_text('{"new": 1}')
+    finally:
+        stop.clear()
+    assert (out / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # no staging folder left
+    stop.check()   # cleared: nothing raised
