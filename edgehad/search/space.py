@@ -210,8 +210,8 @@ def parse_space(raw: dict, source: str = "<space>") -> Space:
             else:
                 _check_value(cls, stage, key, value, where, "")
                 fixed[stage][key] = value
-        if stage == "rewrite" and not fixed[stage].get("rules"):
-            continue  # its rules are searched (each choice checked above) or none: no stage to build
+        if stage == "rewrite" and any(p.stage == stage and p.key == "rules" for p in params):
+            continue  # its rules are searched, each choice checked above (one may be none: no stage to build)
         try:  # the fixed values together, as the stage takes them (checks that span keys)
             cls(**fixed[stage])
         except UserInputError as exc:
@@ -220,6 +220,11 @@ def parse_space(raw: dict, source: str = "<space>") -> Space:
         raise UserInputError(f"{where}: no export stage: add [stages.export-onnx] and/or [stages.export-tflite]")
     return Space(name=raw.get("name", Path(source).stem), description=raw.get("description", ""),
                  fixed=fixed, params=params)
+
+
+# `[rewrite] rules = {choices = ["", ...]}`: the choice "" is a trial without a rewrite stage. Only as a
+# choice: a fixed rules = "" (or a [rewrite] table without rules) is refused by the stage, as in a recipe.
+NO_RULE = ("rewrite", "rules", "")
 
 
 def _check_value(cls, stage: str, key: str, value, where: str, what: str) -> None:
@@ -232,8 +237,6 @@ def _check_value(cls, stage: str, key: str, value, where: str, what: str) -> Non
         check({"v": value}, {"type": "object", "properties": {"v": schema}})
     except UserInputError:
         raise UserInputError(f"{where}: {label} must be {allowed(schema)}, got {literal(value)}") from None
-    if (stage, key, value) == ("rewrite", "rules", ""):
-        return  # no rule: the trial's recipe has no rewrite stage (Space.recipe)
     try:
         cls(**{key: value})
     except UserInputError as exc:
@@ -255,6 +258,8 @@ def _param(cls, stage: str, key: str, spec: dict, where: str) -> Param:
         for choice in choices:
             if isinstance(choice, (dict, list)):
                 raise UserInputError(f"{where}: {label} choice {literal(choice)} must be a single value")
+            if (stage, key, choice) == NO_RULE:
+                continue  # searched against the rules: that trial has no rewrite stage (Space.recipe)
             _check_value(cls, stage, key, choice, where, " choice")
         if len({json.dumps(c) for c in choices}) != len(choices):
             raise UserInputError(f"{where}: {label} choices name a value twice ({literal(choices)}): give each once")

@@ -100,6 +100,10 @@ BAD_SPACES = [
      "`[finetune] epochs` must be a value, {choices = [...]} or {low = .., high = .., step = ..} / "
      "{low = .., high = .., log = true}, got {choice = [1, 2]}"),
     ({"verify": {"rtol": -1}, "export-onnx": {}}, "`[verify] rtol` must be a number >= 0, got -1"),
+    # "" is a rule choice only when the rules are searched; fixed, it names no rule, as in a recipe
+    ({"rewrite": {"rules": ""}, "export-onnx": {}}, "`[rewrite] rules` \"\" is refused by the rewrite stage: "
+     "no rewrite rule named"),
+    ({"rewrite": {}, "export-onnx": {}}, "`[rewrite]`: no rewrite rule named"),
     ({"quantize": {"scheme": "int8"}}, "no export stage: add [stages.export-onnx] and/or [stages.export-tflite]"),
 ]
 
