@@ -11,7 +11,8 @@ epochs of distillation fine-tuning, int8 TFLite; objectives accuracy and latency
 
 While the search runs, its workers time each trial on a machine the other worker loads. So after the
 search every front member's TFLite file and the peer's are timed again here, in one process at 1
-thread, interleaved in 20 rounds after warm-up (LiteRT with its default XNNPACK delegate); medians.
+thread, interleaved in 20 rounds after 20 warm-up runs (LiteRT with its default XNNPACK delegate, through
+bench_quantize.bench: edgehad.export.side_by_side.interleaved_medians, as every benchmark here); medians.
 Accuracy: top-1 of each exported file on the val split (360 images), as the search recorded it; drop in
 points against the original float model (98.6%). Then TFLite Micro's arena of each front member
 (``edgehad micro --find-arena --target nano33ble``, the shipped Cortex-M4F description: 256 KiB RAM).
@@ -33,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quantize import bench  # noqa: E402  (the project's interleaved side-by-side timing)
+
 MODEL = "zoo:efficientnet_b0"
 MODEL_ARGS = {"pretrained": "digits"}
 DATA = "digits?size=32&channels=3"
@@ -50,32 +54,6 @@ def plain_int8(out: Path) -> tuple[Path, float, float]:
     metric = next(s for s in report["stages"] if s["name"] == "verify")["task_metric"]
     path = Path(next(a["path"] for a in report["artifacts"] if a["format"] == "tflite"))
     return path, metric["tflite_int8"], metric["original"]
-
-
-def time_interleaved(files: dict[str, Path], runs: int, rounds: int = 20) -> dict[str, float]:
-    """Median ms of each file's invoke at 1 thread, the files taking turns in ``rounds`` rounds."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    rng = np.random.default_rng(0)
-    for key, path in files.items():
-        it = Interpreter(model_path=str(path), num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], rng.random(d["shape"], dtype=np.float32).astype(d["dtype"]))
-        for _ in range(50):
-            it.invoke()
-        interpreters[key] = it
-    times: dict[str, list[float]] = {key: [] for key in files}
-    per_round = max(1, runs // rounds)
-    for _ in range(rounds):
-        for key, it in interpreters.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                it.invoke()
-                times[key].append(time.perf_counter() - t0)
-    return {key: 1e3 * float(np.median(t)) for key, t in times.items()}
 
 
 def arena_kb(path: Path) -> float | None:
@@ -96,6 +74,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder for the search and the peer (default: temp)")
     args = ap.parse_args()
 
+    import numpy as np
+
     from edgehad.api import search
     from edgehad.core.capture import captured
 
@@ -114,10 +94,12 @@ def main() -> None:
     members = [t for t in doc["trials"] if t["front"]]
     files = {"peer": peer, **{f"front {t['number']}": Path(t["objective_file"]) for t in members}}
     load1 = os.getloadavg()[0]
-    ms = time_interleaved(files, args.runs)
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)  # NCHW as the model takes it: bench() transposes it once for an NHWC .tflite
+    ms = bench(files, 1, x, args.runs, rounds=20)
     print(f"# edgehad search vs plain int8: {MODEL} digits, space blocks, {len(doc['trials'])} trials, "
           f"{args.jobs} workers, seed 0; search {search_s / 60:.1f} min (load average {load0:.1f} before)\n")
-    print(f"Timing: LiteRT 1 thread, {args.runs} invokes per file in 20 interleaved rounds after 50 warm-up, "
+    print(f"Timing: LiteRT 1 thread, {args.runs} runs per file in 20 interleaved rounds after 20 warm-up "
+          f"(edgehad.export.side_by_side.interleaved_medians), "
           f"median ms; load average {load1:.1f} before timing. Accuracy: top-1 of the file on 360 val "
           f"images; original float model {100 * original:.1f}%.\n")
     print("| file | params of the trial | top-1 % | drop pts | median ms | speedup vs plain int8 | "
