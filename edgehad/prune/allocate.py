@@ -415,7 +415,7 @@ def _measured_ratio(model, example_inputs, groups, scores, widths: dict, table, 
         by_name = {g.name: g for g in trial_groups}
         compact([by_name[g.name] for g in groups if g.name in by_name],
                 {g.name: kept_channels(scores[g.name], widths[g.name]) for g in groups})
-        from edgehad.search.trial import measuring_lock
+        from edgehad.core.device_lock import measuring_lock
 
         # inside a search worker the whole-model timings are the device's too: one measurement at a time
         with measuring_lock(), tempfile.TemporaryDirectory(prefix="edgehad-prune-calibrate-") as tmp:

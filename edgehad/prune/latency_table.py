@@ -30,7 +30,7 @@ same shapes measures nothing.
 
 Inside a search (``edgehad search --jobs K``) the conversion runs in a trial's
 worker, beside other trials: each measurement holds the search's device lock
-(``$EDGEHAD_DEVICE_LOCK``, edgehad.search.trial.measuring_lock), the one a
+(``$EDGEHAD_DEVICE_LOCK``, edgehad.core.device_lock.measuring_lock), the one a
 trial's timing holds, so no layer is timed while another trial times or
 measures (both would read slower). Widths read from the cache take no lock.
 """
@@ -288,7 +288,7 @@ class LatencyTable:
     def us(self, spec: LayerSpec, cin: int, cout: int) -> float:
         key = self.key(spec, cin, cout)
         if key not in self.entries:
-            from edgehad.search.trial import measuring_lock
+            from edgehad.core.device_lock import measuring_lock
 
             model, feed = one_layer_onnx(spec, cin, cout, self.scheme)
             with measuring_lock():  # inside a search worker: the device is the search's, one measurement at a time

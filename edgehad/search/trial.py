@@ -28,7 +28,7 @@ The objective's file is the TFLite one when the trial exports it (the edge runti
 Timing takes the device lock (``DIR/device.lock``): a device is a resource of capacity 1, so two local
 workers never time at once. So does a measurement inside the conversion (the per-layer latency table of
 ``[stages.prune] target = "latency"``): the worker hands the lock's path down in ``$EDGEHAD_DEVICE_LOCK``
-and the measurement holds :func:`measuring_lock`.
+and the measurement holds edgehad.core.device_lock.measuring_lock.
 
 A trial runs in a worker process (edgehad.search.worker); it never raises: a refusal, an export error,
 a failed verification or a failed timing comes back as ``status`` "failed" with a one-line ``reason``.
@@ -36,11 +36,11 @@ a failed verification or a failed timing comes back as ``status`` "failed" with 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from edgehad.core.device_lock import device_lock
 
 PROFILE_WARMUP = 3
 PROFILE_RUNS = 20    # a modest count: the median of 20 single-thread runs orders variants of one model
@@ -49,9 +49,6 @@ RECIPE_FILE = "recipe.toml"
 FILES_DIR = "files"
 LOG_FILE = "worker.log"
 OPEN_GATE = 100.0    # verify's max_accuracy_drop inside a trial: every accuracy is a point, none a failure
-# set by the worker (edgehad.search.worker) to its spec's lock: measurements inside the conversion hold it too
-LOCK_ENV = "EDGEHAD_DEVICE_LOCK"
-_HELD = threading.local()   # the lock files this thread holds (device_lock is re-entrant per thread)
 
 
 @dataclass
@@ -196,45 +193,6 @@ def _micro(path: Path, progress) -> dict:
     arena = doc["arena"]
     return {"ram_kb": round(arena["recommended_bytes"] / 1024, 3), "flash_kb": round(doc["size_bytes"] / 1024, 3),
             "arena_min_bytes": arena["min_bytes"]}
-
-
-@contextlib.contextmanager
-def device_lock(path: str | None):
-    """Hold an exclusive lock on ``path`` (fcntl.flock): one timing at a time on the device it stands for.
-
-    Re-entrant within a thread: flock excludes every other open of the file, this process's own included, so
-    a measurement inside a held lock (a latency table inside a trial's timing) would otherwise wait on itself.
-    Another thread, or another process, waits.
-    """
-    if path is None or path in _held_here():
-        yield
-        return
-    import fcntl
-
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        _held_here().add(path)
-        try:
-            yield
-        finally:
-            _held_here().discard(path)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def measuring_lock():
-    """The device lock of the search worker this process is (``$EDGEHAD_DEVICE_LOCK``), or no lock outside a
-    search: what a measurement inside a trial's conversion holds (edgehad.prune.latency_table), so that it
-    never times beside another trial's timing or measurement."""
-    import os
-
-    return device_lock(os.environ.get(LOCK_ENV) or None)
-
-
-def _held_here() -> set:
-    held = getattr(_HELD, "paths", None)
-    if held is None:
-        held = _HELD.paths = set()
-    return held
 
 
 def _one_line(text: str) -> str:

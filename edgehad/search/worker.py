@@ -27,7 +27,8 @@ def main(argv=None) -> int:
 
     from edgehad.core.files import write_text
     from edgehad.core.jsondoc import dumps
-    from edgehad.search.trial import LOCK_ENV, RESULT_FILE, TrialSpec, run_trial
+    from edgehad.core.device_lock import LOCK_ENV
+    from edgehad.search.trial import RESULT_FILE, TrialSpec, run_trial
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgehad.prune.latency_table import LatencyTable, LayerSpec
-from edgehad.search.trial import LOCK_ENV, device_lock
+from edgehad.core.device_lock import LOCK_ENV, device_lock
 
 SPEC = LayerSpec("conv2d", (1, 8, 8, 8), 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
 HOLD = "import fcntl, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); " \
