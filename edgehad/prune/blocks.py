@@ -65,7 +65,8 @@ def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def block_influence(model: nn.Module, blocks: list[tuple[str, nn.Module]], inputs: tuple) -> dict[str, float]:
-    """BI of each block on ``inputs`` (a batch): 1 - the mean per-sample cosine of its input and output."""
+    """BI of each block on ``inputs`` (samples along dim 0, run in batches): 1 - the mean per-sample cosine of
+    its input and output."""
     sums: dict[str, list] = {name: [] for name, _ in blocks}
 
     def hook(mod, args, out, name):
@@ -75,10 +76,15 @@ def block_influence(model: nn.Module, blocks: list[tuple[str, nn.Module]], input
         if x.shape == y.shape:
             sums[name].append(torch.nn.functional.cosine_similarity(x, y, dim=1))
 
+    from edgehad.rewrite import STATS_BATCH
+
     handles = [m.register_forward_hook(lambda mod, a, o, name=name: hook(mod, a, o, name)) for name, m in blocks]
     try:
         with torch.no_grad():
-            model.eval()(*inputs)
+            model.eval()
+            # in batches, as the rewrite rules' statistics: 256 samples at 224x224 would hold GBs of activations
+            for i in range(0, len(inputs[0]), STATS_BATCH):
+                model(*(t[i:i + STATS_BATCH] for t in inputs))
     finally:
         for h in handles:
             h.remove()
