@@ -9,6 +9,7 @@ import traceback
 
 import click
 
+from edgehad.core import stop
 from edgehad.core.errors import EdgehadError
 
 
@@ -150,8 +151,6 @@ def command_errors(f=None, *, stopped: str = STOPPED):
         from edgehad.core.capture import set_passthrough
 
         set_passthrough(debug)
-        from edgehad.core import stop
-
         stop.clear()
         previous = signal.signal(signal.SIGTERM, _terminate)
         previous_int = signal.signal(signal.SIGINT, _interrupt)
@@ -181,16 +180,12 @@ def command_errors(f=None, *, stopped: str = STOPPED):
 
 
 def _terminate(signum, frame):
-    from edgehad.core import stop
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
     stop.request(signum)
     raise stop.Terminated()
 
 
 def _interrupt(signum, frame):
-    from edgehad.core import stop
-
     stop.request(signum)  # recorded too: a KeyboardInterrupt raised inside a finalizer is swallowed
     raise KeyboardInterrupt()
 
