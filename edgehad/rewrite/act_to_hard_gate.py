@@ -62,7 +62,8 @@ class ActToHardGate(Rule):
     name = "act-to-hard-gate"
     matches = "SiLU/Swish/GELU and sigmoid activation modules"
     effect = ("no exponentials; int8 TFLite as fast as SiLU (hard-swish written x*hardsigmoid(x), which XNNPACK "
-              "runs in int8; it does not run an int8 HARD_SWISH); gates in the fixed [0, 1] range; params unchanged")
+              "runs, its hard sigmoid in float: not int8 end to end; XNNPACK does not run an int8 HARD_SWISH); "
+              "gates in the fixed [0, 1] range; params unchanged")
 
     def match(self, model):
         return [(n, m) for n, m in model.named_modules() if n and _target(m) is not None]
