@@ -1,13 +1,16 @@
 """Benchmark: latency-aware pruning (``--prune-target latency``), the peer measured in the same run.
 
-    python examples/bench_prune_latency.py [--ratios 0.63,0.66,0.7] [--runs 200] [--round-to 16]
+    python examples/bench_prune_latency.py [--ratios 0.63,0.66,0.7] [--blocks 0.5:0.66,1.0:0.66,1.0:0.7]
+                                           [--runs 200] [--round-to 16]
 
 MobileNetV2-1.0-224 from the zoo (random weights, torch.manual_seed(0): speed only), converted with
 edgehad's int8 recipe of examples/bench_quantize.py (PT2E, random calibration, ONNX) with
 converters/prune50-int8's ``keep_float = "speed"``, plus
 ``[stages.prune] target = "latency"`` at each asked ratio R (the fraction of latency removed: the
 pruned file should run in 1 - R of the unpruned int8 file's time), ``round_to`` 16, no fine-tuning
-(speed does not depend on the weights). The per-layer latency table is measured on this machine at
+(speed does not depend on the weights). ``--blocks F:R`` rows first remove the fraction F of the
+residual blocks (``[stages.prune] blocks``: least block influence per table microsecond, random
+weights), then allocate widths so that the whole file keeps 1 - R of the original's time. The per-layer latency table is measured on this machine at
 1 thread in int8 (edgehad/prune/latency_table.py) and cached, so only the first ratio measures it.
 Beside them: edgehad's unpruned int8 file, same recipe (what R is asked against), the uniform prune
 of converters/prune50-int8 (50% of every group's channels, round-to 16) and the peer, onnxruntime's
@@ -54,6 +57,8 @@ def recipe(prune: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratios", default="0.63,0.66,0.7", help="latency fractions to remove, comma-separated")
+    ap.add_argument("--blocks", default="0.5:0.66,1.0:0.66,1.0:0.7",
+                    help="F:R pairs, comma-separated: remove the fraction F of the residual blocks, then R of the latency")
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--round-to", type=int, default=16)
     args = ap.parse_args()
@@ -69,7 +74,8 @@ def main() -> None:
     model = get_model("mobilenet_v2")
     shape = model.example_inputs[0].shape
     calib = [torch.rand(*shape, generator=torch.Generator().manual_seed(1)) for _ in range(64)]
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = [float(r) for r in args.ratios.split(",") if r]
+    block_rows = [tuple(map(float, pair.split(":"))) for pair in args.blocks.split(",") if pair]
     print(f"# Latency-aware pruning benchmark\n\nmachine: {platform.processor() or platform.machine()} "
           f"({cpu_features()}), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
           f"1 thread; {args.runs} runs/file interleaved in 10 rounds after 20 warm-up; median ms. "
@@ -97,6 +103,9 @@ def main() -> None:
         convert("uniform", recipe(f"ratio = 0.5\nround_to = {args.round_to}\n"))
         for r in ratios:
             convert(f"latency{r}", recipe(f'ratio = {r}\ntarget = "latency"\nround_to = {args.round_to}\n'))
+        for f, r in block_rows:
+            convert(f"blocks{f}:{r}", recipe(f'ratio = {r}\ntarget = "latency"\nround_to = {args.round_to}\n'
+                                             f'blocks = {f}\n'))
 
         x = torch.rand(*shape, generator=torch.Generator().manual_seed(7)).numpy()
         ms = bench(files, 1, x, args.runs)
@@ -109,7 +118,7 @@ def main() -> None:
     print(f"| edgehad int8 (keep-float speed), unpruned | | | | 1.000 | 1.000 | {ms['int8']:.3f} | "
           f"{ms['peer'] / ms['int8']:.2f} | | |")
     best = None
-    for key in ["uniform"] + [f"latency{r}" for r in ratios]:
+    for key in ["uniform"] + [f"latency{r}" for r in ratios] + [f"blocks{f}:{r}" for f, r in block_rows]:
         info = next(s for s in reports[key]["stages"] if s["name"] == "prune")["pruning"]
         target = info.get("latency_target")
         macs = info["macs"][1] / macs0
@@ -122,7 +131,13 @@ def main() -> None:
         close = abs(measured - target["asked"]) <= 0.10 * target["asked"]
         bar = close and speedup >= 3.0 and macs >= 0.25
         stage = "n/a" if target["measured"] is None else f"{target['measured']:.3f}"
-        print(f"| latency-aware, --prune {key[7:]} | {target['asked']:.3f} | {target['predicted']:.3f} | {stage} | "
+        if key.startswith("blocks"):
+            f, r = key[6:].split(":")
+            removed = len(info["blocks"]["removed"])
+            label = f"--prune-blocks {f} ({removed} of {info['blocks']['candidates']}) --prune {r}"
+        else:
+            label = f"--prune {key[7:]}"
+        print(f"| latency-aware, {label} | {target['asked']:.3f} | {target['predicted']:.3f} | {stage} | "
               f"{measured:.3f} | {macs:.3f} | {ms[key]:.3f} | {speedup:.2f} | {'yes' if close else 'no'} | "
               f"{'PASS' if bar else 'FAIL'} |")
         if close and macs >= 0.25 and (best is None or speedup > best[1]):

@@ -82,8 +82,12 @@ def find_groups(model, example_inputs):
 
 
 def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs: list, data=None, teacher=None,
-                progress=None) -> PruneResult:
-    """Prune a copy of ``model``; ``model`` itself is left untouched."""
+                progress=None, reference=None) -> PruneResult:
+    """Prune a copy of ``model``; ``model`` itself is left untouched.
+
+    ``reference``: with ``target`` latency, the model the latency ratio counts from when ``model`` is
+    already a smaller version of it (whole blocks removed); None: ``model`` itself.
+    """
     from edgehad.cost import count_macs, count_params
     from edgehad.prune.compaction import compact, max_abs_error, outputs
     from edgehad.prune.criteria import ScoreContext, get_criterion
@@ -115,7 +119,8 @@ def prune_model(model, example_inputs, settings: PruneSettings, *, sample_inputs
         if settings.target == "latency" and settings.ratio > 0:
             from edgehad.prune.allocate import latency_counts
 
-            counts, plan = latency_counts(work, example_inputs, live, scores, settings, progress)
+            counts, plan = latency_counts(work, example_inputs, live, scores, settings, progress,
+                                          reference=reference)
         else:
             counts = _counts_for_target(work, example_inputs, live, scores, settings, progress)
         keep = {g.name: kept_channels(scores[g.name], counts[g.name]) for g in live}

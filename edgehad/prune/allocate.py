@@ -13,6 +13,9 @@ where I_g(w) is the share of group g's importance (the criterion's scores) in th
 drops when it keeps its w best (``importance_lost``), T_l is the per-layer latency table
 (latency_table.py) and ``rest`` is what the model spends outside the pruned layers (0 in
 ``latency_counts``, which calibrates the table's ratio on timings of the whole model instead).
+When whole residual blocks went first (``prune_blocks``, edgehad.prune.blocks), L(full) is the
+original's: the table time of the removed blocks' layers, ``gone``, counts in it and in no L(w), so
+the ratio asked is of the model the stage was given and the widths pay only what the blocks did not.
 
 This is the knapsack of HALP (Shen et al., NeurIPS 2022, "Structural Pruning via Latency-Saliency
 Knapsack"): each group's latency cost is taken with its neighbours' widths fixed at the current
@@ -81,6 +84,7 @@ class Problem:
     layers: list                # LayerUse
     latency: Callable           # (layer name, c_in, c_out) -> microseconds
     rest: float = 0.0           # microseconds spent outside these layers
+    gone: float = 0.0           # microseconds of layers removed before the allocation (whole blocks)
 
     @property
     def sizes(self) -> dict:
@@ -109,7 +113,7 @@ class Allocation:
 def allocate(problem: Problem, keep: float) -> Allocation:
     """Widths that keep at most ``keep`` of the full model's latency (table) at the least importance lost."""
     full = {g: c[0] for g, c in problem.candidates.items()}
-    full_us = problem.total(full)
+    full_us = problem.total(full) + problem.gone
     budget = keep * full_us
     best, point = None, full
     for _ in range(ROUNDS):
@@ -264,7 +268,8 @@ def layer_uses(groups, specs: dict) -> tuple[list[LayerUse], list[str]]:
     return list(uses.values()), sorted(untimed)
 
 
-def latency_counts(model, example_inputs, groups, scores, settings, progress) -> tuple[dict[str, int], dict]:
+def latency_counts(model, example_inputs, groups, scores, settings, progress,
+                   reference=None) -> tuple[dict[str, int], dict]:
     """Keep counts for ``settings.ratio`` of latency removed, and the plan: asked, predicted, table, machine.
 
     The table's layers are not the whole model: session overhead, additions and the quantize of the
@@ -277,6 +282,10 @@ def latency_counts(model, example_inputs, groups, scores, settings, progress) ->
     again for the x the fit says gives the asked ratio, up to CALIBRATIONS timings, stopping once one
     is within CLOSE of the asked ratio. With ``settings.latency_calibrate`` off (``[stages.prune] latency =
     false``) the table's ratio is the prediction, and a run repeats exactly what the cache holds.
+
+    ``reference``: the model the ratio counts from when it is not ``model`` (``model`` is ``reference``
+    with whole residual blocks removed, edgehad.prune.blocks): the removed layers' table time joins the
+    full model's (``Problem.gone``) and the calibration times the pruned model against ``reference``.
     """
     from edgehad.core.errors import UserInputError
     from edgehad.prune.latency_table import LatencyTable, layer_specs
@@ -292,8 +301,10 @@ def latency_counts(model, example_inputs, groups, scores, settings, progress) ->
              f"cache {table.path})")
     candidates = {g.name: candidate_widths(g.size, settings.round_to) for g in groups}
     prefix = FloatPrefix(specs, uses, table, settings.latency_float_prefix and table.scheme == "int8")
+    gone = removed_layers(reference, specs, example_inputs) if reference is not None else {}
     problem = Problem(candidates, {g.name: importance_lost(scores[g.name], candidates[g.name]) for g in groups},
-                      uses, prefix.latency)
+                      uses, prefix.latency, gone=sum(_layer_us(table, spec, spec.cin, spec.cout)
+                                                     for spec in gone.values()))
     keep, points, goal, original = 1.0 - settings.ratio, [], 1.0 - settings.ratio, {}
     try:
         calibrations = CALIBRATIONS if settings.latency_calibrate else 0
@@ -303,8 +314,8 @@ def latency_counts(model, example_inputs, groups, scores, settings, progress) ->
             if attempt == calibrations or x >= 0.999:
                 break
             progress(f"prune: timing the allocation (table {x:.3f}x) against the original to calibrate the table")
-            measured = _measured_ratio(model, example_inputs, groups, scores, plan.widths, table, original,
-                                       prefix.counts(problem, plan.widths))
+            measured = _measured_ratio(model, reference or model, example_inputs, groups, scores, plan.widths,
+                                       table, original, prefix.counts(problem, plan.widths))
             if measured is None:
                 break
             points.append((x, measured))
@@ -324,6 +335,8 @@ def latency_counts(model, example_inputs, groups, scores, settings, progress) ->
             "format": table.fmt, "scheme": table.scheme, "threads": table.threads, "machine": table.machine,
             "table": {"layers": len(uses), "entries_used": len(_used(problem, plan.widths)),
                       "measured_now": table.measured, "cache": str(table.path)},
+            **({"removed_blocks": {"layers": len(gone), "table_us": round(problem.gone, 1),
+                                   "share": round(problem.gone / plan.full_us, 4)}} if gone else {}),
             "method": "HALP knapsack over per-group widths on a per-layer latency table (NetAdapt steps where "
                       "it falls short), calibrated on the whole model"}
     if prefix.on:
@@ -397,9 +410,36 @@ def calibrated(points: list, value: float, inverse: bool = False) -> float:
     return max(value, 1e-9) ** gamma
 
 
-def _measured_ratio(model, example_inputs, groups, scores, widths: dict, table, original: dict,
+def block_latency(model, example_inputs, blocks: list[str], settings, progress) -> dict[str, float]:
+    """{block: table microseconds of its timed layers at full width}, in the recipe's format and scheme.
+
+    What removing the block saves in the table's terms (edgehad.prune.blocks ranks by influence per
+    microsecond with a latency target). The block's additions are not in the table, nor is a float
+    prefix: blocks sit after the stem the prefix covers.
+    """
+    from edgehad.prune.latency_table import LatencyTable, layer_specs
+
+    specs = layer_specs(model, example_inputs)
+    table = LatencyTable(settings.latency_format, settings.latency_scheme, threads=1,
+                         folder=settings.latency_cache, progress=progress)
+    try:
+        return {b: sum(_layer_us(table, spec, spec.cin, spec.cout) for name, spec in specs.items()
+                       if name.startswith(b + ".")) for b in blocks}
+    finally:
+        table.save()
+
+
+def removed_layers(reference, specs: dict, example_inputs) -> dict:
+    """``{name: LayerSpec}`` of the timed layers ``reference`` runs and the model of ``specs`` does not."""
+    from edgehad.prune.latency_table import layer_specs
+
+    return {name: spec for name, spec in layer_specs(reference, example_inputs).items() if name not in specs}
+
+
+def _measured_ratio(model, reference, example_inputs, groups, scores, widths: dict, table, original: dict,
                     float_prefix: dict | None) -> float | None:
-    """Pruned / original latency of a compacted copy at ``widths``, timed side by side; None if it cannot be built."""
+    """Latency of a compacted copy of ``model`` at ``widths`` over ``reference``'s, timed side by side; None if
+    the copy cannot be built."""
     import copy
     import tempfile
     from pathlib import Path
@@ -419,7 +459,7 @@ def _measured_ratio(model, example_inputs, groups, scores, widths: dict, table, 
 
         # inside a search worker the whole-model timings are the device's too: one measurement at a time
         with measuring_lock(), tempfile.TemporaryDirectory(prefix="edgehad-prune-calibrate-") as tmp:
-            timed = compare_latency(model, trial, example_inputs, Path(tmp), formats=(table.fmt,),
+            timed = compare_latency(reference, trial, example_inputs, Path(tmp), formats=(table.fmt,),
                                     scheme=table.scheme, runs=TIMED_RUNS, reuse=original,
                                     float_prefix=float_prefix, quantile=CALIBRATION_QUANTILE)
     except Exception:  # a group the trial would skip breaks this copy: the table stays uncalibrated

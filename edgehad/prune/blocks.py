@@ -9,7 +9,10 @@ Language Models are More Redundant Than You Expect"),
     BI = 1 - E_samples[ cos(x, y) ]     (x, y flattened per sample)
 
 a block whose output points where its input did adds least. BI is measured on real samples
-(the train split) when the conversion has data. Removing blocks changes the function: recover
+(the train split) when the conversion has data. With a latency target the blocks buy time, so they
+rank as the channel allocation's NetAdapt steps do, by influence lost per microsecond saved:
+BI / T_b, T_b the per-layer latency table's time of the block's layers at full width
+(edgehad.prune.allocate.block_latency). Removing blocks changes the function: recover
 with fine-tuning (distillation from the original), as after channel pruning.
 
 A block is any submodule whose forward returns ``x + f(x)`` (or ``f(x) + x``) of its one input,
@@ -36,10 +39,14 @@ class BlockDrop:
     candidates: int = 0
     removed: list[str] = field(default_factory=list)
     influence: dict[str, float] = field(default_factory=dict)   # every candidate's BI
+    cost_us: dict[str, float] = field(default_factory=dict)     # latency target: each candidate's table time
 
     def as_dict(self) -> dict:
         return {"candidates": self.candidates, "removed": self.removed,
-                "influence": {k: round(v, 6) for k, v in self.influence.items()}}
+                "influence": {k: round(v, 6) for k, v in self.influence.items()},
+                **({"ranked_by": "influence per table microsecond",
+                    "table_us": {k: round(v, 1) for k, v in self.cost_us.items()}} if self.cost_us else
+                   {"ranked_by": "influence"})}
 
 
 def is_residual(module: nn.Module) -> bool:
@@ -91,14 +98,21 @@ def block_influence(model: nn.Module, blocks: list[tuple[str, nn.Module]], input
     return {name: 1.0 - float(torch.cat(c).mean()) for name, c in sums.items() if c}
 
 
-def drop_blocks(model: nn.Module, fraction: float, inputs: tuple) -> BlockDrop:
-    """A copy of ``model`` without round(fraction x candidates) residual blocks, lowest BI first."""
+def drop_blocks(model: nn.Module, fraction: float, inputs: tuple, cost=None) -> BlockDrop:
+    """A copy of ``model`` without round(fraction x candidates) residual blocks, lowest BI first.
+
+    ``cost``: a function from the candidates' names to {name: microseconds} (a latency target): lowest
+    BI per microsecond first, a block with no time measured last.
+    """
     from edgehad.rewrite import replace_module
 
     work = copy.deepcopy(model).eval()
     blocks = residual_blocks(work)
     influence = block_influence(work, blocks, inputs)
-    ranked = sorted(influence, key=influence.get)
+    cost_us = cost(list(influence)) if cost is not None and influence else {}
+    rank = (lambda n: influence[n] / cost_us[n] if cost_us.get(n, 0) > 0 else float("inf")) if cost_us \
+        else influence.get
+    ranked = sorted(influence, key=rank)
     want = int(fraction * len(influence) + 0.5)
     removed: list[str] = []
     for name in ranked:
@@ -111,4 +125,4 @@ def drop_blocks(model: nn.Module, fraction: float, inputs: tuple) -> BlockDrop:
         removed.append(name)
     for name in removed:
         replace_module(work, name, nn.Identity())
-    return BlockDrop(work, candidates=len(influence), removed=removed, influence=influence)
+    return BlockDrop(work, candidates=len(influence), removed=removed, influence=influence, cost_us=cost_us)

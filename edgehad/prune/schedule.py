@@ -15,7 +15,7 @@ import dataclasses
 
 
 def prune_gradually(model, example_inputs, settings, *, steps: int, step_epochs: int, sample_inputs: list,
-                    data=None, teacher=None, progress=None):
+                    data=None, teacher=None, progress=None, reference=None):
     """Prune in ``steps`` rounds; returns the last round's PruneResult with the whole run's before/after."""
     from edgehad.finetune import finetune
     from edgehad.prune import prune_model
@@ -23,7 +23,7 @@ def prune_gradually(model, example_inputs, settings, *, steps: int, step_epochs:
     progress = progress or (lambda msg: None)
     if steps <= 1:
         return prune_model(model, example_inputs, settings, sample_inputs=sample_inputs, data=data,
-                           teacher=teacher, progress=progress)
+                           teacher=teacher, progress=progress, reference=reference)
     per_step = 1.0 - (1.0 - settings.ratio) ** (1.0 / steps)
     current, first, history = model, None, []
     for step in range(1, steps + 1):

@@ -69,9 +69,6 @@ class Prune(Stage):
             if self.config["structure"] == "elements":
                 raise UserInputError("`prune_target='latency'` needs `prune_structure='channels'`: zeroed "
                                      "elements leave every layer as slow as before")
-            if self.config["blocks"] > 0:
-                raise UserInputError("`prune_blocks` with `prune_target='latency'`: the latency ratio would count from "
-                                     "the model left after removing blocks, not the original; use one of them")
             if self.config["steps"] > 1:
                 raise UserInputError("`prune_target='latency'` allocates the whole latency in one step: "
                                      f"use `prune_steps=1` (got {self.config['steps']})")
@@ -137,10 +134,11 @@ class Prune(Stage):
         if settings.ratio > 0 or blocks is None:
             how = "per-group widths from a latency table" if settings.target == "latency" else settings.scope
             ctx.progress(f"prune: {settings.ratio:.0%} of {settings.target} by {settings.criterion} ({how})")
+            # a latency ratio counts from the model this stage was given, blocks included
             result = prune_gradually(start, artifact.example_inputs, settings, steps=self.config["steps"],
                                      step_epochs=self.config["step_epochs"], sample_inputs=artifact.sample_inputs,
                                      data=artifact.data, teacher=artifact.original_model,
-                                     progress=ctx.progress)
+                                     progress=ctx.progress, reference=artifact.model if blocks else None)
         else:  # blocks only: no channel is removed
             from edgehad.prune import PruneResult
 
@@ -217,12 +215,19 @@ class Prune(Stage):
 
         inputs, _ = statistics_inputs(artifact, self.config["samples"])
         inputs = inputs or artifact.example_inputs
-        drop = drop_blocks(artifact.model, self.config["blocks"], inputs)
+        cost = None
+        if self.config["target"] == "latency":  # blocks buy time: least influence per table microsecond first
+            from edgehad.prune.allocate import block_latency
+
+            def cost(names):
+                return block_latency(artifact.model, artifact.example_inputs, names, self.settings(), ctx.progress)
+        drop = drop_blocks(artifact.model, self.config["blocks"], inputs, cost=cost)
         if not drop.candidates:
             raise UserInputError("`prune_blocks`: this model has no residual block (a module returning x + f(x) of "
                                  "its input) to remove; drop `prune_blocks`")
         ctx.progress(f"prune: removed {len(drop.removed)} of {drop.candidates} residual blocks "
-                     f"({', '.join(drop.removed) or 'none'}), least block influence first")
+                     f"({', '.join(drop.removed) or 'none'}), least block influence "
+                     f"{'per table microsecond ' if drop.cost_us else ''}first")
         return drop
 
     def _elements(self, artifact, ctx, settings):

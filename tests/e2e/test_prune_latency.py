@@ -86,3 +86,28 @@ def test_bad_combinations_are_one_line_exit_2(tmp_path, args, message):
                      "--out", str(tmp_path / "out"))
     assert_clean_error(result, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_blocks_and_a_latency_target_count_from_the_original(tmp_path):
+    """--prune-blocks with --prune-target latency: blocks ranked per table microsecond, the ratio of the original."""
+    recipe = tmp_path / "blocks.toml"
+    recipe.write_text('name = "blocks-latency"\n[stages.prune]\nratio = 0.5\ntarget = "latency"\nblocks = 0.5\n'
+                      'latency = false\n[stages.export-onnx]\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEHAD_LATENCY_CACHE", str(tmp_path / "cache"))
+        result = run_cli("convert", "zoo:mobilenet_v2", "--model-arg", "width_mult=0.35", "--model-arg",
+                         "input_size=64", "--model-arg", "num_classes=10", "--recipe", str(recipe),
+                         "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "prune")["pruning"]
+    blocks, target = info["blocks"], info["latency_target"]
+    assert blocks["candidates"] == 10 and len(blocks["removed"]) == 5
+    assert blocks["ranked_by"] == "influence per table microsecond"
+    ratio = {b: blocks["influence"][b] / blocks["table_us"][b] for b in blocks["influence"]}
+    assert sorted(blocks["removed"], key=ratio.get) == sorted(ratio, key=ratio.get)[:5]
+    gone = target["removed_blocks"]
+    assert gone["layers"] == 15 and gone["table_us"] == pytest.approx(
+        sum(blocks["table_us"][b] for b in blocks["removed"]), abs=0.2)
+    # the widths pay only the part of the asked 0.5 the blocks did not: a table ratio of the original
+    assert 0 < gone["share"] < 0.5 and 0.35 <= target["table_ratio"] <= 0.5 + 1e-6
+    assert info["macs"][1] < info["macs"][0] and any(g.get("removed") for g in info["groups"])

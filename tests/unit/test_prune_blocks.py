@@ -101,11 +101,25 @@ def _prune_stage(**opts):
     return Prune(**opts)
 
 
-def test_the_stage_refuses_blocks_with_a_latency_target_or_zeroed_elements():
-    with pytest.raises(UserInputError, match=r"`prune_blocks` with `prune_target='latency'`"):
-        _prune_stage(blocks=0.5, target="latency")
+def test_the_stage_refuses_blocks_with_zeroed_elements_and_takes_them_with_a_latency_target():
     with pytest.raises(UserInputError, match=r"`prune_blocks` removes whole blocks.*use channels"):
         _prune_stage(blocks=0.5, structure="elements")
+    assert _prune_stage(blocks=0.5, target="latency", ratio=0.5).config["blocks"] == 0.5
+
+
+def test_removed_layers_are_the_blocks_layers():
+    from edgehad.prune.allocate import removed_layers
+    from edgehad.prune.latency_table import layer_specs
+
+    torch.manual_seed(0)
+    model = get_model("mobilenet_v2", width_mult=0.35, num_classes=10, input_size=64).eval()
+    x = (torch.randn(2, 3, 64, 64),)
+    drop = drop_blocks(model, 0.3, x)
+    gone = removed_layers(model, layer_specs(drop.model, x), x)
+    assert len(drop.removed) == 3
+    assert sorted(gone) == sorted(name for name in layer_specs(model, x)
+                                  if any(name.startswith(b + ".") for b in drop.removed))
+    assert len(gone) == 9   # expand, depthwise, project per block
 
 
 def test_blocks_on_a_model_without_residual_blocks_is_one_line(tmp_path):
@@ -127,3 +141,18 @@ def test_the_blocks_space_builds_plain_recipes():
                          "finetune.epochs": 6}, "d")["stages"]
     assert deep["rewrite"] == {"rules": "fold-se"}
     assert deep["prune"]["blocks"] == 0.5 and deep["prune"]["ratio"] == 0.0 and deep["finetune"]["epochs"] == 6
+
+
+def test_with_a_latency_cost_blocks_rank_by_influence_per_microsecond():
+    torch.manual_seed(0)
+    model = get_model("mobilenet_v2", width_mult=0.35, num_classes=10, input_size=64).eval()
+    x = (torch.randn(4, 3, 64, 64),)
+    plain = drop_blocks(model, 0.2, x)
+    most = max(plain.influence, key=plain.influence.get)   # the last block influence alone would take
+    cost = {name: (1e6 if name == most else 1.0) for name in plain.influence}
+    timed = drop_blocks(model, 0.2, x, cost=lambda names: {n: cost[n] for n in names})
+    assert most not in plain.removed and timed.removed[0] == most
+    by_ratio = sorted(plain.influence, key=lambda n: plain.influence[n] / cost[n])
+    assert timed.removed == by_ratio[:2]
+    assert timed.as_dict()["ranked_by"] == "influence per table microsecond"
+    assert timed.as_dict()["table_us"][most] == 1e6 and plain.as_dict()["ranked_by"] == "influence"

@@ -85,6 +85,20 @@ def test_an_unreachable_budget_ends_at_the_narrowest_widths_that_save():
     assert plan.predicted_ratio == pytest.approx(problem.total(plan.widths) / plan.full_us)
 
 
+def test_the_latency_of_removed_blocks_counts_in_the_full_model():
+    """Problem.gone: the ratio asked counts from the model before its blocks went, so the widths pay less."""
+    problem = _problem(coupled=True, seed=0)
+    full = {g: c[0] for g, c in problem.candidates.items()}
+    here = problem.total(full)
+    problem.gone = here   # blocks as slow as the rest went: the full model took 2x what is left
+    assert allocate(problem, 0.5).widths == full           # half the original's time: already there
+    plan = allocate(problem, 0.3)                           # 0.6 of what is left
+    assert plan.full_us == pytest.approx(2 * here) and plan.met
+    assert problem.total(plan.widths) <= 0.6 * here + 1e-9 and plan.predicted_ratio <= 0.3 + 1e-9
+    problem.gone = 0.0
+    assert plan.lost == pytest.approx(brute_force(problem, 0.6)[1])   # the same optimum as asking 0.6 of it
+
+
 def test_candidates_and_importance_lost():
     assert candidate_widths(96, 16) == [96, 80, 64, 48, 32, 16]
     assert candidate_widths(8, 16) == [8]   # a group no wider than round_to is not narrowed
