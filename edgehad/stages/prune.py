@@ -217,10 +217,12 @@ class Prune(Stage):
         inputs = inputs or artifact.example_inputs
         cost = None
         if self.config["target"] == "latency":  # blocks buy time: least influence per table microsecond first
+            from functools import partial
+
             from edgehad.prune.allocate import block_latency
 
-            def cost(names):
-                return block_latency(artifact.model, artifact.example_inputs, names, self.settings(), ctx.progress)
+            cost = partial(block_latency, artifact.model, artifact.example_inputs, settings=self.settings(),
+                           progress=ctx.progress)
         drop = drop_blocks(artifact.model, self.config["blocks"], inputs, cost=cost)
         if not drop.candidates:
             raise UserInputError("`prune_blocks`: this model has no residual block (a module returning x + f(x) of "
