@@ -305,6 +305,11 @@ def latency_counts(model, example_inputs, groups, scores, settings, progress,
     problem = Problem(candidates, {g.name: importance_lost(scores[g.name], candidates[g.name]) for g in groups},
                       uses, prefix.latency, gone=sum(_layer_us(table, spec, spec.cin, spec.cout)
                                                      for spec in gone.values()))
+    share = problem.gone / (problem.total(problem.sizes) + problem.gone)
+    if problem.gone and share >= settings.ratio:
+        raise UserInputError(f"`prune_blocks` alone removes {share:.0%} of the latency (per-layer table), already the "
+                             f"`prune` {settings.ratio} asked: raise `prune` above {share:.2f}, or drop it to "
+                             "remove blocks only")
     keep, points, goal, original = 1.0 - settings.ratio, [], 1.0 - settings.ratio, {}
     try:
         calibrations = CALIBRATIONS if settings.latency_calibrate else 0
