@@ -21,6 +21,9 @@ for the emulated target, the tools its setup runs) goes through
 - **nothing left behind**: when the child exits, whatever it left running in
   its group is killed too.
 
+Ctrl-C that a finalizer swallowed (edgehad.core.stop) is not lost while waiting either: the wait
+runs in slices of ``_SLICE_S`` and checks for a recorded stop between them.
+
 SIGTERM: while a child runs in the main thread, a SIGTERM handler kills every
 running child's group and then exits with status 143 (128 + SIGTERM) through
 ``SystemExit``, so ``finally`` blocks and temporary folders are cleaned up. A
@@ -35,9 +38,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _DRAIN_S = 5.0  # after a kill, how long to wait for the pipes to close (a child that escaped the group)
+_SLICE_S = 0.25  # a wait's slice: a stop the CLI recorded (edgehad.core.stop) is acted on within this
 
 _live: set = set()  # children of this process still running, for the SIGTERM handler
 _lock = threading.Lock()
@@ -142,7 +147,8 @@ def run_child(cmd, *, timeout: float, input: str | bytes | None = None, stdin=No
             _live.add(proc)
         try:
             if on_stderr_line is None:
-                stdout, stderr = proc.communicate(input, timeout=timeout)
+                stdout, stderr = _sliced(lambda first, t: proc.communicate(input if first else None, timeout=t),
+                                         proc, timeout)
             else:
                 stdout, stderr = _stream(proc, timeout, on_stderr_line)
         except subprocess.TimeoutExpired as exc:
@@ -184,7 +190,7 @@ def _stream(proc: subprocess.Popen, timeout: float, on_line):
     for reader in readers:
         reader.start()
     try:
-        proc.wait(timeout=timeout)
+        _sliced(lambda first, t: proc.wait(timeout=t), proc, timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         try:
@@ -197,6 +203,27 @@ def _stream(proc: subprocess.Popen, timeout: float, on_line):
     for reader in readers:
         reader.join(timeout=_DRAIN_S)  # a grandchild that left the group may hold a pipe open
     return "".join(out), "".join(err)
+
+
+def _sliced(wait, proc: subprocess.Popen, timeout: float):
+    """``wait(first, t)`` (a communicate or wait with timeout ``t``) in slices until it returns, within ``timeout``.
+
+    Between slices, a Ctrl-C or SIGTERM that reached the CLI but was swallowed (a KeyboardInterrupt raised
+    inside a finalizer is dropped by Python) is raised again: edgehad.core.stop.check().
+    """
+    from edgehad.core import stop
+
+    deadline = time.monotonic() + timeout
+    first = True
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return wait(first, max(0.0, min(left, _SLICE_S)))
+        except subprocess.TimeoutExpired:
+            if left <= _SLICE_S:
+                raise subprocess.TimeoutExpired(proc.args, timeout) from None
+        first = False  # communicate() sends its input once; a retry goes on reading
+        stop.check()
 
 
 def _drain(proc: subprocess.Popen):

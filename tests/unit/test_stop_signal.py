@@ -50,3 +50,26 @@ def test_a_recorded_stop_publishes_nothing(tmp_path):
     assert (out / "report.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # no staging folder left
     stop.check()   # cleared: nothing raised
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["communicate", "streamed"])
+def test_a_swallowed_stop_ends_the_wait_on_a_child_and_kills_it(streamed):
+    """`edgehad micro` waits on its probe: a stop recorded while it waits kills the probe and raises, instead of
+    waiting out the probe's time limit (the probe below would sleep 60 s and then exit 0)."""
+    import os
+    import sys
+
+    from edgehad.core.children import run_child
+
+    code = "import os, sys, time; print(os.getpid(), file=sys.stderr, flush=True); time.sleep(60)"
+    pids = []
+    stop.request(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_child([sys.executable, "-c", code], timeout=120,
+                      on_stderr_line=pids.append if streamed else None)
+    finally:
+        stop.clear()
+    for pid in pids:   # the streamed child said its pid: it is gone (killed and reaped)
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
