@@ -44,7 +44,9 @@ def convert(model, example_inputs: tuple | None = None, *, weights: str | None =
     machine (1 thread), in onnxruntime and the recipe's scheme (int8 layers for an int8 recipe); per-group
     widths come from a per-layer latency table, measured once and cached (edgehad.prune.allocate).
     ``prune_blocks``: the fraction of residual blocks (a module returning x + f(x)) to remove before
-    any channel, lowest block influence first (edgehad.prune.blocks); alone, it removes no channel.
+    any channel, lowest block influence first (edgehad.prune.blocks); alone, it removes no channel. With
+    ``prune_target='latency'`` the blocks go by influence per table microsecond and ``prune`` still counts
+    from the whole model.
     """
     from edgehad.core.artifact import Artifact
     from edgehad.core.pipeline import DEFAULT_SAMPLES, bind_data, model_cost, run_pipeline, sample_inputs
