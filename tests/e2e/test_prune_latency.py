@@ -113,8 +113,12 @@ def test_blocks_and_a_latency_target_count_from_the_original(tmp_path):
     assert gone["layers"] == 15 and gone["table_us"] == pytest.approx(
         sum(blocks["table_us"][b] for b in blocks["removed"]), abs=0.2)
     # the widths pay only the part of the asked 0.4 the blocks did not: a table ratio of the original
-    # (this 64x64 model's thinnest widths reach ~0.5 of it: fixed per-layer cost)
-    assert 0.15 < gone["share"] < 0.4 and target["asked"] == 0.6 and 0.5 <= target["table_ratio"] <= 0.6 + 1e-6
+    # (this 64x64 model's thinnest widths reach ~0.5 of it: fixed per-layer cost), within the 3% the stage
+    # allows before it warns (a layer of a few microseconds can time slower at a narrower width)
+    from edgehad.prune.allocate import CLOSE
+
+    assert 0.15 < gone["share"] < 0.4 and target["asked"] == 0.6
+    assert 0.4 <= target["table_ratio"] <= 0.6 * (1 + CLOSE) + 1e-6
     assert info["macs"][1] < info["macs"][0] and any(g.get("removed") for g in info["groups"])
 
 
