@@ -129,7 +129,7 @@ class Prune(Stage):
                                  "or use `prune_target='macs'`")
         start, blocks = artifact.model, None
         if self.config["blocks"] > 0:
-            blocks = self._drop_blocks(artifact, ctx)
+            blocks = self._drop_blocks(artifact, ctx, settings)
             start = blocks.model
         if settings.ratio > 0 or blocks is None:
             how = "per-group widths from a latency table" if settings.target == "latency" else settings.scope
@@ -207,7 +207,7 @@ class Prune(Stage):
         ctx.record("pruning", info)
         return artifact
 
-    def _drop_blocks(self, artifact, ctx):
+    def _drop_blocks(self, artifact, ctx, settings):
         """Remove the residual blocks of least influence, measured on train samples when there is data."""
         from edgehad.core.errors import UserInputError
         from edgehad.core.pipeline import statistics_inputs
@@ -216,12 +216,12 @@ class Prune(Stage):
         inputs, _ = statistics_inputs(artifact, self.config["samples"])
         inputs = inputs or artifact.example_inputs
         cost = None
-        if self.config["target"] == "latency":  # blocks buy time: least influence per table microsecond first
+        if settings.target == "latency":  # blocks buy time: least influence per table microsecond first
             from functools import partial
 
             from edgehad.prune.allocate import block_latency
 
-            cost = partial(block_latency, artifact.model, artifact.example_inputs, settings=self.settings(),
+            cost = partial(block_latency, artifact.model, artifact.example_inputs, settings=settings,
                            progress=ctx.progress)
         drop = drop_blocks(artifact.model, self.config["blocks"], inputs, cost=cost)
         if not drop.candidates:
