@@ -101,7 +101,7 @@ def _blocks_convert(tmp_path, ratio, blocks):
 
 def test_blocks_and_a_latency_target_count_from_the_original(tmp_path):
     """--prune-blocks with --prune-target latency: blocks ranked per table microsecond, the ratio of the original."""
-    result = _blocks_convert(tmp_path, 0.4, 0.5)
+    result = _blocks_convert(tmp_path, 0.35, 0.5)
     assert result.returncode == 0, result.stderr[-3000:]
     info = next(s for s in json.loads(result.stdout)["stages"] if s["name"] == "prune")["pruning"]
     blocks, target = info["blocks"], info["latency_target"]
@@ -112,13 +112,13 @@ def test_blocks_and_a_latency_target_count_from_the_original(tmp_path):
     gone = target["removed_blocks"]
     assert gone["layers"] == 15 and gone["table_us"] == pytest.approx(
         sum(blocks["table_us"][b] for b in blocks["removed"]), abs=0.2)
-    # the widths pay only the part of the asked 0.4 the blocks did not: a table ratio of the original
-    # (this 64x64 model's thinnest widths reach ~0.5 of it: fixed per-layer cost), within the 3% the stage
-    # allows before it warns (a layer of a few microseconds can time slower at a narrower width)
+    # the widths pay only the part of the asked 0.35 the blocks did not: a table ratio of the original
+    # (this 64x64 model's thinnest widths reach ~0.5 of it: fixed per-layer cost, so 0.4 asked came within
+    # noise of that floor beside a parallel test worker), within the 3% the stage allows before it warns
     from edgehad.prune.allocate import CLOSE
 
-    assert 0.15 < gone["share"] < 0.4 and target["asked"] == 0.6
-    assert 0.4 <= target["table_ratio"] <= 0.6 * (1 + CLOSE) + 1e-6
+    assert 0.15 < gone["share"] < 0.35 and target["asked"] == 0.65
+    assert 0.45 <= target["table_ratio"] <= 0.65 * (1 + CLOSE) + 1e-6
     assert info["macs"][1] < info["macs"][0] and any(g.get("removed") for g in info["groups"])
 
 
