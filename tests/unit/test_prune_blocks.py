@@ -141,6 +141,8 @@ def test_the_blocks_space_builds_plain_recipes():
                          "finetune.epochs": 6}, "d")["stages"]
     assert deep["rewrite"] == {"rules": "fold-se"}
     assert deep["prune"]["blocks"] == 0.5 and deep["prune"]["ratio"] == 0.0 and deep["finetune"]["epochs"] == 6
+    # 3e-3, not the stage's 1e-3: with every block gone, 6 epochs at 1e-3 lost 1.1 points (README)
+    assert deep["finetune"]["lr"] == 0.003 and deep["finetune"]["distill"] is True
 
 
 def test_with_a_latency_cost_blocks_rank_by_influence_per_microsecond():
