@@ -69,7 +69,7 @@ def arena_kb(path: Path) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=40, 
+    ap.add_argument("--trials", type=int, default=40,
                     help="search trials (the bar allows 40; its fast member came at trial 32)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2000, help="timed invokes per file")
