@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import traceback
@@ -180,14 +181,31 @@ def command_errors(f=None, *, stopped: str = STOPPED):
 
 
 def _terminate(signum, frame):
+    if _hold(signum):
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
     stop.request(signum)
     raise stop.Terminated()
 
 
 def _interrupt(signum, frame):
+    if _hold(signum):
+        return
     stop.request(signum)  # recorded too: a KeyboardInterrupt raised inside a finalizer is swallowed
     raise KeyboardInterrupt()
+
+
+def _hold(signum) -> bool:
+    """A first stop inside an exporter's native code: record it, say so, and let stop.held raise it."""
+    what = stop.holding()
+    if what is None or stop.pending():
+        return False
+    stop.request(signum)
+    from edgehad.core.capture import console
+
+    # os.write, not console().print: this runs between two bytecodes of whatever the main thread was doing
+    os.write(console().file.fileno(), f"… stopping when {what} returns (again to stop now)\n".encode())
+    return True
 
 
 def _one_line(text: str) -> str:

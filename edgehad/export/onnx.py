@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgehad.core import stop
 from edgehad.core.capture import captured
 from edgehad.core.errors import UserInputError
 from edgehad.core.files import atomic_path
@@ -43,9 +44,9 @@ def export_onnx(model, example_inputs: tuple, path: str | Path, opset: int = DEF
         dynamic = {"dynamic_shapes": batch_shapes(model, tuple(example_inputs))}
     with captured() as log, atomic_path(path) as tmp:
         try:
-            program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
-                                        output_names=output_names,
-                                        optimize=True, verbose=False, **dynamic)
+            with stop.held("torch.onnx.export"):  # no KeyboardInterrupt inside its C++ (edgehad.core.stop)
+                program = torch.onnx.export(model, tuple(example_inputs), dynamo=True, opset_version=opset,
+                                            output_names=output_names, optimize=True, verbose=False, **dynamic)
             check_opset(program.model_proto, opset)
             if dynamic_batch:
                 from edgehad.export.batch import check_onnx_batch

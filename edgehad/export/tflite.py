@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgehad.core import stop
 from edgehad.core.capture import captured
 from edgehad.core.files import atomic_path
 from edgehad.export.lowering import export_error
@@ -49,7 +50,7 @@ def export_tflite(model, example_inputs: tuple, path: str | Path, quant_config=N
         import litert_torch
 
         try:
-            with tracing:
+            with tracing, stop.held("litert-torch"):  # no KeyboardInterrupt inside its C++ (edgehad.core.stop)
                 litert_model = litert_torch.convert(model, tuple(example_inputs), **kwargs)
             litert_model.export(str(tmp))
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgehad.core import stop
 from edgehad.core.errors import UserInputError
 
 
@@ -177,7 +178,8 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
 
     quantizer = make_quantizer(keep_float=tuple(keep_float), only=only)
     try:
-        graph = torch.export.export(model, tuple(example_inputs), strict=True).module()
+        with stop.held("torch.export"):  # no KeyboardInterrupt inside its C++ (edgehad.core.stop)
+            graph = torch.export.export(model, tuple(example_inputs), strict=True).module()
     except Exception as exc:
         raise UserInputError(
             f"int8 quantization needs a torch.export(strict=True) graph, which failed "
@@ -187,14 +189,16 @@ def quantize_int8(model, example_inputs: tuple, calibration: list[tuple], progre
     strip_eval_dropout(graph)
     fold_gate_affine(graph)
     decompose_silu(graph)
-    prepared = prepare_pt2e(graph, quantizer)
+    with stop.held("PT2E prepare"):
+        prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for i, args in enumerate(calibration):
             prepared(*[torch.as_tensor(a) for a in args])
             if progress:
                 progress(i + 1, len(calibration))
     constant = _constant_activations(prepared)
-    quantized = convert_pt2e(prepared, fold_quantize=False)
+    with stop.held("PT2E convert"):
+        quantized = convert_pt2e(prepared, fold_quantize=False)
     drop_saturating_gate_clamps(quantized)
     quantized.edgehad_degenerate_ranges = constant
     quantized.edgehad_float_activations = list(quantizer.float_activations)

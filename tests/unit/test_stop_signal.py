@@ -76,3 +76,46 @@ def test_a_swallowed_stop_ends_the_wait_on_a_child_and_kills_it(streamed):
     for pid in pids:   # the streamed child said its pid: it is gone (killed and reaped)
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
+
+
+def _held_command(signum, times, reached):
+    @click.command()
+    @command_errors(stopped="nothing was written")
+    def cmd():
+        with stop.held("the exporter"):
+            for i in range(times):
+                signal.raise_signal(signum)
+                reached.append(f"after signal {i + 1}")   # the handler returned: the stop is held
+            reached.append("end of the held call")
+        reached.append("after the held call")             # never: held() raised the stop as the call returned
+    return cmd
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_inside_an_exporter_is_held_until_it_returns(signum, code):
+    """No KeyboardInterrupt inside an exporter's C++ (a SIGTERM there once ended a convert in SIGABRT):
+    the first stop is recorded, the call runs to its end, and the command then ends as stopped."""
+    reached = []
+    result = CliRunner().invoke(_held_command(signum, 1, reached))
+    assert reached == ["after signal 1", "end of the held call"]
+    assert result.exit_code == code, result.output
+    assert stop.holding() is None
+    stop.clear()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_second_stop_inside_an_exporter_stops_at_once(signum, code):
+    reached = []
+    result = CliRunner().invoke(_held_command(signum, 2, reached))
+    assert reached == ["after signal 1"]   # the second signal raised where it landed
+    assert result.exit_code == code, result.output
+    assert stop.holding() is None
+    stop.clear()
+
+
+def test_held_without_a_stop_returns_as_the_call_did():
+    with stop.held("the exporter"):
+        assert stop.holding() == "the exporter"
+        with stop.held("an inner call"):
+            assert stop.holding() == "an inner call"
+    assert stop.holding() is None and not stop.pending()
