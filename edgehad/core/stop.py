@@ -11,7 +11,8 @@ An exporter's native code is no place for the exception either: torch.export, to
 litert-torch and PT2E run Python inside C++ (dispatcher modes, dynamo frames), and a KeyboardInterrupt
 raised at an arbitrary bytecode there can leave C++ state half-built. A convert sent SIGTERM inside
 torch.onnx.export died of SIGABRT or SIGSEGV (exit -6/-11, nothing said, its staging folder left) in
-3 of about 510 runs on this machine under load, once in CI. So those calls run under :func:`held`:
+3 of about 330 runs on this machine under load (SIGTERM within 0.5 s of the staging folder appearing,
+3 converts at once), once in CI. So those calls run under :func:`held` (then 0 of about 350 runs):
 the CLI's handlers record a first signal there and return, and :func:`held` raises it when the call
 returns. A second signal raises at once (a user who presses Ctrl-C twice means now).
 """
