@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 
 _pending: list[int] = []
 _held: list[str] = []  # what is running under held(), innermost last
@@ -52,7 +53,11 @@ def pending() -> bool:
 def held(what: str):
     """Run the body with a first Ctrl-C/SIGTERM held back (recorded), and raise it when the body returns.
 
-    ``what`` names the call for the line the CLI prints ("stopping when torch.onnx.export returns")."""
+    ``what`` names the call for the line the CLI prints ("stopping when torch.onnx.export returns").
+    Outside the main thread it holds nothing: signals reach the main thread only, which is elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _held.append(what)
     try:
         yield

@@ -119,3 +119,17 @@ def test_held_without_a_stop_returns_as_the_call_did():
         with stop.held("an inner call"):
             assert stop.holding() == "an inner call"
     assert stop.holding() is None and not stop.pending()
+
+
+def test_held_in_another_thread_holds_nothing():
+    import threading
+
+    seen = []
+
+    def body():
+        with stop.held("an export in a thread"):
+            seen.append(stop.holding())
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [None]
