@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from edgehad.core import stop
 from edgehad.core.errors import ConversionError, UnsupportedOpError
 
 _OP_PATTERNS = [
@@ -36,7 +37,8 @@ def module_of_op(model, example_inputs, op: str) -> str | None:
 
     base = op.split(".")[-1].split("::")[-1]
     try:
-        program = torch.export.export(model, tuple(example_inputs), strict=False)
+        with stop.held("torch.export"):  # no KeyboardInterrupt inside its C++ (edgehad.core.stop)
+            program = torch.export.export(model, tuple(example_inputs), strict=False)
     except Exception:
         return None
     for node in program.graph.nodes:
